@@ -1,0 +1,1 @@
+"""TLS certificates for the webhook: make, check, store and rotate them."""

@@ -1,0 +1,1 @@
+"""Pure certificate logic: make a CA and serving certificate, decide on renewal. No I/O."""

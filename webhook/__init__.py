@@ -1,0 +1,3 @@
+"""rollout-webhook: opt Kubernetes Deployments into Argo Rollouts with a label."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The pure conversion core: functions on dicts and frozen dataclasses, no I/O."""

@@ -1,0 +1,1 @@
+"""Kubernetes adapters: watch-fed caches and the one server-side-apply writer."""

@@ -1,0 +1,1 @@
+"""The HTTPS admission server: a thin FastAPI shell around the pure core."""
