@@ -24,3 +24,27 @@ class PolicyInvalid(ValueError):
         self.source = source
         lines = "\n".join(f"  {e}" for e in errors)
         super().__init__(f"{source} is invalid ({len(errors)} error(s)):\n{lines}")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A pre-flight result. Errors stop a conversion; warnings go back to the user."""
+
+    level: str  # "error" | "warning"
+    code: str
+    message: str
+
+    @property
+    def is_error(self) -> bool:
+        return self.level == "error"
+
+    def __str__(self) -> str:
+        return f"{self.level}: {self.message}"
+
+
+def error(code: str, message: str) -> Finding:
+    return Finding("error", code, message)
+
+
+def warning(code: str, message: str) -> Finding:
+    return Finding("warning", code, message)

@@ -250,7 +250,7 @@ def _analysis(value: object, path: str, errors: Errors, *, background: bool = Fa
     block = _mapping(value, path, errors)
     if block is None:
         return
-    allowed = ("templates", "args", "dryRun", "measurementRetention")
+    allowed: tuple[str, ...] = ("templates", "args", "dryRun", "measurementRetention")
     if background:
         allowed = (*allowed, "startingStep")
     _known_keys(block, allowed, path, errors)

@@ -1,0 +1,499 @@
+"""Planning a conversion: a Deployment and its neighbours in, every object as it should be out.
+
+``plan_conversion`` is the heart of the product and a pure function: no client, no
+clock, no I/O. The admission server, the reconciler and the offline ``convert`` command
+all call it, so they cannot disagree. Planning an already converted set of objects
+returns it unchanged (the property tests check this), which is what makes webhook
+reinvocation and reconciler re-runs safe.
+
+Facts it rests on (see docs/architecture.md):
+
+- A webhook cannot change an object's kind (kubernetes/kubernetes#89558), so the
+  Deployment stays and a Rollout refers to it through ``spec.workloadRef``, with an
+  empty template.
+- ``spec.replicas`` on the Rollout is always set: left out it means 1
+  (argo-rollouts#3689, #4110).
+- On CREATE the Deployment is stored with 0 replicas (pods come from the Rollout only);
+  a running Deployment keeps its replicas and Argo scales it down per ``scaleDown``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from webhook.core.errors import Finding, error, warning
+from webhook.core.hpa import clamp_to_hpa, hpas_for, retarget_hpa, targets
+from webhook.core.keys import DEFAULT_KEYS, Keys
+from webhook.core.objects import (
+    Obj,
+    annotations_of,
+    carried_labels,
+    dns_label,
+    labels_of,
+    name_of,
+    namespace_of,
+    owner_reference,
+    spec_of,
+)
+from webhook.core.policy import Environment, Policy, Strategy
+from webhook.core.routes import (
+    RoutePatch,
+    add_canary_backend_httproute,
+    add_canary_destination_virtualservice,
+    httproute_references,
+    virtualservice_references,
+)
+from webhook.core.selection import (
+    StrategyChoice,
+    resolve_environment,
+    resolve_opt_in,
+    resolve_strategy,
+)
+from webhook.core.services import candidate_services, clone_service
+
+Operation = Literal["CREATE", "UPDATE"]
+Decision = Literal["convert", "skip", "refuse"]
+
+ROLLOUT_API_VERSION = "argoproj.io/v1alpha1"
+GATEWAY_PLUGIN = "argoproj-labs/gatewayAPI"
+# Phases in which a Rollout is moving between revisions: its strategy is never changed then.
+ACTIVE_PHASES = ("Progressing", "Paused")
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The objects of the Deployment's namespace that a conversion reads."""
+
+    namespace: Mapping[str, Any] | None = None
+    services: tuple[Mapping[str, Any], ...] = ()
+    hpas: tuple[Mapping[str, Any], ...] = ()
+    http_routes: tuple[Mapping[str, Any], ...] = ()
+    virtual_services: tuple[Mapping[str, Any], ...] = ()
+    rollouts: tuple[Mapping[str, Any], ...] = ()
+
+    def rollout_named(self, name: str) -> Mapping[str, Any] | None:
+        return next((r for r in self.rollouts if name_of(r) == name), None)
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """Everything a decision produces, as data. ``deployment`` is always a full object."""
+
+    decision: Decision
+    reason: str
+    deployment: Obj
+    environment: str | None = None
+    strategy: Strategy | None = None
+    rollout: Obj | None = None
+    services: tuple[Obj, ...] = ()
+    hpas: tuple[Obj, ...] = ()
+    routes: tuple[Obj, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    policy_version: str = ""
+
+    @property
+    def converted(self) -> bool:
+        return self.decision == "convert"
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.is_error)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Every finding as a message for the user (errors of a refusal included)."""
+        return tuple(f.message for f in self.findings)
+
+    def objects(self) -> list[Obj]:
+        """The Deployment first, then every object this conversion creates or changes."""
+        out: list[Obj] = [self.deployment]
+        if self.rollout is not None:
+            out.append(self.rollout)
+        return [*out, *self.services, *self.hpas, *self.routes]
+
+
+@dataclass(frozen=True)
+class _Traffic:
+    config: Obj | None
+    routes: tuple[Obj, ...]
+    findings: tuple[Finding, ...] = field(default=())
+
+
+def _int(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _stable_service(
+    deployment: Mapping[str, Any], neighbours: Neighbours, keys: Keys
+) -> tuple[Mapping[str, Any] | None, list[Finding]]:
+    candidates = candidate_services(deployment, neighbours.services, keys)
+    if not candidates:
+        return None, []
+    name = name_of(deployment)
+    by_name = [s for s in candidates if name_of(s) == name]
+    routed = [
+        s
+        for s in candidates
+        if any(httproute_references(r, name_of(s)) for r in neighbours.http_routes)
+        or any(virtualservice_references(v, name_of(s)) for v in neighbours.virtual_services)
+    ]
+    chosen = (by_name or routed or candidates)[0]
+    findings: list[Finding] = []
+    if len(candidates) > 1 and not by_name and len(routed) != 1:
+        findings.append(
+            warning(
+                "several-services",
+                f"{len(candidates)} Services select the pods; using {name_of(chosen)} as stable",
+            )
+        )
+    return chosen, findings
+
+
+def _traffic(
+    env: Environment, stable: str | None, canary: str | None, neighbours: Neighbours, ns: str
+) -> _Traffic:
+    mode = env.traffic_routing
+    if mode == "none" or stable is None or canary is None:
+        return _Traffic(None, ())
+    http_routes = [r for r in neighbours.http_routes if httproute_references(r, stable)]
+    virtual_services = [
+        v for v in neighbours.virtual_services if virtualservice_references(v, stable)
+    ]
+    use_gateway = mode == "gatewayAPI" or (mode == "auto" and bool(http_routes))
+    use_istio = mode == "istio" or (mode == "auto" and not http_routes and bool(virtual_services))
+    if use_gateway:
+        if not http_routes:
+            return _Traffic(
+                None,
+                (),
+                (
+                    warning(
+                        "no-route",
+                        f"trafficRouting is gatewayAPI but no HTTPRoute sends traffic to {stable}",
+                    ),
+                ),
+            )
+        patches = [add_canary_backend_httproute(r, stable, canary) for r in http_routes]
+        names = sorted(name_of(r) for r in http_routes)
+        plugin: Obj = {"namespace": ns}
+        if len(names) == 1:
+            plugin["httpRoute"] = names[0]
+        else:
+            plugin["httpRoutes"] = [{"name": n} for n in names]
+        return _collect({"plugins": {GATEWAY_PLUGIN: plugin}}, patches)
+    if use_istio:
+        if not virtual_services:
+            return _Traffic(
+                None,
+                (),
+                (
+                    warning(
+                        "no-route",
+                        f"trafficRouting is istio but no VirtualService routes to {stable}",
+                    ),
+                ),
+            )
+        patches = [
+            add_canary_destination_virtualservice(v, stable, canary) for v in virtual_services
+        ]
+        refs: list[Obj] = []
+        for vs, patch in sorted(
+            zip(virtual_services, patches, strict=True), key=lambda p: name_of(p[0])
+        ):
+            ref: Obj = {"name": name_of(vs)}
+            if len(spec_of(vs).get("http") or []) > 1:
+                ref["routes"] = list(patch.route_names)
+            refs.append(ref)
+        config: Obj = {"virtualService": refs[0]} if len(refs) == 1 else {"virtualServices": refs}
+        return _collect({"istio": config}, patches)
+    return _Traffic(None, ())
+
+
+def _collect(config: Obj, patches: Sequence[RoutePatch]) -> _Traffic:
+    findings = tuple(f for p in patches for f in p.findings)
+    return _Traffic(config, tuple(p.route for p in patches if p.changed), findings)
+
+
+def _traffic_dependent_settings(block: Mapping[str, Any], has_traffic: bool) -> list[Finding]:
+    """Argo's own validation: these settings make a Rollout InvalidSpec without traffic routing."""
+    if has_traffic:
+        return []
+    problems: list[str] = []
+    for i, step in enumerate(block.get("steps") or []):
+        if "setCanaryScale" in step:
+            problems.append(f"steps[{i}].setCanaryScale")
+        for j, template in enumerate((step.get("experiment") or {}).get("templates") or []):
+            if "weight" in template:
+                problems.append(f"steps[{i}].experiment.templates[{j}].weight")
+    for key in ("scaleDownDelaySeconds", "dynamicStableScale"):
+        if key in block:
+            problems.append(key)
+    return [
+        error(
+            "needs-traffic-routing", f"canary {p} needs traffic routing, and this service has none"
+        )
+        for p in problems
+    ]
+
+
+def _strategy_spec(
+    choice: StrategyChoice,
+    deployment: Mapping[str, Any],
+    stable: str | None,
+    second: str | None,
+    traffic: _Traffic,
+) -> Obj:
+    settings = copy.deepcopy(dict(choice.block))
+    if choice.strategy == "bluegreen":
+        assert stable is not None
+        assert second is not None
+        return {"blueGreen": {"activeService": stable, "previewService": second, **settings}}
+    rolling = (spec_of(deployment).get("strategy") or {}).get("rollingUpdate") or {}
+    canary: Obj = {}
+    for key in ("maxSurge", "maxUnavailable"):
+        if key in rolling and key not in settings:
+            canary[key] = rolling[key]
+    if stable is not None and second is not None:
+        canary["stableService"] = stable
+        canary["canaryService"] = second
+    if traffic.config is not None:
+        canary["trafficRouting"] = traffic.config
+    canary.update(settings)
+    canary.setdefault("steps", [])
+    return {"canary": canary}
+
+
+def _skip(
+    decision: Decision,
+    reason: str,
+    deployment: Mapping[str, Any],
+    findings: Sequence[Finding] = (),
+    environment: str | None = None,
+    version: str = "",
+) -> Conversion:
+    return Conversion(
+        decision=decision,
+        reason=reason,
+        deployment=copy.deepcopy(dict(deployment)),
+        environment=environment,
+        findings=tuple(findings),
+        policy_version=version,
+    )
+
+
+def _replicas(
+    deployment: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    operation: Operation,
+    keys: Keys,
+) -> tuple[int, int | None]:
+    """(replicas the owner wants, replicas the stored Deployment should have; None = as is).
+
+    Once converted, the Deployment's own replica count belongs to Argo Rollouts, which
+    scales it down. A later request for a new size (a `kubectl scale`, or a GitOps sync
+    putting back the count from Git, argo-rollouts#4935) is recorded as the wanted size
+    and handed to the Rollout, while the Deployment keeps the count it had.
+    """
+    requested = _int(spec_of(deployment).get("replicas"), 1)
+    recorded_text = annotations_of(deployment).get(keys.original_replicas)
+    if old is not None and recorded_text is None:
+        recorded_text = annotations_of(old).get(keys.original_replicas)
+    converted = annotations_of(deployment).get(keys.rollout_name) or (
+        old is not None and annotations_of(old).get(keys.rollout_name)
+    )
+    recorded = int(recorded_text) if recorded_text and recorded_text.isdigit() else None
+    if not converted or recorded is None:
+        return requested, (0 if operation == "CREATE" else None)
+    if old is not None:
+        previous = _int(spec_of(old).get("replicas"), 1)
+        if requested != previous:
+            return requested, previous
+        return recorded, None
+    return recorded, None
+
+
+def plan_conversion(
+    deployment: Mapping[str, Any],
+    neighbours: Neighbours,
+    policy: Policy,
+    *,
+    operation: Operation = "CREATE",
+    old_deployment: Mapping[str, Any] | None = None,
+    keys: Keys = DEFAULT_KEYS,
+) -> Conversion:
+    """Decide whether and how to convert a Deployment, and produce every resulting object."""
+    version = str(policy.version)
+    name = name_of(deployment)
+    ns = namespace_of(deployment)
+    opt_in = resolve_opt_in(deployment, neighbours.namespace, keys)
+    if not opt_in.opted_in:
+        return _skip("skip", opt_in.reason, deployment, opt_in.findings, version=version)
+
+    env_choice = resolve_environment(deployment, neighbours.namespace, policy, keys)
+    env = policy.environment(env_choice.name)
+    if env is None:
+        return _skip(
+            "refuse",
+            f"environment {env_choice.name!r} (from {env_choice.source}) is not in the policy",
+            deployment,
+            [
+                error(
+                    "unknown-environment",
+                    f"policy has no environment {env_choice.name!r} (from {env_choice.source})",
+                )
+            ],
+            version=version,
+        )
+    choice = resolve_strategy(deployment, env, keys)
+    findings: list[Finding] = [*opt_in.findings, *choice.findings]
+    if not env.enabled:
+        return _skip(
+            "skip",
+            f"environment {env.name} is switched off (rollout.enabled: false)",
+            deployment,
+            findings,
+            env.name,
+            version,
+        )
+    if not choice.enabled:
+        return _skip(
+            "skip",
+            f"annotation {keys.rollout} sets enabled: false",
+            deployment,
+            findings,
+            env.name,
+            version,
+        )
+    if any(f.is_error for f in findings):
+        return _skip(
+            "refuse", "the service's overrides are invalid", deployment, findings, env.name, version
+        )
+
+    if (spec_of(deployment).get("strategy") or {}).get("type") == "Recreate":
+        findings.append(
+            warning(
+                "recreate",
+                f"Deployment strategy Recreate has no Rollout equivalent; "
+                f"{choice.strategy} replaces it",
+            )
+        )
+
+    stable_svc, svc_findings = _stable_service(deployment, neighbours, keys)
+    findings.extend(svc_findings)
+    stable = name_of(stable_svc) if stable_svc is not None else None
+    second: str | None = None
+    if stable is not None:
+        second = dns_label(stable, "canary" if choice.strategy == "canary" else "preview")
+
+    if choice.strategy == "bluegreen" and stable_svc is None:
+        findings.append(
+            error("no-service", "blue-green needs a Service that selects the pods; none does")
+        )
+        return _skip("refuse", "no Service for blue-green", deployment, findings, env.name, version)
+    if choice.strategy == "canary" and stable_svc is None:
+        findings.append(
+            warning("no-service", "no Service selects the pods: canary by replica count only")
+        )
+
+    traffic = (
+        _traffic(env, stable, second, neighbours, ns)
+        if choice.strategy == "canary"
+        else _Traffic(None, ())
+    )
+    findings.extend(traffic.findings)
+    if choice.strategy == "canary":
+        findings.extend(_traffic_dependent_settings(choice.block, traffic.config is not None))
+    if any(f.is_error for f in findings):
+        return _skip("refuse", "pre-flight checks failed", deployment, findings, env.name, version)
+
+    wanted, stored = _replicas(deployment, old_deployment, operation, keys)
+    hpas = hpas_for(neighbours.hpas, name)
+    existing = neighbours.rollout_named(name)
+    rollout_replicas = clamp_to_hpa(wanted, hpas[0]) if hpas else wanted
+    if hpas and existing is not None and isinstance(spec_of(existing).get("replicas"), int):
+        # The HPA owns the Rollout's size once it scales it.
+        rollout_replicas = spec_of(existing)["replicas"]
+
+    strategy_spec = _strategy_spec(choice, deployment, stable, second, traffic)
+    applied_strategy: Strategy = choice.strategy
+    if existing is not None:
+        existing_strategy = spec_of(existing).get("strategy")
+        phase = (existing.get("status") or {}).get("phase")
+        if existing_strategy and (policy.rollout_updates == "never" or phase in ACTIVE_PHASES):
+            # Never change the steps under a rollout in progress; "never" keeps them always.
+            strategy_spec = copy.deepcopy(dict(existing_strategy))
+            applied_strategy = "bluegreen" if "blueGreen" in strategy_spec else "canary"
+
+    dep = copy.deepcopy(dict(deployment))
+    metadata = dep.setdefault("metadata", {})
+    annotations = metadata.setdefault("annotations", {})
+    annotations.update(
+        {
+            keys.rollout_name: name,
+            keys.original_replicas: str(wanted),
+            keys.applied_environment: env.name,
+            keys.applied_strategy: applied_strategy,
+            keys.policy_version: version,
+        }
+    )
+    if stored is not None:
+        dep.setdefault("spec", {})["replicas"] = stored
+
+    labels = carried_labels(labels_of(deployment), keys)
+    labels[keys.managed] = "true"
+    labels[keys.generated_for] = name
+    rollout_meta: Obj = {
+        "name": name,
+        "namespace": ns,
+        "labels": labels,
+        "annotations": {
+            keys.applied_environment: env.name,
+            keys.applied_strategy: applied_strategy,
+            keys.policy_version: version,
+        },
+    }
+    owners = owner_reference(deployment)
+    if owners:
+        rollout_meta["ownerReferences"] = owners
+    spec = spec_of(deployment)
+    rollout_spec: Obj = {"replicas": rollout_replicas}
+    if "selector" in spec:
+        rollout_spec["selector"] = copy.deepcopy(spec["selector"])
+    for key in ("revisionHistoryLimit", "minReadySeconds", "progressDeadlineSeconds"):
+        if key in spec:
+            rollout_spec[key] = spec[key]
+    rollout_spec["workloadRef"] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": name,
+        "scaleDown": env.scale_down,
+    }
+    rollout_spec["strategy"] = strategy_spec
+    rollout: Obj = {
+        "apiVersion": ROLLOUT_API_VERSION,
+        "kind": "Rollout",
+        "metadata": rollout_meta,
+        "spec": rollout_spec,
+    }
+
+    services: tuple[Obj, ...] = ()
+    if stable_svc is not None and second is not None:
+        services = (clone_service(stable_svc, second, deployment, keys),)
+    changed_hpas = tuple(retarget_hpa(h, name) for h in hpas if not targets(h, "Rollout", name))
+    verb = "converted" if operation == "CREATE" else "converted (running Deployment)"
+    return Conversion(
+        decision="convert",
+        reason=f"{opt_in.reason}; {verb} with {env.name} {applied_strategy} ({env_choice.source})",
+        deployment=dep,
+        environment=env.name,
+        strategy=applied_strategy,
+        rollout=rollout,
+        services=services,
+        hpas=changed_hpas,
+        routes=traffic.routes,
+        findings=tuple(findings),
+        policy_version=version,
+    )

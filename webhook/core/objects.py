@@ -1,0 +1,91 @@
+"""Small read helpers for Kubernetes objects as plain dicts (the core never sees client types)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from webhook.core.keys import ARGOCD_PREFIX, ARGOCD_TRACKING_LABEL, Keys
+
+Obj = dict[str, Any]
+
+
+def meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    value = obj.get("metadata")
+    return value if isinstance(value, Mapping) else {}
+
+
+def name_of(obj: Mapping[str, Any]) -> str:
+    return str(meta(obj).get("name") or "")
+
+
+def namespace_of(obj: Mapping[str, Any]) -> str:
+    return str(meta(obj).get("namespace") or "")
+
+
+def labels_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    value = meta(obj).get("labels")
+    return value if isinstance(value, Mapping) else {}
+
+
+def annotations_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    value = meta(obj).get("annotations")
+    return value if isinstance(value, Mapping) else {}
+
+
+def spec_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    value = obj.get("spec")
+    return value if isinstance(value, Mapping) else {}
+
+
+def pod_labels(deployment: Mapping[str, Any]) -> Mapping[str, str]:
+    template = spec_of(deployment).get("template")
+    if not isinstance(template, Mapping):
+        return {}
+    return labels_of(template)
+
+
+def is_generated(obj: Mapping[str, Any], keys: Keys) -> bool:
+    return labels_of(obj).get(keys.managed) == "true"
+
+
+def carried_labels(labels: Mapping[str, str], keys: Keys) -> dict[str, str]:
+    """Labels safe to copy onto a generated object.
+
+    Never Argo CD's tracking label or annotations (the generated object is not part of
+    the Argo CD Application, and copying them makes Argo CD prune it), nor the product's
+    own opt-in labels (a generated object must not look like something to convert).
+    """
+    return {
+        k: v
+        for k, v in labels.items()
+        if k != ARGOCD_TRACKING_LABEL
+        and not k.startswith(ARGOCD_PREFIX)
+        and not k.startswith(keys.prefix)
+    }
+
+
+def owner_reference(deployment: Mapping[str, Any]) -> list[Obj]:
+    """An ownerReference to the Deployment, once it has a uid (not yet at CREATE admission)."""
+    uid = meta(deployment).get("uid")
+    if not uid:
+        return []
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": name_of(deployment),
+            "uid": uid,
+        }
+    ]
+
+
+def dns_label(base: str, suffix: str) -> str:
+    """``base-suffix`` kept within the 63-character DNS label limit of Service names."""
+    name = f"{base}-{suffix}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(base.encode()).hexdigest()[:6]
+    keep = 63 - len(suffix) - len(digest) - 2
+    return f"{base[:keep].rstrip('-')}-{digest}-{suffix}"

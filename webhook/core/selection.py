@@ -1,0 +1,169 @@
+"""Who is opted in, which environment applies, and which strategy results.
+
+The rules of docs/labels.md, as pure functions:
+
+- opt-in: the Deployment's ``enabled`` label wins ("false" opts out even in an opted-in
+  Namespace); otherwise the Namespace's label decides;
+- environment: the Deployment's ``environment`` label, else the Namespace's, else the
+  first policy namespace pattern that matches, else ``defaultEnvironment``;
+- strategy: the environment's ``rollout:`` block, with the Deployment's ``strategy`` and
+  ``rollout`` annotations merged over it where the environment allows service overrides.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from webhook.core.errors import Finding, error, warning
+from webhook.core.keys import Keys
+from webhook.core.objects import annotations_of, labels_of, name_of, namespace_of
+from webhook.core.policy import STRATEGIES, Environment, Policy, Strategy, validate_rollout_block
+
+
+@dataclass(frozen=True)
+class OptIn:
+    opted_in: bool
+    reason: str
+    findings: tuple[Finding, ...] = ()
+
+
+def resolve_opt_in(
+    deployment: Mapping[str, Any], namespace: Mapping[str, Any] | None, keys: Keys
+) -> OptIn:
+    own = labels_of(deployment).get(keys.enabled)
+    ns_value = labels_of(namespace).get(keys.enabled) if namespace else None
+    findings: list[Finding] = []
+    if own is not None and own not in ("true", "false"):
+        findings.append(
+            warning(
+                "label-value",
+                f'label {keys.enabled}={own!r} on the Deployment is neither "true" nor "false"',
+            )
+        )
+        own = None
+    if own == "false":
+        return OptIn(False, f"opted out by label {keys.enabled}=false on the Deployment")
+    if own == "true":
+        return OptIn(True, f"opted in by label {keys.enabled}=true on the Deployment")
+    if ns_value == "true":
+        ns = name_of(namespace) if namespace else namespace_of(deployment)
+        return OptIn(True, f"opted in by label {keys.enabled}=true on Namespace {ns}")
+    return OptIn(False, "not opted in", tuple(findings))
+
+
+@dataclass(frozen=True)
+class EnvironmentChoice:
+    name: str
+    source: str
+
+
+def resolve_environment(
+    deployment: Mapping[str, Any],
+    namespace: Mapping[str, Any] | None,
+    policy: Policy,
+    keys: Keys,
+) -> EnvironmentChoice:
+    own = labels_of(deployment).get(keys.environment)
+    if own:
+        return EnvironmentChoice(own, f"label {keys.environment} on the Deployment")
+    if namespace is not None:
+        ns_label = labels_of(namespace).get(keys.environment)
+        if ns_label:
+            return EnvironmentChoice(ns_label, f"label {keys.environment} on the Namespace")
+    ns_name = namespace_of(deployment) or (name_of(namespace) if namespace else "")
+    for rule in policy.namespaces:
+        if rule.matches(ns_name):
+            return EnvironmentChoice(rule.environment, f"namespace pattern {rule.pattern!r}")
+    return EnvironmentChoice(policy.default_environment, "the policy's defaultEnvironment")
+
+
+def merge_blocks(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, anything else (lists included) is replaced."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_blocks(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+@dataclass(frozen=True)
+class StrategyChoice:
+    """The strategy a service gets: ``block`` holds only the chosen strategy's settings."""
+
+    enabled: bool
+    strategy: Strategy
+    block: Mapping[str, Any]
+    findings: tuple[Finding, ...]
+
+
+def _parse_rollout_annotation(text: str, keys: Keys) -> tuple[dict[str, Any] | None, list[Finding]]:
+    where = f"annotation {keys.rollout}"
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        return None, [error("annotation-yaml", f"{where}: not valid YAML{at}")]
+    # The seed writes the block under a top-level `rollout:` key; accept it with or without.
+    if isinstance(value, Mapping) and set(value) == {"rollout"}:
+        value = value["rollout"]
+    problems = validate_rollout_block(value, "rollout")
+    if problems:
+        return None, [error("annotation-invalid", f"{where}: {p}") for p in problems]
+    assert isinstance(value, dict)
+    return value, []
+
+
+def resolve_strategy(deployment: Mapping[str, Any], env: Environment, keys: Keys) -> StrategyChoice:
+    annotations = annotations_of(deployment)
+    findings: list[Finding] = []
+    block: dict[str, Any] = copy.deepcopy(dict(env.rollout))
+    strategy_override = annotations.get(keys.strategy)
+    rollout_override = annotations.get(keys.rollout)
+    overrides = [
+        k for k, v in ((keys.strategy, strategy_override), (keys.rollout, rollout_override)) if v
+    ]
+    if overrides and not env.allow_service_overrides:
+        findings.append(
+            warning(
+                "overrides-not-allowed",
+                f"environment {env.name} does not allow service overrides; ignored "
+                + ", ".join(overrides),
+            )
+        )
+    elif overrides:
+        if rollout_override:
+            parsed, problems = _parse_rollout_annotation(rollout_override, keys)
+            findings.extend(problems)
+            if parsed is not None:
+                # The environment's kill switch cannot be turned back on by a service.
+                if parsed.get("enabled") is True:
+                    parsed = {k: v for k, v in parsed.items() if k != "enabled"}
+                block = merge_blocks(block, parsed)
+        if strategy_override:
+            if strategy_override in STRATEGIES:
+                block["strategy"] = strategy_override
+            else:
+                findings.append(
+                    error(
+                        "annotation-strategy",
+                        f"annotation {keys.strategy}={strategy_override!r}: must be one of "
+                        + ", ".join(STRATEGIES),
+                    )
+                )
+    strategy: Strategy = block.get("strategy", "canary")
+    settings_key = "canary" if strategy == "canary" else "blueGreen"
+    settings = block.get(settings_key) or {}
+    return StrategyChoice(
+        enabled=bool(block.get("enabled", True)) and env.enabled,
+        strategy=strategy,
+        block=copy.deepcopy(settings),
+        findings=tuple(findings),
+    )

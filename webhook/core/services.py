@@ -1,0 +1,83 @@
+"""Finding the stable Service of a Deployment and cloning the canary or preview Service."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from webhook.core.keys import Keys
+from webhook.core.objects import (
+    Obj,
+    carried_labels,
+    is_generated,
+    labels_of,
+    name_of,
+    namespace_of,
+    owner_reference,
+    pod_labels,
+    spec_of,
+)
+
+
+def selects_pods(service: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
+    """Argo's rule: a Service fronts the pods when its selector is a subset of their labels."""
+    selector = spec_of(service).get("selector")
+    if not isinstance(selector, Mapping) or not selector:
+        return False
+    labels = pod_labels(deployment)
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def candidate_services(
+    deployment: Mapping[str, Any], services: Sequence[Mapping[str, Any]], keys: Keys
+) -> list[Mapping[str, Any]]:
+    """Services that select the Deployment's pods, excluding the ones this product generated."""
+    found = [
+        svc
+        for svc in services
+        if not is_generated(svc, keys)
+        and spec_of(svc).get("type", "ClusterIP") != "ExternalName"
+        and selects_pods(svc, deployment)
+    ]
+    return sorted(found, key=name_of)
+
+
+def clone_service(
+    stable: Mapping[str, Any],
+    name: str,
+    deployment: Mapping[str, Any],
+    keys: Keys,
+) -> Obj:
+    """The canary/preview Service: the stable one's selector and ports under its own name.
+
+    Always ClusterIP: the second Service only needs to be reachable inside the cluster
+    (by the Gateway or mesh); node ports and load balancers stay with the stable one.
+    """
+    spec = spec_of(stable)
+    ports = []
+    for port in spec.get("ports") or []:
+        ports.append(
+            {
+                k: copy.deepcopy(v)
+                for k, v in port.items()
+                if k in ("name", "port", "targetPort", "protocol", "appProtocol")
+            }
+        )
+    labels = carried_labels(labels_of(stable), keys)
+    labels[keys.managed] = "true"
+    labels[keys.generated_for] = name_of(deployment)
+    metadata: Obj = {"name": name, "namespace": namespace_of(stable), "labels": labels}
+    owners = owner_reference(deployment)
+    if owners:
+        metadata["ownerReferences"] = owners
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata,
+        "spec": {
+            "type": "ClusterIP",
+            "selector": copy.deepcopy(dict(spec.get("selector") or {})),
+            "ports": ports,
+        },
+    }
