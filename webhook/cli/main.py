@@ -20,6 +20,7 @@ from webhook.cli.errors import UsageError
 COMMAND_MODULES = (
     "webhook.cli.convert",
     "webhook.cli.policy",
+    "certs.cli",
 )
 
 
