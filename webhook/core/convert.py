@@ -323,8 +323,13 @@ def plan_conversion(
     operation: Operation = "CREATE",
     old_deployment: Mapping[str, Any] | None = None,
     keys: Keys = DEFAULT_KEYS,
+    environment: str | None = None,
 ) -> Conversion:
-    """Decide whether and how to convert a Deployment, and produce every resulting object."""
+    """Decide whether and how to convert a Deployment, and produce every resulting object.
+
+    ``environment`` forces the policy environment (the offline preview's option);
+    otherwise the label rules of docs/labels.md choose it.
+    """
     version = str(policy.version)
     name = name_of(deployment)
     ns = namespace_of(deployment)
@@ -332,7 +337,9 @@ def plan_conversion(
     if not opt_in.opted_in:
         return _skip("skip", opt_in.reason, deployment, opt_in.findings, version=version)
 
-    env_choice = resolve_environment(deployment, neighbours.namespace, policy, keys)
+    env_choice = resolve_environment(
+        deployment, neighbours.namespace, policy, keys, forced=environment
+    )
     env = policy.environment(env_choice.name)
     if env is None:
         return _skip(

@@ -67,7 +67,10 @@ def resolve_environment(
     namespace: Mapping[str, Any] | None,
     policy: Policy,
     keys: Keys,
+    forced: str | None = None,
 ) -> EnvironmentChoice:
+    if forced:
+        return EnvironmentChoice(forced, "the --environment option")
     own = labels_of(deployment).get(keys.environment)
     if own:
         return EnvironmentChoice(own, f"label {keys.environment} on the Deployment")

@@ -1,0 +1,52 @@
+"""Pieces shared by sub-commands: loading the policy, printing objects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from webhook.cli.errors import UsageError
+from webhook.core.errors import PolicyInvalid
+from webhook.core.policy import Policy, builtin_policy, policy_from_document
+from webhook.manifests import ManifestError, load_single_document
+
+
+def load_policy(path: str | None) -> Policy:
+    """The policy in a file (policy document or ConfigMap), or the built-in one."""
+    if path is None:
+        return builtin_policy()
+    try:
+        doc = load_single_document(path)
+        return policy_from_document(doc, source=path, name=path)
+    except ManifestError as err:
+        raise UsageError(str(err)) from None
+    except PolicyInvalid as err:
+        raise UsageError(str(err)) from None
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style YAML that keeps key order and writes multi-line strings as blocks."""
+
+
+def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+def render(objects: Sequence[dict[str, Any]], output: str) -> str:
+    if output == "json":
+        return (
+            json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}, indent=2)
+            + "\n"
+        )
+    return "".join(f"---\n{dump_yaml(obj)}" for obj in objects)
