@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""Build the end-to-end control plane (etcd, kube-apiserver) from Go modules, cached by version.
+
+Only the Go module proxy is used: each component is built from a small helper module generated
+in a temporary directory. Upstream main modules carry `replace` directives that point at sibling
+directories of their own repository (Kubernetes' staging tree, etcd's api/client/pkg modules);
+those directives are ignored when the module is a dependency, so the helper module re-creates
+each one as a replace to the published release of that module. The list is generated from the
+upstream go.mod, never written by hand, so a version bump needs only the constants below.
+
+A built binary lands in <cache>/<component>-<version>/<binary> and is reused as long as it exists.
+The cache is ~/.cache/rollout-webhook/bin unless ROLLOUT_WEBHOOK_CACHE names another directory.
+
+Exit status: 0 built or cached; 0 with a message when Go is missing (the end-to-end tests then
+skip); 1 when Go is missing under CI=true or when a build fails; 2 for bad usage.
+Standard library only: it runs before any virtualenv exists.
+"""
+
+# A command-line script: printing is its output, and it runs the Go toolchain it finds.
+# ruff: noqa: T201, S603
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ETCD_VERSION = "v3.6.16"
+KUBERNETES_VERSION = "v1.35.4"
+
+# Keep the build gentle on a small shared machine: two compile jobs, two OS threads each.
+GO_PARALLELISM = "2"
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    binary: str
+    module: str  # the module whose go.mod holds the requirements and replaces
+    version: str
+    package: str  # the main package to build
+    # Maps a module that upstream replaces with a local directory to its published version.
+    replacement_version: Callable[[str], str]
+    ldflags: Callable[[str], list[str]]
+
+
+def _staging_version(kubernetes_version: str) -> str:
+    # Kubernetes publishes each staging module k8s.io/<name> at v0.<minor>.<patch> for v1.<minor>.
+    major, minor, patch = kubernetes_version.removeprefix("v").split(".")
+    if major != "1":
+        raise ValueError(f"unexpected Kubernetes version {kubernetes_version}")
+    return f"v0.{minor}.{patch}"
+
+
+def _kubernetes_ldflags(build_date: str) -> list[str]:
+    # The same variables the upstream release build stamps (hack/lib/version.sh), so /version
+    # reports the release rather than the v0.0.0-master default.
+    _, minor, _ = KUBERNETES_VERSION.removeprefix("v").split(".")
+    values = {
+        "gitVersion": KUBERNETES_VERSION,
+        "gitMajor": "1",
+        "gitMinor": minor,
+        "gitTreeState": "clean",
+        "buildDate": build_date,
+    }
+    flags = []
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        for key, value in values.items():
+            flags.append(f"-X {package}.{key}={value}")
+    return flags
+
+
+def _etcd_ldflags(build_date: str) -> list[str]:
+    del build_date
+    return ["-X go.etcd.io/etcd/api/v3/version.GitSHA=module-" + ETCD_VERSION]
+
+
+COMPONENTS: dict[str, Component] = {
+    "etcd": Component(
+        name="etcd",
+        binary="etcd",
+        module="go.etcd.io/etcd/server/v3",
+        version=ETCD_VERSION,
+        package="go.etcd.io/etcd/server/v3",
+        replacement_version=lambda module: ETCD_VERSION,
+        ldflags=_etcd_ldflags,
+    ),
+    "kube-apiserver": Component(
+        name="kube-apiserver",
+        binary="kube-apiserver",
+        module="k8s.io/kubernetes",
+        version=KUBERNETES_VERSION,
+        package="k8s.io/kubernetes/cmd/kube-apiserver",
+        replacement_version=lambda module: _staging_version(KUBERNETES_VERSION),
+        ldflags=_kubernetes_ldflags,
+    ),
+}
+
+
+class BuildError(Exception):
+    """A one-line reason the build cannot go on."""
+
+
+def cache_dir() -> Path:
+    override = os.environ.get("ROLLOUT_WEBHOOK_CACHE")
+    base = Path(override) if override else Path.home() / ".cache" / "rollout-webhook"
+    return base / "bin"
+
+
+def binary_path(component: Component) -> Path:
+    return cache_dir() / f"{component.name}-{component.version}" / component.binary
+
+
+def find_go() -> str | None:
+    explicit = os.environ.get("GO")
+    if explicit:
+        return explicit if Path(explicit).is_file() else None
+    found = shutil.which("go")
+    if found:
+        return found
+    default = Path("/usr/local/go/bin/go")
+    return str(default) if default.is_file() else None
+
+
+# --- go.mod reading ------------------------------------------------------------------------
+
+
+def _directive_lines(gomod: str, verb: str) -> list[str]:
+    """Lines of every `verb (...)` block and single-line `verb x` directive, comments removed."""
+    lines: list[str] = []
+    inside = False
+    for raw in gomod.splitlines():
+        line = raw.split("//", 1)[0].strip()
+        if not line:
+            continue
+        if inside:
+            if line == ")":
+                inside = False
+            else:
+                lines.append(line)
+        elif line == f"{verb} (":
+            inside = True
+        elif line.startswith(f"{verb} "):
+            lines.append(line[len(verb) + 1 :].strip())
+    return lines
+
+
+def required_modules(gomod: str) -> dict[str, str]:
+    required: dict[str, str] = {}
+    for line in _directive_lines(gomod, "require"):
+        parts = line.split()
+        if len(parts) == 2:
+            required[parts[0]] = parts[1]
+    return required
+
+
+def locally_replaced_modules(gomod: str) -> list[str]:
+    """Modules that go.mod replaces with a directory of the same repository and also requires.
+
+    A local replace of a module that is not required (Kubernetes' sample modules, etcd's
+    FORBIDDEN_DEPENDENCY guards) has no effect on the build, so it is left out.
+    """
+    required = required_modules(gomod)
+    modules = []
+    for line in _directive_lines(gomod, "replace"):
+        left, _, right = line.partition("=>")
+        target = right.split()
+        source = left.split()
+        if len(target) == 1 and target[0].startswith(("./", "../")) and source[0] in required:
+            modules.append(source[0])
+    return sorted(modules)
+
+
+def go_directive(gomod: str) -> str:
+    match = re.search(r"^go\s+(\S+)\s*$", gomod, re.MULTILINE)
+    if not match:
+        raise BuildError("upstream go.mod has no go directive")
+    return match.group(1)
+
+
+def godebug_lines(gomod: str) -> list[str]:
+    # godebug settings only apply from the main module, so the helper module carries them over.
+    return [f"godebug {line}" for line in _directive_lines(gomod, "godebug")]
+
+
+def helper_gomod(component: Component, upstream_gomod: str) -> str:
+    lines = [
+        f"module rollout-webhook.build/{component.name}",
+        "",
+        f"go {go_directive(upstream_gomod)}",
+        "",
+        *godebug_lines(upstream_gomod),
+        "",
+        f"require {component.module} {component.version}",
+        "",
+        "replace (",
+    ]
+    for module in locally_replaced_modules(upstream_gomod):
+        lines.append(f"\t{module} => {module} {component.replacement_version(module)}")
+    lines.append(")")
+    return "\n".join(lines) + "\n"
+
+
+# --- building ------------------------------------------------------------------------------
+
+
+def _go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["GOFLAGS"] = "-mod=mod -buildvcs=false"
+    env["GOMAXPROCS"] = GO_PARALLELISM
+    # Never switch toolchains: that would download one, and the machine's Go is the contract.
+    env["GOTOOLCHAIN"] = "local"
+    env["CGO_ENABLED"] = "0"
+    env.pop("GOWORK", None)
+    return env
+
+
+def _run(command: list[str], cwd: Path, log: Path) -> str:
+    with log.open("a") as sink:
+        sink.write("$ " + " ".join(command) + "\n")
+        sink.flush()
+        result = subprocess.run(
+            command, cwd=cwd, env=_go_env(), stdout=subprocess.PIPE, stderr=sink, text=True
+        )
+    if result.returncode != 0:
+        tail = log.read_text().strip().splitlines()[-15:]
+        raise BuildError(
+            f"`{' '.join(command[:3])} ...` failed (exit {result.returncode}); log {log}:\n"
+            + "\n".join(tail)
+        )
+    return result.stdout
+
+
+def _module_info(go: str, component: Component, workdir: Path, log: Path) -> dict[str, str]:
+    out = _run(
+        [go, "mod", "download", "-json", f"{component.module}@{component.version}"], workdir, log
+    )
+    info: dict[str, str] = json.loads(out)
+    if "Error" in info:
+        raise BuildError(f"{component.module}@{component.version}: {info['Error']}")
+    return info
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    # Two runs at once (make and a pytest fixture, say) must not build the same thing twice.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build(go: str, component: Component) -> Path:
+    target = binary_path(component)
+    if target.is_file():
+        return target
+    with _lock(cache_dir() / f".{component.name}-{component.version}.lock"):
+        if target.is_file():
+            return target
+        started = time.monotonic()
+        print(f"building {component.name} {component.version} (cold: minutes)...", flush=True)
+        with tempfile.TemporaryDirectory(prefix=f"build-{component.name}-") as tmp:
+            workdir = Path(tmp)
+            log = workdir / "build.log"
+            # go mod download needs a module to run in; an empty one is enough.
+            (workdir / "go.mod").write_text("module rollout-webhook.build/probe\n")
+            info = _module_info(go, component, workdir, log)
+            upstream = Path(info["GoMod"]).read_text()
+            (workdir / "go.mod").write_text(helper_gomod(component, upstream))
+            build_date = _release_time(go, component, workdir, log)
+            ldflags = " ".join(["-s", "-w", *component.ldflags(build_date)])
+            staged = workdir / component.binary
+            try:
+                _run(
+                    [
+                        go,
+                        "build",
+                        "-p",
+                        GO_PARALLELISM,
+                        "-trimpath",
+                        "-ldflags",
+                        ldflags,
+                        "-o",
+                        str(staged),
+                        component.package,
+                    ],
+                    workdir,
+                    log,
+                )
+            except BuildError:
+                # Keep the log where a person can read it after the temp dir is gone.
+                kept = cache_dir() / f"{component.name}-{component.version}.build.log"
+                shutil.copyfile(log, kept)
+                raise
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            shutil.copyfile(staged, partial)
+            partial.chmod(0o755)
+            partial.replace(target)  # atomic: a reader never sees half a binary
+        minutes = (time.monotonic() - started) / 60
+        print(f"built {target} in {minutes:.1f} min", flush=True)
+    return target
+
+
+def _release_time(go: str, component: Component, workdir: Path, log: Path) -> str:
+    out = _run([go, "list", "-m", "-json", f"{component.module}@{component.version}"], workdir, log)
+    stamp = json.loads(out).get("Time", "1970-01-01T00:00:00Z")
+    # The module's publication time, so two builds of one version report the same date.
+    return str(stamp).replace(".000", "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "components", nargs="*", metavar="COMPONENT", help=f"one of {', '.join(COMPONENTS)}"
+    )
+    parser.add_argument(
+        "--print-paths",
+        action="store_true",
+        help="print {component: binary path} as JSON and build nothing",
+    )
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.components if name not in COMPONENTS]
+    if unknown:
+        parser.error(f"unknown component {unknown[0]!r}; known: {', '.join(COMPONENTS)}")
+    selected = [COMPONENTS[name] for name in args.components or COMPONENTS]
+
+    if args.print_paths:
+        print(json.dumps({c.name: str(binary_path(c)) for c in selected}))
+        return 0
+    if all(binary_path(c).is_file() for c in selected):
+        return 0
+
+    go = find_go()
+    if go is None:
+        message = (
+            "Go is not installed, so the control plane for the end-to-end tests cannot be built; "
+            "install Go 1.25+ (or set GO=/path/to/go) to enable them"
+        )
+        if os.environ.get("CI") == "true":
+            print(f"error: {message}", file=sys.stderr)
+            return 1
+        print(f"note: {message}; they will skip", file=sys.stderr)
+        return 0
+    try:
+        for component in selected:
+            build(go, component)
+    except BuildError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
