@@ -158,7 +158,7 @@ def verify_chain(lines: Iterable[str], *, start: str = GENESIS) -> ChainReport:
             continue
         try:
             record = json.loads(text)
-        except ValueError as err:
+        except json.JSONDecodeError as err:
             return ChainReport(count, ChainBreak(number, "", f"not JSON ({err.msg})"), expected)
         if not isinstance(record, dict):
             return ChainReport(count, ChainBreak(number, "", "not a JSON object"), expected)

@@ -1,0 +1,214 @@
+"""The mutating decision on one admission request, by kind. Pure.
+
+- Deployment: ``plan_conversion`` with the namespace's cached neighbours; the patch
+  turns the request object into the converted Deployment, and the Rollout, generated
+  Services, re-targeted HPAs and changed routes are the cluster changes wanted.
+- HorizontalPodAutoscaler: re-targeted at the Rollout when the Deployment it scales is
+  converted (so an HPA applied after the conversion, e.g. by a chart, keeps pointing at
+  what really scales the pods).
+- HTTPRoute / VirtualService: given the canary backend when a Service they send traffic
+  to belongs to a converted Deployment.
+
+"Converted" is always decided by ``plan_conversion`` itself on the cached Deployment, so
+the webhook, the reconciler and the offline preview cannot disagree. Re-sending an
+already mutated object plans the same object again: the patch is empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, Literal
+
+from webhook.core.admission import AdmissionPlan, AdmissionRequest, ClusterReader
+from webhook.core.convert import Conversion, Neighbours, plan_conversion
+from webhook.core.hpa import retarget_hpa, targets
+from webhook.core.keys import Keys
+from webhook.core.objects import Obj, annotations_of, name_of
+from webhook.core.policy import Policy
+
+ROUTE_KINDS = {"HTTPRoute": "http_routes", "VirtualService": "virtual_services"}
+
+
+def neighbours_of(reader: ClusterReader, namespace: str) -> Neighbours:
+    return Neighbours(
+        namespace=reader.get("Namespace", "", namespace),
+        services=reader.list("Service", namespace),
+        hpas=reader.list("HorizontalPodAutoscaler", namespace),
+        http_routes=reader.list("HTTPRoute", namespace),
+        virtual_services=reader.list("VirtualService", namespace),
+        rollouts=reader.list("Rollout", namespace),
+    )
+
+
+def _with(neighbours: Neighbours, field_name: str, obj: Mapping[str, Any]) -> Neighbours:
+    """The neighbours with ``obj`` in place of its cached version (the request wins)."""
+    current: tuple[Mapping[str, Any], ...] = getattr(neighbours, field_name)
+    others = tuple(o for o in current if name_of(o) != name_of(obj))
+    changes: dict[str, Any] = {field_name: (*others, obj)}
+    return replace(neighbours, **changes)
+
+
+def _changes(conversion: Conversion) -> tuple[Obj, ...]:
+    rollout = () if conversion.rollout is None else (conversion.rollout,)
+    return (*rollout, *conversion.services, *conversion.hpas, *conversion.routes)
+
+
+def _namespace(request: AdmissionRequest, obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return str(request.get("namespace") or meta.get("namespace") or "")
+
+
+def _with_namespace(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """The object as the conversion sees it: on CREATE the body may lack its namespace."""
+    copy = dict(obj)
+    meta = dict(copy.get("metadata") or {})
+    meta.setdefault("namespace", namespace)
+    copy["metadata"] = meta
+    return copy
+
+
+def decide_deployment(
+    request: AdmissionRequest, reader: ClusterReader, policy: Policy, *, keys: Keys
+) -> AdmissionPlan:
+    obj = request.get("object") or {}
+    namespace = _namespace(request, obj)
+    operation: Literal["CREATE", "UPDATE"] = (
+        "CREATE" if request["operation"] == "CREATE" else "UPDATE"
+    )
+    conversion = plan_conversion(
+        _with_namespace(obj, namespace),
+        neighbours_of(reader, namespace),
+        policy,
+        operation=operation,
+        old_deployment=request.get("oldObject"),
+        keys=keys,
+    )
+    mutated = None
+    if conversion.converted:
+        # The conversion saw the object with its namespace filled in; the patch must
+        # not add one the API server fills in itself.
+        mutated = dict(conversion.deployment)
+        if "namespace" not in (obj.get("metadata") or {}):
+            meta = dict(mutated.get("metadata") or {})
+            meta.pop("namespace", None)
+            mutated["metadata"] = meta
+    return AdmissionPlan(
+        decision=conversion.decision,
+        reason=conversion.reason,
+        environment=conversion.environment,
+        strategy=conversion.strategy,
+        mutated=mutated,
+        changes=_changes(conversion) if conversion.converted else (),
+        warnings=conversion.warnings,
+    )
+
+
+def _converted_deployments(
+    reader: ClusterReader, namespace: str, keys: Keys, wanted: Callable[[str], bool]
+) -> list[dict[str, Any]]:
+    """Cached Deployments the product has converted (annotated), filtered by name."""
+    return [
+        d
+        for d in reader.list("Deployment", namespace)
+        if annotations_of(d).get(keys.rollout_name) and wanted(name_of(d))
+    ]
+
+
+def decide_hpa(
+    request: AdmissionRequest, reader: ClusterReader, policy: Policy, *, keys: Keys
+) -> AdmissionPlan:
+    hpa = request.get("object") or {}
+    namespace = _namespace(request, hpa)
+    target = ((hpa.get("spec") or {}).get("scaleTargetRef") or {}).get("name", "")
+    if not targets(hpa, "Deployment", target):
+        return AdmissionPlan("skip", "the HPA does not scale a Deployment")
+    candidates = _converted_deployments(reader, namespace, keys, lambda n: n == target)
+    if not candidates:
+        return AdmissionPlan("skip", f"Deployment {target} is not converted")
+    neighbours = _with(neighbours_of(reader, namespace), "hpas", _with_namespace(hpa, namespace))
+    conversion = plan_conversion(
+        candidates[0],
+        neighbours,
+        policy,
+        operation="UPDATE",
+        old_deployment=candidates[0],
+        keys=keys,
+    )
+    if not conversion.converted:
+        return AdmissionPlan("skip", f"Deployment {target}: {conversion.reason}")
+    rollout = () if conversion.rollout is None else (conversion.rollout,)
+    return AdmissionPlan(
+        decision="convert",
+        reason=f"HPA re-targeted at Rollout {target}, which manages Deployment {target}",
+        environment=conversion.environment,
+        strategy=conversion.strategy,
+        mutated=retarget_hpa(hpa, target),
+        changes=rollout,
+    )
+
+
+def decide_route(
+    request: AdmissionRequest, reader: ClusterReader, policy: Policy, *, keys: Keys
+) -> AdmissionPlan:
+    route = request.get("object") or {}
+    kind = request["kind"]["kind"]
+    namespace = _namespace(request, route)
+    field_name = ROUTE_KINDS[kind]
+    current: dict[str, Any] = _with_namespace(route, namespace)
+    neighbours = neighbours_of(reader, namespace)
+    changes: list[Obj] = []
+    served: list[str] = []
+    last: Conversion | None = None
+    for deployment in _converted_deployments(reader, namespace, keys, lambda _: True):
+        conversion = plan_conversion(
+            deployment,
+            _with(neighbours, field_name, current),
+            policy,
+            operation="UPDATE",
+            old_deployment=deployment,
+            keys=keys,
+        )
+        if not conversion.converted:
+            continue
+        mine = [
+            r for r in conversion.routes if r.get("kind") == kind and name_of(r) == name_of(route)
+        ]
+        if not mine:
+            continue
+        current = mine[0]
+        served.append(name_of(deployment))
+        if conversion.rollout is not None:
+            changes.append(conversion.rollout)
+        changes.extend(conversion.services)
+        last = conversion
+    if not served or last is None:
+        return AdmissionPlan("skip", f"the {kind} sends no traffic to a converted Deployment")
+    mutated = current
+    if "namespace" not in (route.get("metadata") or {}):
+        meta = dict(mutated.get("metadata") or {})
+        meta.pop("namespace", None)
+        mutated = {**mutated, "metadata": meta}
+    return AdmissionPlan(
+        decision="convert",
+        reason=f"canary backend added for {', '.join(served)}",
+        environment=last.environment,
+        strategy=last.strategy,
+        mutated=mutated,
+        changes=tuple(changes),
+        warnings=last.warnings,
+    )
+
+
+def decide_mutation(
+    request: AdmissionRequest, reader: ClusterReader, policy: Policy, *, keys: Keys
+) -> AdmissionPlan:
+    """The plan for a CREATE or UPDATE of any kind the mutating webhook is sent."""
+    kind = request["kind"]["kind"]
+    if kind == "Deployment":
+        return decide_deployment(request, reader, policy, keys=keys)
+    if kind == "HorizontalPodAutoscaler":
+        return decide_hpa(request, reader, policy, keys=keys)
+    if kind in ROUTE_KINDS:
+        return decide_route(request, reader, policy, keys=keys)
+    return AdmissionPlan("skip", f"{kind} is not a kind this webhook changes")

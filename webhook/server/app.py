@@ -1,0 +1,200 @@
+"""The FastAPI app: the HTTP guard and the endpoints, around the admission engine.
+
+Two error channels, kept apart: a call that is broken (too big, not JSON, not an
+AdmissionReview, a bad ``?timeout=``) gets an HTTP 4xx with a message; a well-formed
+review always gets an AdmissionReview back, whose ``allowed`` says what happens to the
+object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from webhook.core.admission import AdmissionRequest, ReviewInvalid, parse_review, review_response
+from webhook.core.durations import DurationError, parse_go_duration
+from webhook.server.engine import AdmissionEngine
+from webhook.server.metrics import CONTENT_TYPE, Metrics
+
+log = logging.getLogger(__name__)
+
+# Of the API server's ?timeout=, the share the webhook spends deciding: the rest is for
+# the answer to travel back before the API server gives up on the call.
+BUDGET_SHARE = 0.8
+
+
+class CallRefused(Exception):
+    """A broken call: answered with an HTTP status and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class ServerParts:
+    """What the app is built from: the engine and the state behind /readyz and /metrics."""
+
+    engine: AdmissionEngine
+    metrics: Metrics
+    certificate_loaded: Callable[[], bool]
+    policy_loaded: Callable[[], bool]
+    caches_synced: Callable[[], bool] = lambda: True
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    """Coroutines to run while the app is up (certificate polling, the write worker)."""
+    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    monotonic: Callable[[], float] = time.monotonic
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes without reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise CallRefused(413, f"request body is over the limit of {limit} bytes")
+        except ValueError:
+            raise CallRefused(400, "Content-Length is not a number") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise CallRefused(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def budget_from_query(value: str | None, default: float) -> float:
+    """Seconds the webhook may spend, from the API server's ``?timeout=`` (a Go duration)."""
+    if value is None:
+        return default * BUDGET_SHARE
+    try:
+        seconds = parse_go_duration(value)
+    except DurationError as err:
+        raise CallRefused(400, f"query parameter timeout: {err}") from None
+    if seconds <= 0:
+        raise CallRefused(400, f"query parameter timeout: must be positive, got {value!r}")
+    return min(seconds, 30.0) * BUDGET_SHARE
+
+
+def decode_review(body: bytes) -> AdmissionRequest:
+    if not body:
+        raise CallRefused(400, "request body is empty: expected an AdmissionReview")
+    try:
+        document = json.loads(body)
+    except json.JSONDecodeError as err:
+        raise CallRefused(
+            400, f"request body is not JSON (line {err.lineno}, column {err.colno}: {err.msg})"
+        ) from None
+    except ValueError:
+        raise CallRefused(400, "request body is not JSON (not UTF-8 text)") from None
+    try:
+        return parse_review(document)
+    except ReviewInvalid as err:
+        raise CallRefused(400, f"not an AdmissionReview v1: {err}") from None
+
+
+def create_app(parts: ServerParts) -> FastAPI:
+    engine = parts.engine
+    settings = engine.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(run()) for run in parts.background]
+        try:
+            yield
+        finally:
+            for shutdown in parts.on_shutdown:
+                await shutdown()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    app = FastAPI(
+        title="rollout-webhook",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    @app.exception_handler(CallRefused)
+    async def refused(request: Request, exc: CallRefused) -> Response:
+        parts.metrics.rejected_calls.labels(str(exc.status)).inc()
+        return JSONResponse({"message": exc.message}, status_code=exc.status)
+
+    async def admission(
+        request: Request,
+        endpoint: str,
+        handle: Callable[[AdmissionRequest, float, float], Awaitable[dict[str, object]]],
+    ) -> Response:
+        started = parts.monotonic()
+        budget = budget_from_query(
+            request.query_params.get("timeout"), settings.default_timeout_seconds
+        )
+        body = await read_body(request, settings.max_body_bytes)
+        review = decode_review(body)
+        try:
+            response = await asyncio.wait_for(handle(review, started, budget), budget)
+        except TimeoutError:
+            response = dict(
+                engine.failure(review, endpoint, f"no decision within {budget:.3g}s", started)
+            )
+        except Exception as err:
+            log.exception("%s failed for request %s", endpoint, review["uid"])
+            response = dict(engine.failure(review, endpoint, type(err).__name__, started))
+        return JSONResponse(review_response(response))  # type: ignore[arg-type]
+
+    async def mutate_handler(
+        review: AdmissionRequest, started: float, budget: float
+    ) -> dict[str, object]:
+        return dict(await engine.mutate(review, started=started, budget=budget))
+
+    async def validate_handler(
+        review: AdmissionRequest, started: float, budget: float
+    ) -> dict[str, object]:
+        return dict(engine.validate(review, started=started))
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> Response:
+        return await admission(request, "mutate", mutate_handler)
+
+    @app.post("/validate")
+    async def validate(request: Request) -> Response:
+        return await admission(request, "validate", validate_handler)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return PlainTextResponse("ok\n")
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        missing = [
+            what
+            for what, ok in (
+                ("certificate", parts.certificate_loaded()),
+                ("policy", parts.policy_loaded()),
+                ("caches", parts.caches_synced()),
+            )
+            if not ok
+        ]
+        if missing:
+            return PlainTextResponse(f"not ready: {', '.join(missing)}\n", status_code=503)
+        return PlainTextResponse("ready\n")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(parts.metrics.exposition(), media_type=CONTENT_TYPE)
+
+    return app

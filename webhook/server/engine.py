@@ -1,0 +1,396 @@
+"""The admission engine: the pure decision, plus the few things only the shell can do.
+
+For each request: pass-through checks, the pure plan (``webhook.core``), then, when the
+plan wants cluster changes, the confused-deputy check (a SubjectAccessReview for the
+requesting user, off the event loop, short timeout, cached briefly), the response, and
+the writes, handed to a background worker *after* the response is computed.
+
+Why writes run after the response: the API server waits on the webhook, and every other
+client waits on the API server. The SubjectAccessReview must come first (its answer
+decides whether the Deployment is converted at all), so it runs before the response with
+a bounded budget; the server-side applies do not change the answer, so they never delay
+it. A failed or lost write is caught up by the reconciler; the audit record says which
+changes were wanted and which were made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from webhook.core.admission import (
+    AdmissionPlan,
+    AdmissionRequest,
+    AdmissionResponse,
+    ClusterReader,
+    UserInfo,
+    allowed,
+    clip_warning,
+    denied,
+    patch_for,
+    request_kind,
+    request_name,
+    request_username,
+)
+from webhook.core.audit import ChangeOutcome, DecisionFacts
+from webhook.core.errors import PolicyInvalid
+from webhook.core.keys import Keys
+from webhook.core.policy import Policy, policy_from_configmap
+from webhook.server.metrics import Metrics
+from webhook.server.ports import AccessDecision, ClusterWriter
+from webhook.server.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+PRODUCT = "rollout-webhook"
+
+
+class Decide(Protocol):
+    """The pure decision on a CREATE/UPDATE of a kind the webhook mutates."""
+
+    def __call__(
+        self, request: AdmissionRequest, reader: ClusterReader, policy: Policy, *, keys: Keys
+    ) -> AdmissionPlan: ...
+
+
+class AuditSink(Protocol):
+    def record(self, facts: DecisionFacts) -> None: ...
+
+
+def change_outcome(manifest: Mapping[str, Any], result: str) -> ChangeOutcome:
+    meta = manifest.get("metadata") or {}
+    return ChangeOutcome(
+        kind=str(manifest.get("kind", "")),
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        result=result,
+    )
+
+
+def _identity(user: UserInfo, namespace: str) -> tuple[object, ...]:
+    extra = user.get("extra", {})
+    return (
+        user.get("username", ""),
+        user.get("uid", ""),
+        tuple(sorted(user.get("groups", []))),
+        tuple(sorted((k, tuple(v)) for k, v in extra.items())),
+        namespace,
+    )
+
+
+class AccessReviews:
+    """SubjectAccessReviews off the event loop, with a short-lived cache.
+
+    The cache follows the API server's own webhook authorizer: allowed answers are kept
+    longer than denied ones, so a freshly granted RoleBinding takes effect quickly. A
+    review that fails or times out counts as "not allowed": the webhook never writes on
+    behalf of a user it could not check.
+    """
+
+    def __init__(
+        self,
+        writer: ClusterWriter,
+        *,
+        timeout: float,
+        metrics: Metrics,
+        allowed_ttl: float = 30.0,
+        denied_ttl: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._writer = writer
+        self._timeout = timeout
+        self._metrics = metrics
+        self._ttl = {True: allowed_ttl, False: denied_ttl}
+        self._monotonic = monotonic
+        self._cache: dict[tuple[object, ...], tuple[float, AccessDecision]] = {}
+
+    async def check(self, user: UserInfo, namespace: str, *, budget: float) -> AccessDecision:
+        key = _identity(user, namespace)
+        now = self._monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            self._metrics.access_reviews.labels("cached").inc()
+            return cached[1]
+        timeout = max(0.05, min(self._timeout, budget))
+        try:
+            decision = await asyncio.wait_for(
+                asyncio.to_thread(
+                    self._writer.may_create_rollouts, user, namespace, timeout=timeout
+                ),
+                timeout=timeout,
+            )
+        except TimeoutError:
+            self._metrics.access_reviews.labels("error").inc()
+            return AccessDecision(False, f"the permission check timed out after {timeout:g}s")
+        except Exception as err:
+            self._metrics.access_reviews.labels("error").inc()
+            log.warning("SubjectAccessReview failed: %s", err)
+            return AccessDecision(False, f"the permission check failed ({type(err).__name__})")
+        self._metrics.access_reviews.labels("allowed" if decision.allowed else "denied").inc()
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (now + self._ttl[decision.allowed], decision)
+        return decision
+
+
+@dataclass
+class WriteJob:
+    facts: DecisionFacts
+    changes: tuple[dict[str, Any], ...]
+    started: float
+
+
+@dataclass
+class WriteWorker:
+    """Applies the changes of admitted decisions one job at a time, then audits them."""
+
+    writer: ClusterWriter
+    audit: AuditSink
+    metrics: Metrics
+    timeout: float
+    monotonic: Callable[[], float] = time.monotonic
+    queue: asyncio.Queue[WriteJob] = field(default_factory=asyncio.Queue)
+
+    def submit(self, job: WriteJob) -> None:
+        self.queue.put_nowait(job)
+
+    async def run(self) -> None:
+        while True:
+            job = await self.queue.get()
+            try:
+                await self._apply(job)
+            finally:
+                self.queue.task_done()
+
+    async def _apply(self, job: WriteJob) -> None:
+        made: list[ChangeOutcome] = []
+        for manifest in job.changes:
+            kind = str(manifest.get("kind", ""))
+            try:
+                await asyncio.wait_for(
+                    asyncio.to_thread(self.writer.apply, manifest, timeout=self.timeout),
+                    timeout=self.timeout,
+                )
+            except Exception as err:
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                made.append(change_outcome(manifest, f"failed: {reason}"))
+                self.metrics.cluster_writes.labels(kind, "failed").inc()
+                log.warning("apply of %s failed: %s", kind, reason)
+            else:
+                made.append(change_outcome(manifest, "applied"))
+                self.metrics.cluster_writes.labels(kind, "applied").inc()
+        self.audit.record(replace(job.facts, changes_made=tuple(made)))
+
+    async def drain(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self.queue.join(), timeout)
+        except TimeoutError:
+            log.warning("%d write job(s) not finished at shutdown", self.queue.qsize())
+
+
+class AdmissionEngine:
+    def __init__(
+        self,
+        *,
+        settings: ServeSettings,
+        reader: ClusterReader,
+        policy: Callable[[], Policy | None],
+        decide: Decide,
+        audit: AuditSink,
+        metrics: Metrics,
+        writer: ClusterWriter | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.label_prefix)
+        self.reader = reader
+        self.policy = policy
+        self.decide = decide
+        self.audit = audit
+        self.metrics = metrics
+        self.writer = writer
+        self.monotonic = monotonic
+        self.access = (
+            AccessReviews(
+                writer,
+                timeout=settings.access_review_timeout_seconds,
+                metrics=metrics,
+                monotonic=monotonic,
+            )
+            if writer is not None
+            else None
+        )
+        self.worker = (
+            WriteWorker(writer, audit, metrics, settings.write_timeout_seconds, monotonic)
+            if writer is not None
+            else None
+        )
+
+    # -- /mutate -----------------------------------------------------------------------
+
+    async def mutate(
+        self, request: AdmissionRequest, *, started: float, budget: float
+    ) -> AdmissionResponse:
+        plan = self._plan(request)
+        policy = self.policy()
+        if plan.changes and plan.decision == "convert" and self.access is not None:
+            user = request.get("userInfo", {})
+            namespace = request.get("namespace", "")
+            remaining = budget - (self.monotonic() - started)
+            access = await self.access.check(user, namespace, budget=remaining)
+            if not access.allowed:
+                who = user.get("username", "?")
+                plan = plan.unconverted(
+                    "refuse",
+                    f"{who} may not create rollouts.argoproj.io in {namespace}: {access.reason}",
+                    f"not converted: {who} may not create rollouts.argoproj.io in "
+                    f"namespace {namespace} ({access.reason})",
+                )
+        patch = patch_for(request, plan)
+        response = allowed(
+            request["uid"],
+            patch=patch,
+            warnings=plan.warnings,
+            audit_annotations=self._annotations(plan, policy),
+        )
+        self._finish("mutate", request, plan, policy, patch, response, started)
+        return response
+
+    def _plan(self, request: AdmissionRequest) -> AdmissionPlan:
+        user = request_username(request)
+        if user in self.settings.passthrough_users:
+            return AdmissionPlan("skip", f"request from {user} passes through untouched")
+        if request["operation"] not in ("CREATE", "UPDATE"):
+            return AdmissionPlan("skip", f"{request['operation']} is admitted as it is")
+        if request.get("object") is None:
+            return AdmissionPlan("skip", "the request carries no object")
+        policy = self.policy()
+        if policy is None:
+            # Readiness keeps traffic away until a policy is known; this is the race.
+            raise RuntimeError("no policy loaded yet")
+        return self.decide(request, self.reader, policy, keys=self.keys)
+
+    def _annotations(self, plan: AdmissionPlan, policy: Policy | None) -> dict[str, str]:
+        values = {
+            "decision": plan.decision,
+            "environment": plan.environment,
+            "strategy": plan.strategy,
+            "policy-version": str(policy.version) if policy is not None else None,
+        }
+        return {k: v for k, v in values.items() if v}
+
+    def _finish(
+        self,
+        endpoint: str,
+        request: AdmissionRequest,
+        plan: AdmissionPlan,
+        policy: Policy | None,
+        patch: list[dict[str, Any]],
+        response: AdmissionResponse,
+        started: float,
+    ) -> None:
+        latency = self.monotonic() - started
+        dry_run = bool(request.get("dryRun", False))
+        wanted = tuple(change_outcome(m, "wanted") for m in plan.changes)
+        facts = DecisionFacts(
+            uid=request["uid"],
+            user=request_username(request),
+            operation=request["operation"],
+            kind=request_kind(request),
+            namespace=request.get("namespace", ""),
+            name=request_name(request),
+            dry_run=dry_run,
+            decision=plan.decision,
+            reason=plan.reason,
+            environment=plan.environment,
+            strategy=plan.strategy,
+            policy_name=policy.version.name if policy else None,
+            policy_resource_version=policy.version.resource_version if policy else None,
+            policy_sha256=policy.version.sha256 if policy else None,
+            patch=tuple(patch),
+            changes_wanted=wanted,
+            warnings=tuple(response.get("warnings", [])),
+            latency_seconds=latency,
+            extra=plan.extra,
+        )
+        self.metrics.requests.labels(
+            endpoint, request_kind(request), request["operation"], plan.decision
+        ).inc()
+        self.metrics.latency.labels(endpoint).observe(latency)
+        if plan.changes and not dry_run and self.worker is not None:
+            self.worker.submit(WriteJob(facts, plan.changes, started))
+            return
+        why = "dry run" if dry_run else "no cluster"
+        skipped = tuple(change_outcome(m, f"skipped: {why}") for m in plan.changes)
+        self.audit.record(replace(facts, changes_made=skipped))
+
+    # -- failures ----------------------------------------------------------------------
+
+    def failure(
+        self, request: AdmissionRequest, endpoint: str, problem: str, started: float
+    ) -> AdmissionResponse:
+        """An internal error: admit unchanged with a warning (fail-open), or deny."""
+        policy = self.policy()
+        if self.settings.fail_closed:
+            plan = AdmissionPlan("error", f"internal error: {problem}")
+            response = denied(
+                request["uid"],
+                f"{PRODUCT}: internal error, refused (fail-closed): {problem}",
+                code=500,
+                reason="InternalError",
+                audit_annotations={"decision": "error"},
+            )
+        else:
+            warning = clip_warning(
+                f"{PRODUCT}: admitted unchanged after an internal error ({problem}); "
+                "the reconciler will catch up"
+            )
+            plan = AdmissionPlan("error", f"internal error: {problem}", warnings=(warning,))
+            response = allowed(
+                request["uid"], warnings=[warning], audit_annotations={"decision": "error"}
+            )
+        self._finish(endpoint, request, plan, policy, [], response, started)
+        return response
+
+    # -- /validate ---------------------------------------------------------------------
+
+    def validate(self, request: AdmissionRequest, *, started: float) -> AdmissionResponse:
+        """Final-state check of the policy ConfigMap; every other object is allowed."""
+        obj = request.get("object")
+        is_policy = (
+            request_kind(request) == "ConfigMap"
+            and request.get("namespace", "") == self.settings.namespace
+            and request_name(request) == self.settings.policy_configmap
+        )
+        if not is_policy or request["operation"] == "DELETE" or obj is None:
+            reason = (
+                "deleting the policy ConfigMap brings back the built-in policy"
+                if is_policy and request["operation"] == "DELETE"
+                else "not the policy ConfigMap"
+            )
+            plan = AdmissionPlan("allow", reason)
+            response = allowed(request["uid"], audit_annotations={"decision": "allow"})
+            self._finish("validate", request, plan, self.policy(), [], response, started)
+            return response
+        try:
+            policy = policy_from_configmap(obj)
+        except PolicyInvalid as err:
+            message = f"{PRODUCT}: {err}"
+            plan = AdmissionPlan("deny", str(err).splitlines()[0])
+            response = denied(
+                request["uid"],
+                message,
+                code=422,
+                reason="Invalid",
+                audit_annotations={"decision": "deny"},
+            )
+            self._finish("validate", request, plan, self.policy(), [], response, started)
+            return response
+        plan = AdmissionPlan("allow", f"policy {policy.version} is valid")
+        response = allowed(request["uid"], audit_annotations={"decision": "allow"})
+        self._finish("validate", request, plan, policy, [], response, started)
+        return response

@@ -1,0 +1,69 @@
+"""Prometheus metrics of the server, in a registry of their own.
+
+One registry per app rather than the process-wide default, so that tests (and a
+benchmark's baseline app) can build several apps in one process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "rollout_webhook_admission_requests",
+            "Admission requests answered, by object kind, operation and decision.",
+            ["endpoint", "kind", "operation", "decision"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "rollout_webhook_admission_duration_seconds",
+            "Time to answer an admission request, from body read to response.",
+            ["endpoint"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+        self.rejected_calls = Counter(
+            "rollout_webhook_rejected_calls",
+            "Calls refused before any decision (HTTP 4xx), by status code.",
+            ["code"],
+            registry=self.registry,
+        )
+        self.policy_reloads = Counter(
+            "rollout_webhook_policy_reloads",
+            "Policy reloads from the ConfigMap, by result (applied, invalid, removed).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.certificate_expiry = Gauge(
+            "rollout_webhook_certificate_expiry_timestamp_seconds",
+            "Expiry (notAfter, Unix time) of the serving certificate in use.",
+            registry=self.registry,
+        )
+        self.certificate_reloads = Counter(
+            "rollout_webhook_certificate_reloads",
+            "Serving certificate reloads from the certificate directory, by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.cluster_writes = Counter(
+            "rollout_webhook_cluster_writes",
+            "Server-side applies made on behalf of admission decisions, by kind and result.",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+        self.access_reviews = Counter(
+            "rollout_webhook_access_reviews",
+            "SubjectAccessReviews for rollouts.argoproj.io, by result (allowed, denied, "
+            "error, cached).",
+            ["result"],
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,118 @@
+"""The small interfaces between the admission server and the cluster.
+
+The server reads the cluster only through ``ClusterView`` (in-memory caches a watch
+keeps current; reads never block) and writes only through ``ClusterWriter`` (blocking
+calls, made off the event loop). Tests pass in-memory fakes of both; production passes
+``webhook.kube`` adapters.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from webhook.core.admission import UserInfo
+
+# The kinds the caches hold, keyed by the names the decision code uses.
+CACHED_KINDS = (
+    "Namespace",
+    "Deployment",
+    "Service",
+    "HorizontalPodAutoscaler",
+    "HTTPRoute",
+    "VirtualService",
+    "Rollout",
+)
+
+
+class ClusterView(Protocol):
+    """Read-only, non-blocking views of cached objects."""
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object (``namespace`` is "" for cluster-scoped kinds)."""
+        ...
+
+    def list(self, kind: str, namespace: str) -> tuple[dict[str, Any], ...]:
+        """Every cached object of a kind in a namespace."""
+        ...
+
+    def synced(self) -> bool:
+        """True once every cache has completed its first list."""
+        ...
+
+
+@dataclass(frozen=True)
+class AccessDecision:
+    allowed: bool
+    reason: str
+
+
+class ClusterWriter(Protocol):
+    """Blocking calls to the API server: never call them on the event loop."""
+
+    def may_create_rollouts(
+        self, user: UserInfo, namespace: str, *, timeout: float
+    ) -> AccessDecision:
+        """A SubjectAccessReview: may this user create rollouts.argoproj.io here?"""
+        ...
+
+    def apply(self, manifest: Mapping[str, Any], *, timeout: float) -> None:
+        """Server-side apply with the product's one field manager; raises on failure."""
+        ...
+
+
+class MemoryClusterView:
+    """A thread-safe in-memory view: the cache store of the watches, and the test fake.
+
+    Indexed by (kind, namespace), so the per-request lookups of a namespace's Services,
+    HPAs and routes cost the size of that namespace, not of the cluster.
+    """
+
+    def __init__(self, objects: Iterable[Mapping[str, Any]] = (), *, synced: bool = True):
+        self._lock = threading.Lock()
+        self._objects: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self._synced = synced
+        for obj in objects:
+            self.put(obj)
+
+    @staticmethod
+    def key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+        meta = obj.get("metadata") or {}
+        return (str(obj.get("kind", "")), str(meta.get("namespace", "")), str(meta["name"]))
+
+    def put(self, obj: Mapping[str, Any]) -> None:
+        kind, namespace, name = self.key(obj)
+        with self._lock:
+            self._objects.setdefault((kind, namespace), {})[name] = dict(obj)
+
+    def delete(self, obj: Mapping[str, Any]) -> None:
+        kind, namespace, name = self.key(obj)
+        with self._lock:
+            self._objects.get((kind, namespace), {}).pop(name, None)
+
+    def replace_kind(self, kind: str, objects: Iterable[Mapping[str, Any]]) -> None:
+        """Swap every object of one kind at once (a re-list after a watch expired)."""
+        fresh: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        for obj in objects:
+            _, namespace, name = self.key(obj)
+            fresh.setdefault((kind, namespace), {})[name] = dict(obj)
+        with self._lock:
+            for key in [k for k in self._objects if k[0] == kind]:
+                del self._objects[key]
+            self._objects.update(fresh)
+
+    def mark_synced(self, synced: bool = True) -> None:
+        self._synced = synced
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._objects.get((kind, namespace), {}).get(name)
+
+    def list(self, kind: str, namespace: str) -> tuple[dict[str, Any], ...]:
+        with self._lock:
+            return tuple(self._objects.get((kind, namespace), {}).values())
+
+    def synced(self) -> bool:
+        return self._synced

@@ -1,0 +1,68 @@
+"""Settings of `rollout-webhook serve`, validated once at start-up.
+
+Flags override environment variables (``ROLLOUT_WEBHOOK_<NAME>``), which override the
+defaults. The defaults are the README's `make run`: 127.0.0.1:8443, a self-signed
+certificate, the built-in policy, no cluster.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from webhook.core.keys import DEFAULT_PREFIX
+
+MIB = 1024 * 1024
+DEFAULT_CONTROLLER_ACCOUNT = "system:serviceaccount:argo-rollouts:argo-rollouts"
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROLLOUT_WEBHOOK_", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=1, le=65535)
+    cert_dir: Path | None = None
+    """tls.crt and tls.key; none: a self-signed localhost certificate made at start-up."""
+    policy_file: Path | None = None
+    """A fixed policy (a policy.yaml or its ConfigMap); none: the ConfigMap, else built-in."""
+    kubeconfig: Path | None = None
+    in_cluster: bool = False
+    audit_file: Path | None = None
+    namespace: str = "rollout-webhook"
+    """The webhook's own namespace, where the policy ConfigMap lives."""
+    policy_configmap: str = "rollout-webhook-policy"
+    label_prefix: str = DEFAULT_PREFIX
+    field_manager: str = "rollout-webhook"
+    controller_service_account: str = DEFAULT_CONTROLLER_ACCOUNT
+    """Requests from this user pass through untouched: the Argo Rollouts controller scales
+    the referenced Deployment itself, and a webhook that rewrote it would fight it."""
+    service_account: str = ""
+    """The webhook's own user (empty: system:serviceaccount:<namespace>:rollout-webhook)."""
+    fail_closed: bool = False
+    """On an internal error: deny (true) or admit unchanged with a warning (false)."""
+    max_body_bytes: int = Field(default=3 * MIB, ge=1024)
+    default_timeout_seconds: float = Field(default=10.0, gt=0, le=30)
+    """The admission budget when the request carries no ?timeout= (the API server's default)."""
+    access_review_timeout_seconds: float = Field(default=2.0, gt=0, le=10)
+    cert_poll_seconds: float = Field(default=2.0, gt=0, le=300)
+    write_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _one_cluster_source(self) -> ServeSettings:
+        if self.kubeconfig is not None and self.in_cluster:
+            raise ValueError("--kubeconfig and --in-cluster exclude each other")
+        return self
+
+    @property
+    def has_cluster(self) -> bool:
+        return self.kubeconfig is not None or self.in_cluster
+
+    @property
+    def own_service_account(self) -> str:
+        return self.service_account or (f"system:serviceaccount:{self.namespace}:rollout-webhook")
+
+    @property
+    def passthrough_users(self) -> frozenset[str]:
+        return frozenset({self.controller_service_account, self.own_service_account})
