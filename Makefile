@@ -42,7 +42,7 @@ e2e: $(STAMP) e2e-deps
 e2e-deps: control-plane kube-tools
 
 ## control-plane: build etcd and kube-apiserver from Go modules into ~/.cache/rollout-webhook/bin
-## (once per version: about half an hour cold on 2 cores; a no-op afterwards). Without Go it
+## (once per version: minutes cold, see docs/testing.md; a no-op afterwards). Without Go it
 ## prints how to enable the tier and succeeds, so the e2e tests skip; under CI=true it fails.
 control-plane: $(STAMP)
 	$(BIN)/python tools/build-control-plane.py

@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     if go is None:
         message = (
             "Go is not installed, so the control plane for the end-to-end tests cannot be built; "
-            "install Go 1.25+ (or set GO=/path/to/go) to enable them"
+            "install Go 1.26 or newer (or set GO=/path/to/go) to enable them"
         )
         if os.environ.get("CI") == "true":
             print(f"error: {message}", file=sys.stderr)

@@ -19,8 +19,8 @@ BUILD_SCRIPT = REPO / "tools" / "build-control-plane.py"
 EXTRACT_SCRIPT = REPO / "tools" / "extract-kube-tools.py"
 
 ENABLE_HINT = (
-    "install Go 1.25+ (found on PATH, at /usr/local/go/bin/go, or named by GO=...) and run "
-    "`make e2e`; the first build of kube-apiserver takes about half an hour on 2 cores"
+    "install Go 1.26 or newer (found on PATH, at /usr/local/go/bin/go, or named by GO=...) and "
+    "run `make e2e`; the first build of etcd and kube-apiserver takes minutes, then is cached"
 )
 
 

@@ -19,6 +19,7 @@ import ctypes
 import datetime
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -35,6 +36,7 @@ import yaml
 
 from tests.e2e import pki
 
+START_ATTEMPTS = 3
 START_TIMEOUT = 90.0  # seconds; a cold kube-apiserver on 2 busy cores needs ~10-20
 STOP_TIMEOUT = 10.0
 POLL_INTERVAL = 0.25
@@ -48,12 +50,20 @@ class ControlPlaneError(Exception):
     """The control plane could not be started; the message holds the process's log tail."""
 
 
-def free_port() -> int:
-    # Bind-and-release, as envtest does: a small race, but loopback ports are rarely contested.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports.
+
+    Bind-and-release, as envtest does. All probes stay bound until every port is chosen, so the
+    ports differ from each other; another program may still take one before our server binds
+    it, which start() survives by retrying on "address already in use".
+    """
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            probe = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            probe.bind(("127.0.0.1", 0))
+            ports.append(int(probe.getsockname()[1]))
+        return ports
 
 
 def _die_with_parent() -> None:
@@ -173,11 +183,19 @@ class ControlPlane:
         self.stop()
 
     def start(self) -> None:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()  # a half-started plane leaves nothing running either
-            raise
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._start()
+                return
+            except ControlPlaneError as error:
+                self.stop()  # a half-started plane leaves nothing running
+                if "address already in use" not in str(error) or attempt == START_ATTEMPTS:
+                    raise
+                # A port we picked was taken meanwhile: start afresh on new ports.
+                shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
+            except BaseException:
+                self.stop()
+                raise
 
     def stop(self) -> None:
         # The API server first, so it does not log a storm of etcd connection errors.
@@ -191,7 +209,8 @@ class ControlPlane:
         self.files = self.credentials.write(self.workdir / "pki")
 
         etcd_client_url = self._start_etcd()
-        self.apiserver_port = free_port()
+        # Chosen once etcd holds its ports, so it cannot pick one of theirs.
+        (self.apiserver_port,) = free_ports(1)
         apiserver = ManagedProcess(
             "kube-apiserver",
             self._apiserver_argv(etcd_client_url),
@@ -204,7 +223,7 @@ class ControlPlane:
         self._write_kubeconfig()
 
     def _start_etcd(self) -> str:
-        client_port, peer_port = free_port(), free_port()
+        client_port, peer_port = free_ports(2)
         client_url = f"http://{self.host}:{client_port}"
         peer_url = f"http://{self.host}:{peer_port}"
         etcd = ManagedProcess(
