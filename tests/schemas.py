@@ -70,7 +70,9 @@ def validate_crd_object(obj: dict[str, Any]) -> None:
     # (Istio's) leave apiVersion and kind out of their properties.
     body = {k: v for k, v in obj.items() if k != "metadata"}
     envelope = {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {}}
-    jsonschema.validate(body, {**schema, "properties": {**envelope, **schema.get("properties", {})}})
+    jsonschema.validate(
+        body, {**schema, "properties": {**envelope, **schema.get("properties", {})}}
+    )
 
 
 def validate_builtin_object(obj: dict[str, Any]) -> None:

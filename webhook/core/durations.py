@@ -34,7 +34,7 @@ def parse_go_duration(text: str) -> float:
     """Seconds in a Go duration string; raises DurationError like time.ParseDuration fails."""
     original = text
     sign = 1.0
-    if text[:1] in "+-":
+    if text[:1] in ("+", "-"):
         sign = -1.0 if text[0] == "-" else 1.0
         text = text[1:]
     if text == "0":
