@@ -58,10 +58,95 @@ def register(subparsers: Any) -> None:
     )
     chk.set_defaults(func=run_check)
 
+    boot = sub.add_parser(
+        "bootstrap",
+        help="make sure the Secret holds a valid bundle and the webhooks trust it",
+        description=(
+            "Idempotent: creates the Secret if missing, renews what is due, and writes the "
+            "trust bundle into the caBundle of the webhook configurations. Safe to run from "
+            "several places at once (a Helm hook Job, every replica at start-up)."
+        ),
+    )
+    _add_cluster_args(boot)
+    boot.set_defaults(func=run_bootstrap)
+
+    rot = sub.add_parser(
+        "rotate",
+        help="take the rotation steps that are due (or start one now with --force)",
+        description=(
+            "Like bootstrap, and with --force starts a CA rotation now: a new CA is added to "
+            "the caBundle, the serving certificate switches to it on a later run, and the "
+            "old CA is dropped after a grace period. --force-leaf re-issues only the "
+            "serving certificate."
+        ),
+    )
+    _add_cluster_args(rot)
+    force = rot.add_mutually_exclusive_group()
+    force.add_argument("--force", action="store_true", help="start a CA rotation now")
+    force.add_argument(
+        "--force-leaf", action="store_true", help="re-issue the serving certificate now"
+    )
+    rot.set_defaults(func=run_rotate)
+
+
+def _add_cluster_args(parser: argparse.ArgumentParser) -> None:
+    from certs.bootstrap import (
+        DEFAULT_SECRET_NAME,
+        DEFAULT_SERVICE_NAME,
+        DEFAULT_WEBHOOK_CONFIG_NAME,
+    )
+
+    parser.add_argument(
+        "--service",
+        default=DEFAULT_SERVICE_NAME,
+        help="the webhook's Service name (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--namespace",
+        help="the Service's namespace (default: the pod's namespace when in a cluster)",
+    )
+    _add_sans(parser)
+    parser.add_argument(
+        "--secret-name",
+        default=DEFAULT_SECRET_NAME,
+        help="the kubernetes.io/tls Secret (default: %(default)s)",
+    )
+    parser.add_argument("--secret-namespace", help="the Secret's namespace (default: --namespace)")
+    parser.add_argument(
+        "--mutating-webhook",
+        action="append",
+        metavar="NAME",
+        help=f"MutatingWebhookConfiguration to inject (repeatable; default: "
+        f"{DEFAULT_WEBHOOK_CONFIG_NAME})",
+    )
+    parser.add_argument(
+        "--validating-webhook",
+        action="append",
+        metavar="NAME",
+        help=f"ValidatingWebhookConfiguration to inject (repeatable; default: "
+        f"{DEFAULT_WEBHOOK_CONFIG_NAME})",
+    )
+    parser.add_argument(
+        "--no-inject", action="store_true", help="only manage the Secret, patch no caBundle"
+    )
+    parser.add_argument(
+        "--require-webhooks",
+        action="store_true",
+        help="fail when a webhook configuration does not exist (default: warn)",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file to use")
+    where.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
+    parser.add_argument("--context", help="kubeconfig context to use")
+
 
 def _add_names(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--service", required=True, help="the webhook's Service name")
     parser.add_argument("--namespace", required=True, help="the Service's namespace")
+    _add_sans(parser)
+
+
+def _add_sans(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dns", action="append", default=[], metavar="NAME", help="an extra DNS SAN (repeatable)"
     )
@@ -179,3 +264,113 @@ def _span(seconds: int) -> str:
     if days:
         return f"{days} days"
     return f"{rest // 3600} hours"
+
+
+# ---------------------------------------------------------------------------------------
+# Cluster commands (the kubernetes client is imported only here, on demand)
+
+
+def run_bootstrap(args: argparse.Namespace) -> int:
+    return _run_cluster(args, force=None)
+
+
+def run_rotate(args: argparse.Namespace) -> int:
+    force = None
+    if args.force:
+        force = pki.Action.STAGE_CA
+    elif args.force_leaf:
+        force = pki.Action.RENEW_LEAF
+    return _run_cluster(args, force=force)
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    """BootstrapSettings from the command line; UsageError on bad names."""
+    from certs.bootstrap import BootstrapSettings, default_webhook_configs
+    from certs.kube import in_cluster_namespace
+    from certs.store import SecretRef, Target
+
+    namespace = args.namespace or args.secret_namespace or in_cluster_namespace()
+    if not namespace:
+        raise UsageError("--namespace is required outside a cluster")
+    secret_ns = args.secret_namespace or namespace
+    try:
+        pki.service_dns_names(args.service, namespace, args.cluster_domain)
+        pki.normalise_dns_names(args.dns)
+        pki.normalise_ips(args.ip)
+    except pki.CertificateError as err:
+        raise UsageError(str(err)) from None
+    if pki.normalise_dns_names_or_none(args.secret_name) != args.secret_name:
+        raise UsageError(f"--secret-name {args.secret_name!r} is not a valid Secret name")
+    if pki.normalise_dns_names_or_none(secret_ns) != secret_ns:
+        raise UsageError(f"--secret-namespace {secret_ns!r} is not a valid namespace")
+    configs = (
+        ()
+        if args.no_inject
+        else default_webhook_configs(
+            args.mutating_webhook or ("rollout-webhook",),
+            args.validating_webhook or ("rollout-webhook",),
+        )
+    )
+    return BootstrapSettings(
+        secret=SecretRef(secret_ns, args.secret_name),
+        target=Target(
+            args.service,
+            namespace,
+            tuple(args.dns),
+            tuple(args.ip),
+            args.cluster_domain,
+        ),
+        webhook_configs=configs,
+    )
+
+
+def _run_cluster(args: argparse.Namespace, force: pki.Action | None) -> int:
+    from certs.bootstrap import bootstrap
+    from certs.kube import ClusterConfigError, load_api_client
+    from certs.store import StoreError
+
+    settings = settings_from_args(args)
+    try:
+        api_client = load_api_client(args.kubeconfig, args.in_cluster, args.context)
+    except ClusterConfigError as err:
+        raise UsageError(str(err)) from None
+    now = now_utc()
+    try:
+        report = bootstrap(api_client, settings, now, force=force)
+    except StoreError as err:
+        raise UsageError(str(err), exit_code=1) from None
+    finally:
+        api_client.close()
+    print_bootstrap_report(report, settings.secret)
+    missing = report.missing_configs
+    for ref in missing:
+        sys.stderr.write(f"rollout-webhook: warning: {ref} not found; its caBundle is not set\n")
+    if missing and args.require_webhooks:
+        return EXIT_ACTION_NEEDED
+    return EXIT_OK
+
+
+def print_bootstrap_report(report: Any, secret: Any) -> None:
+    for step in report.steps:
+        if step.written is pki.Action.NONE:
+            verdict = "adopted the bundle another writer stored" if step.lost_race else "valid"
+            say(f"Secret {secret}: {verdict}")
+        else:
+            verb = "created" if step.created else "updated"
+            say(f"Secret {secret}: {verb} ({step.written.value})")
+            for reason in step.decision.reasons:
+                say(f"  - {reason}")
+    for action in report.deferred:
+        say(f"deferred to a later run: {action.value}")
+    outcomes: dict[Any, set[str]] = {}
+    for inj in report.injections:
+        outcomes.setdefault(inj.ref, set()).add(inj.outcome.value)
+    for ref, seen in outcomes.items():
+        if "patched" in seen:
+            say(f"{ref}: caBundle updated")
+        elif "unchanged" in seen:
+            say(f"{ref}: caBundle already current")
+    if report.bundle is not None:
+        when = pki.leaf_not_after(report.bundle)
+        if when is not None:
+            say(f"serving certificate expires {when:%Y-%m-%dT%H:%M:%SZ}")

@@ -202,6 +202,16 @@ def normalise_dns_names(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(result))
 
 
+def normalise_dns_names_or_none(name: str) -> str | None:
+    """``name`` normalised if it is a valid DNS name (no wildcard), else None."""
+    if name.startswith("*"):
+        return None
+    try:
+        return normalise_dns_names([name])[0]
+    except CertificateError:
+        return None
+
+
 def normalise_ips(
     ips: Iterable[str],
 ) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
@@ -584,8 +594,20 @@ def apply_action(
     def leaf_from(ca: CertificateAuthority) -> Bundle:
         return issue_leaf(ca, dns, extra_ips, now, lifetime=lifetimes.leaf)
 
-    if bundle is None or action is Action.REISSUE:
+    if bundle is None:
         return leaf_from(make_ca(now, lifetime=lifetimes.ca))
+    if action is Action.REISSUE:
+        # Replicas keep serving the old leaf until they reload: CAs that are still valid
+        # stay trusted through the usual grace period, so those replicas keep working.
+        fresh = leaf_from(make_ca(now, lifetime=lifetimes.ca))
+        still_valid = tuple(
+            p
+            for p in (bundle.ca_pem, bundle.next_ca_pem, *bundle.previous_ca_pems)
+            if (c := _try_load_cert(p)) is not None and c.not_valid_after_utc > now
+        )
+        if not still_valid:
+            return fresh
+        return replace(fresh, previous_ca_pems=_unique_pems(still_valid), rotation_step_at=now)
     if action is Action.NONE:
         return bundle
     if action is Action.RENEW_LEAF:

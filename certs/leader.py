@@ -1,0 +1,236 @@
+"""Leader election on a coordination.k8s.io/v1 Lease, so one replica rotates at a time.
+
+The protocol is the one Kubernetes' own controllers use: the holder renews
+``spec.renewTime`` well inside ``leaseDurationSeconds``; a candidate takes the Lease over
+only once it has seen the record unchanged for a whole lease duration. Expiry is judged
+by when *this* process observed the last change, not by comparing ``renewTime`` with the
+local clock, so replicas whose clocks disagree do not steal the Lease from a live holder.
+Every write carries the ``resourceVersion`` it was read at: two candidates never both win.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from certs.store import StoreError, api_error, connection_error
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_DURATION = timedelta(seconds=60)
+
+
+class LeaseConflict(StoreError):
+    """409: the Lease exists already (create) or changed since it was read (replace)."""
+
+
+@dataclass(frozen=True)
+class LeaseRef:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    holder: str
+    duration: timedelta
+    acquire_time: datetime | None = None
+    renew_time: datetime | None = None
+    transitions: int = 0
+    resource_version: str = ""
+
+
+class LeaseAPI(Protocol):
+    def get(self, ref: LeaseRef) -> LeaseRecord | None: ...
+
+    def create(self, ref: LeaseRef, record: LeaseRecord) -> LeaseRecord:
+        """Create; raise LeaseConflict when it already exists."""
+
+    def replace(self, ref: LeaseRef, record: LeaseRecord) -> LeaseRecord:
+        """Replace at ``record.resource_version``; raise LeaseConflict when it moved on."""
+
+
+class LeaseElector:
+    """Call ``try_acquire_or_renew(now)`` more often than the lease duration (a third)."""
+
+    def __init__(
+        self,
+        api: LeaseAPI,
+        ref: LeaseRef,
+        identity: str,
+        lease_duration: timedelta = DEFAULT_LEASE_DURATION,
+    ) -> None:
+        if not identity:
+            raise ValueError("a leader election identity must not be empty")
+        self.api = api
+        self.ref = ref
+        self.identity = identity
+        self.lease_duration = lease_duration
+        self.is_leader = False
+        self._observed_version = ""
+        self._observed_at: datetime | None = None
+
+    def try_acquire_or_renew(self, now: datetime) -> bool:
+        """True when this process holds the Lease after the call."""
+        self.is_leader = self._attempt(now)
+        return self.is_leader
+
+    def _attempt(self, now: datetime) -> bool:
+        current = self.api.get(self.ref)
+        if current is None:
+            record = LeaseRecord(self.identity, self.lease_duration, now, now, 0)
+            return self._write(self.api.create, record, now)
+        if current.resource_version != self._observed_version or self._observed_at is None:
+            self._observed_version = current.resource_version
+            self._observed_at = now
+        if current.holder == self.identity:
+            return self._write(self.api.replace, replace(current, renew_time=now), now)
+        held = bool(current.holder) and self._observed_at + current.duration > now
+        if held:
+            return False
+        taken = LeaseRecord(
+            holder=self.identity,
+            duration=self.lease_duration,
+            acquire_time=now,
+            renew_time=now,
+            transitions=current.transitions + 1,
+            resource_version=current.resource_version,
+        )
+        if self._write(self.api.replace, taken, now):
+            log.info("acquired Lease %s as %s (was %r)", self.ref, self.identity, current.holder)
+            return True
+        return False
+
+    def release(self, now: datetime) -> None:
+        """Give the Lease up at shutdown so another replica takes over without waiting."""
+        if not self.is_leader:
+            return
+        self.is_leader = False
+        current = self.api.get(self.ref)
+        if current is None or current.holder != self.identity:
+            return
+        # An empty holder with a one-second duration: any candidate may take it at once.
+        released = replace(current, holder="", duration=timedelta(seconds=1), renew_time=now)
+        try:
+            self.api.replace(self.ref, released)
+        except LeaseConflict:
+            log.info("Lease %s changed while being released; left as it is", self.ref)
+
+    def _write(self, method: Any, record: LeaseRecord, now: datetime) -> bool:
+        try:
+            written: LeaseRecord = method(self.ref, record)
+        except LeaseConflict:
+            return False
+        self._observed_version = written.resource_version
+        self._observed_at = now
+        return True
+
+
+class KubeLeaseAPI:
+    """``LeaseAPI`` on ``kubernetes.client.CoordinationV1Api``."""
+
+    def __init__(self, api_client: Any, request_timeout: float = 10.0) -> None:
+        from kubernetes import client
+
+        self._api: Any = client.CoordinationV1Api(api_client)
+        self._timeout = request_timeout
+
+    def get(self, ref: LeaseRef) -> LeaseRecord | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            obj = self._api.read_namespaced_lease(
+                ref.name, ref.namespace, _request_timeout=self._timeout
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise api_error("read", f"Lease {ref}", err) from None
+        except Exception as err:
+            raise connection_error("read", f"Lease {ref}", err) from err
+        return _from_v1(obj)
+
+    def create(self, ref: LeaseRef, record: LeaseRecord) -> LeaseRecord:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            obj = self._api.create_namespaced_lease(
+                ref.namespace, _to_v1(ref, record), _request_timeout=self._timeout
+            )
+        except ApiException as err:
+            if err.status == 409:
+                raise LeaseConflict(f"Lease {ref} already exists") from None
+            raise api_error("create", f"Lease {ref}", err) from None
+        except Exception as err:
+            raise connection_error("create", f"Lease {ref}", err) from err
+        return _from_v1(obj)
+
+    def replace(self, ref: LeaseRef, record: LeaseRecord) -> LeaseRecord:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            obj = self._api.replace_namespaced_lease(
+                ref.name, ref.namespace, _to_v1(ref, record), _request_timeout=self._timeout
+            )
+        except ApiException as err:
+            if err.status == 409:
+                raise LeaseConflict(f"Lease {ref} changed since it was read") from None
+            raise api_error("replace", f"Lease {ref}", err) from None
+        except Exception as err:
+            raise connection_error("replace", f"Lease {ref}", err) from err
+        return _from_v1(obj)
+
+
+def _to_v1(ref: LeaseRef, record: LeaseRecord) -> dict[str, Any]:
+    # A plain dict: MicroTime must be RFC 3339 with microseconds, written here explicitly
+    # rather than left to whichever datetime format the client generation picks.
+    spec: dict[str, Any] = {
+        "holderIdentity": record.holder,
+        "leaseDurationSeconds": max(1, int(record.duration.total_seconds())),
+        "leaseTransitions": record.transitions,
+    }
+    if record.acquire_time is not None:
+        spec["acquireTime"] = _micro_time(record.acquire_time)
+    if record.renew_time is not None:
+        spec["renewTime"] = _micro_time(record.renew_time)
+    metadata: dict[str, Any] = {"name": ref.name, "namespace": ref.namespace}
+    if record.resource_version:
+        metadata["resourceVersion"] = record.resource_version
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": metadata,
+        "spec": spec,
+    }
+
+
+def _micro_time(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _from_v1(obj: Any) -> LeaseRecord:
+    spec = obj.spec
+    return LeaseRecord(
+        holder=(spec.holder_identity or "") if spec else "",
+        duration=timedelta(seconds=(spec.lease_duration_seconds or 0) if spec else 0),
+        acquire_time=_as_time(spec.acquire_time if spec else None),
+        renew_time=_as_time(spec.renew_time if spec else None),
+        transitions=(spec.lease_transitions or 0) if spec else 0,
+        resource_version=obj.metadata.resource_version or "",
+    )
+
+
+def _as_time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
