@@ -153,7 +153,7 @@ def format_patch(record: dict[str, Any]) -> str:
             lines.append(f"{mark} {path}")
         else:
             value = _value(op.get("value"))
-            if len(value) == 1:
+            if len(value) == 1 and not isinstance(op.get("value"), dict | list):
                 lines.append(f"{mark} {path}: {value[0]}")
             else:
                 lines.append(f"{mark} {path}:")

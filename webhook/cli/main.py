@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "webhook.cli.convert",
     "webhook.cli.policy",
     "certs.cli",
+    "webhook.cli.serve",
+    "webhook.cli.audit",
 )
 
 

@@ -60,6 +60,7 @@ class Server:
 
     app: FastAPI
     settings: ServeSettings
+    engine: AdmissionEngine
     certificate: ReloadingCertificate
     audit: AuditTrail
     metrics: Metrics
@@ -127,7 +128,12 @@ def build_server(
     if cluster is None and settings.has_cluster:
         from webhook.kube.cluster import connect  # the kubernetes client only when needed
 
-        cluster = connect(settings)
+        try:
+            cluster = connect(settings)
+        except Exception as err:  # the client raises several types for a bad config
+            where = "--in-cluster" if settings.in_cluster else f"--kubeconfig {settings.kubeconfig}"
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise StartupError(f"{where}: {message}") from None
     if cluster is not None:
         view = cluster.view
         writer = cluster.writer
@@ -162,7 +168,7 @@ def build_server(
         worker = engine.worker
         parts.background.append(worker.run)
         parts.on_shutdown.append(lambda: worker.drain(settings.write_timeout_seconds))
-    return Server(create_app(parts), settings, certificate, audit, metrics, cleanups)
+    return Server(create_app(parts), settings, engine, certificate, audit, metrics, cleanups)
 
 
 def uvicorn_config(server: Server, **overrides: Any) -> uvicorn.Config:

@@ -1,0 +1,215 @@
+"""The audit record, its hash chain, the file sink and `rollout-webhook audit`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from webhook.cli.main import main
+from webhook.core.audit import (
+    GENESIS,
+    ChangeOutcome,
+    DecisionFacts,
+    build_record,
+    canonical_json,
+    last_hash,
+    record_hash,
+    verify_chain,
+)
+from webhook.server.audit_trail import AuditTrail
+
+T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
+PATCH = [
+    {
+        "op": "add",
+        "path": "/metadata/annotations",
+        "value": {"rollout-webhook.io/rollout-name": "web"},
+    },
+    {"op": "replace", "path": "/spec/replicas", "value": 0},
+]
+
+
+def facts(uid: str, **overrides: Any) -> DecisionFacts:
+    values: dict[str, Any] = {
+        "uid": uid,
+        "user": "alice",
+        "operation": "CREATE",
+        "kind": "Deployment",
+        "namespace": "shop",
+        "name": "web",
+        "dry_run": False,
+        "decision": "convert",
+        "reason": "opted in",
+        "environment": "prod",
+        "strategy": "canary",
+        "policy_name": "rollout-system/rollout-webhook-policy",
+        "policy_resource_version": "42",
+        "policy_sha256": "ab" * 32,
+        "patch": PATCH,
+        "changes_wanted": (ChangeOutcome("Rollout", "shop", "web"),),
+        "changes_made": (ChangeOutcome("Rollout", "shop", "web", result="applied"),),
+        "warnings": ("no Service selects the pods",),
+        "latency_seconds": 0.0021,
+    }
+    values.update(overrides)
+    return DecisionFacts(**values)
+
+
+def trail(*items: DecisionFacts) -> list[str]:
+    prev = GENESIS
+    lines = []
+    for i, item in enumerate(items):
+        record = build_record(item, at=T0 + dt.timedelta(minutes=i), prev=prev, version="0.1.0")
+        lines.append(canonical_json(record))
+        prev = record_hash(record)
+    return lines
+
+
+def test_record_carries_every_field() -> None:
+    record = build_record(facts("u1"), at=T0, prev=GENESIS, version="0.1.0")
+    assert record["time"] == "2030-01-01T12:00:00.000000Z"
+    assert record["uid"] == "u1"
+    assert record["policy"] == {
+        "name": "rollout-system/rollout-webhook-policy",
+        "resourceVersion": "42",
+        "sha256": "ab" * 32,
+    }
+    assert record["patch"] == PATCH
+    assert record["changes"]["made"][0]["result"] == "applied"
+    assert record["latencyMs"] == 2.1
+    assert record["version"] == "0.1.0"
+    assert record["prev"] == GENESIS
+
+
+def test_an_intact_chain_verifies() -> None:
+    lines = trail(facts("a"), facts("b"), facts("c"))
+    report = verify_chain(lines)
+    assert report.broken is None
+    assert report.records == 3
+    assert report.last_hash == last_hash(lines)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "line"),
+    [
+        (lambda lines: [lines[0], lines[1].replace('"convert"', '"skip"'), lines[2]], 3),
+        (lambda lines: [lines[0], lines[2]], 2),  # a record removed
+        (lambda lines: [lines[0], lines[0], lines[1], lines[2]], 2),  # a record repeated
+        (lambda lines: [lines[0], lines[1], lines[2][:40]], 3),  # torn by a crash
+    ],
+)
+def test_tampering_names_the_first_broken_record(tamper: Any, line: int) -> None:
+    lines = tamper(trail(facts("a"), facts("b"), facts("c")))
+    report = verify_chain(lines)
+    assert report.broken is not None
+    assert report.broken.line == line
+
+
+def test_file_sink_flushes_each_record_and_continues_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    out = io.StringIO()
+    first = AuditTrail(file=path, stream=out, clock=lambda: T0)
+    first.record(facts("a"))
+    first.record(facts("b"))
+    assert first.flush()
+    # Flushed per record: readable before the sink is closed.
+    assert len(path.read_text().splitlines()) == 2
+    first.close()
+    second = AuditTrail(file=path, stream=io.StringIO(), clock=lambda: T0)
+    second.record(facts("c"))
+    second.close()
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["uid"] for line in lines] == ["a", "b", "c"]
+    assert verify_chain(lines).broken is None
+    assert out.getvalue().splitlines() == lines[:2]
+
+
+def test_a_torn_last_line_is_kept_visible(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = trail(facts("a"), facts("b"))
+    path.write_text(lines[0] + "\n" + lines[1][:30])  # the crash
+    sink = AuditTrail(file=path, stream=io.StringIO(), clock=lambda: T0)
+    sink.record(facts("c"))
+    sink.close()
+    report = verify_chain(path.read_text().splitlines())
+    assert report.broken is not None
+    assert report.broken.line == 2
+    assert "not JSON" in report.broken.message
+
+
+@pytest.fixture
+def audit_file(tmp_path: Path) -> Path:
+    path = tmp_path / "audit.jsonl"
+    items = [
+        facts("u-a"),
+        facts("u-b", namespace="pay", name="api", decision="skip", environment=None),
+        facts("u-c", decision="refuse", dry_run=True, patch=()),
+    ]
+    path.write_text("\n".join(trail(*items)) + "\n")
+    return path
+
+
+def test_cli_table_and_filters(audit_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", str(audit_file)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == [
+        "TIME",
+        "OPERATION",
+        "KIND",
+        "OBJECT",
+        "DECISION",
+        "ENVIRONMENT",
+        "STRATEGY",
+        "USER",
+    ]
+    assert len(out) == 4
+    assert "refuse (dry run)" in out[3]
+    assert main(["audit", str(audit_file), "--namespace", "pay"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert "pay/api" in out[1]
+    assert main(["audit", str(audit_file), "--decision", "convert", "--name", "web"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["audit", str(audit_file), "--since", "2030-01-01T12:01:00Z"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_cli_show_prints_the_patch_as_a_diff(
+    audit_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", str(audit_file), "--show", "u-a"]) == 0
+    out = capsys.readouterr().out
+    assert "decision:     convert: opted in" in out
+    assert "+ /metadata/annotations:" in out
+    assert "+     rollout-webhook.io/rollout-name: web" in out
+    assert "~ /spec/replicas: 0" in out
+    assert "apply Rollout shop/web: applied" in out
+    assert main(["audit", str(audit_file), "--show", "nope"]) == 1
+    assert "no record with uid nope" in capsys.readouterr().err
+
+
+def test_cli_verify(audit_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", str(audit_file), "--verify"]) == 0
+    assert "3 record(s), chain intact" in capsys.readouterr().out
+    lines = audit_file.read_text().splitlines()
+    lines[1] = lines[1].replace('"pay"', '"prod"')
+    audit_file.write_text("\n".join(lines) + "\n")
+    assert main(["audit", str(audit_file), "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert "chain broken at line 3 (uid u-c)" in out
+
+
+def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", str(tmp_path / "missing.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "cannot read" in err
+    path = tmp_path / "a.jsonl"
+    path.write_text("")
+    assert main(["audit", str(path), "--since", "yesterday"]) == 2
+    assert "--since 'yesterday'" in capsys.readouterr().err

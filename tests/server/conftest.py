@@ -1,0 +1,245 @@
+"""The server in-process over real HTTPS, with fake cluster ports.
+
+``serve`` builds the real server (``build_server``: certificate directory, policy, audit
+trail, engine, app) and runs it under uvicorn on an ephemeral port in a thread; the
+cluster is a ``FakeCluster``: an in-memory view and a writer that records what it is
+asked to do. Requests go through httpx over TLS, verified against the test CA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from certs import pki
+from certs.files import write_bundle_dir
+from webhook.core.admission import UserInfo
+from webhook.server.policy_state import PolicyState
+from webhook.server.ports import AccessDecision, MemoryClusterView
+from webhook.server.runner import Server, build_server, uvicorn_config
+from webhook.server.settings import ServeSettings
+
+T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
+CONTROLLER = "system:serviceaccount:argo-rollouts:argo-rollouts"
+ALICE: UserInfo = {"username": "alice", "uid": "u-alice", "groups": ["dev", "system:authenticated"]}
+
+
+@dataclass
+class FakeWriter:
+    """Records applies; answers SubjectAccessReviews from ``allowed_users``."""
+
+    allowed_users: set[str] = field(default_factory=lambda: {"alice"})
+    review_delay: float = 0.0
+    fail_kinds: set[str] = field(default_factory=set)
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    reviews: list[tuple[UserInfo, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def may_create_rollouts(
+        self, user: UserInfo, namespace: str, *, timeout: float
+    ) -> AccessDecision:
+        if self.review_delay:
+            time.sleep(self.review_delay)
+        with self.lock:
+            self.reviews.append((user, namespace))
+        if user.get("username") in self.allowed_users:
+            return AccessDecision(True, "allowed by RBAC")
+        return AccessDecision(False, "no RBAC rule allows it")
+
+    def apply(self, manifest: Mapping[str, Any], *, timeout: float) -> None:
+        if manifest.get("kind") in self.fail_kinds:
+            raise RuntimeError(f"the API server refused the {manifest.get('kind')}")
+        with self.lock:
+            self.applied.append(dict(manifest))
+
+
+@dataclass
+class FakeCluster:
+    view: MemoryClusterView = field(default_factory=MemoryClusterView)
+    writer: FakeWriter = field(default_factory=FakeWriter)
+    policy: PolicyState | None = None
+    policy_configmap: dict[str, Any] | None = None
+
+    def start(self, policy: PolicyState | None) -> None:
+        self.policy = policy
+        if policy is not None:
+            if self.policy_configmap is not None:
+                policy.apply_configmap(self.policy_configmap)
+            else:
+                policy.configmap_absent(deleted=False)
+
+    def stop(self) -> None:
+        pass
+
+
+@dataclass
+class Running:
+    server: Server
+    port: int
+    ca_pem: str
+    audit_stream: io.StringIO
+    cluster: FakeCluster | None
+    client: httpx.Client
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def review(self, request: Mapping[str, Any], *, query: str = "") -> dict[str, Any]:
+        body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+        answer = self.client.post(f"{self.url}/mutate{query}", json=body)
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        assert result["apiVersion"] == "admission.k8s.io/v1"
+        assert result["kind"] == "AdmissionReview"
+        response: dict[str, Any] = result["response"]
+        return response
+
+    def records(self, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The audit records written so far, waiting until there are at least ``count``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.server.audit.flush()
+            lines = [line for line in self.audit_stream.getvalue().splitlines() if line]
+            if len(lines) >= count or time.monotonic() > deadline:
+                return [json.loads(line) for line in lines]
+            time.sleep(0.02)
+
+
+def make_bundle(directory: Path, now: dt.datetime = T0) -> pki.Bundle:
+    bundle = pki.self_signed_for_localhost(now)
+    write_bundle_dir(bundle, directory)
+    return bundle
+
+
+def verifying_context(*ca_pems: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cadata="".join(ca_pems))
+
+
+@contextlib.contextmanager
+def serve(
+    tmp_path: Path,
+    *,
+    cluster: FakeCluster | None = None,
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    **settings: Any,
+) -> Iterator[Running]:
+    cert_dir = settings.pop("cert_dir", None)
+    ca_pem = ""
+    if cert_dir is None:
+        cert_dir = tmp_path / "certs"
+        ca_pem = make_bundle(cert_dir, now()).ca_pem
+    else:
+        ca_pem = (cert_dir / "ca.crt").read_text()
+    stream = io.StringIO()
+    server = build_server(
+        ServeSettings(cert_dir=cert_dir, **settings),
+        clock=now,
+        audit_stream=stream,
+        cluster=cluster,
+    )
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn_config(server, log_level="warning")
+    runner = uvicorn.Server(config)
+    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not runner.started:
+        assert thread.is_alive(), "server thread died at start-up"
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    client = httpx.Client(verify=verifying_context(ca_pem), timeout=10)
+    try:
+        yield Running(server, port, ca_pem, stream, cluster, client)
+    finally:
+        client.close()
+        runner.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+        server.close()
+
+
+@pytest.fixture
+def fake_cluster() -> FakeCluster:
+    return FakeCluster()
+
+
+def deployment(
+    name: str = "web",
+    namespace: str = "shop",
+    *,
+    labels: Mapping[str, str] | None = None,
+    replicas: int = 3,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": dict(labels if labels is not None else {"rollout-webhook.io/enabled": "true"}),
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+            },
+        },
+    }
+
+
+def service(name: str = "web", namespace: str = "shop", app: str = "web") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"app": app}, "ports": [{"name": "http", "port": 80}]},
+    }
+
+
+def admission_request(
+    obj: Mapping[str, Any] | None,
+    *,
+    uid: str = "0a1b2c3d-0000-4000-8000-000000000001",
+    operation: str = "CREATE",
+    user: UserInfo | None = None,
+    dry_run: bool = False,
+    old: Mapping[str, Any] | None = None,
+    kind: tuple[str, str, str] = ("apps", "v1", "Deployment"),
+) -> dict[str, Any]:
+    source = obj or old or {}
+    meta = source.get("metadata") or {}
+    request: dict[str, Any] = {
+        "uid": uid,
+        "kind": {"group": kind[0], "version": kind[1], "kind": kind[2]},
+        "resource": {"group": kind[0], "version": kind[1], "resource": kind[2].lower() + "s"},
+        "namespace": meta.get("namespace", ""),
+        "name": meta.get("name", ""),
+        "operation": operation,
+        "userInfo": dict(user if user is not None else ALICE),
+        "object": dict(obj) if obj is not None else None,
+        "oldObject": dict(old) if old is not None else None,
+        "dryRun": dry_run,
+    }
+    return request

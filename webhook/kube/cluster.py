@@ -1,0 +1,115 @@
+"""The cluster adapters `serve` runs with: the watch-fed caches, the policy watch, the writer."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from kubernetes import client, config
+
+from webhook.kube.cache import Reflector
+from webhook.kube.http import KubeHttp
+from webhook.kube.resources import CACHED, CONFIGMAP, Resource
+from webhook.kube.writer import ClusterAdapter
+from webhook.server.policy_state import PolicyState
+from webhook.server.ports import MemoryClusterView
+from webhook.server.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+class ViewStore:
+    """One kind's share of the shared view."""
+
+    def __init__(self, view: MemoryClusterView, resource: Resource) -> None:
+        self.view = view
+        self.kind = resource.kind
+
+    def replace(self, items: list[dict[str, Any]]) -> None:
+        self.view.replace_kind(self.kind, items)
+
+    def upsert(self, obj: dict[str, Any]) -> None:
+        self.view.put(obj)
+
+    def remove(self, obj: dict[str, Any]) -> None:
+        self.view.delete(obj)
+
+
+class PolicyStore:
+    """The policy ConfigMap's watch feeds the policy state, not the view."""
+
+    def __init__(self, state: PolicyState) -> None:
+        self.state = state
+        self.present = False
+
+    def replace(self, items: list[dict[str, Any]]) -> None:
+        if items:
+            self.upsert(items[0])
+        elif self.present or not self.state.loaded:
+            self.remove({})
+
+    def upsert(self, obj: dict[str, Any]) -> None:
+        self.state.apply_configmap(obj)
+        self.present = True
+
+    def remove(self, obj: dict[str, Any]) -> None:
+        self.state.configmap_absent(deleted=self.present)
+        self.present = False
+
+
+class Cluster:
+    def __init__(self, http: KubeHttp, settings: ServeSettings) -> None:
+        self.http = http
+        self.settings = settings
+        self.view = MemoryClusterView(synced=False)
+        self.writer = ClusterAdapter(http, field_manager=settings.field_manager)
+        self.reflectors: list[Reflector] = []
+        self._lock = threading.Lock()
+
+    def _check_synced(self) -> None:
+        with self._lock:
+            if all(r.synced.is_set() for r in self.reflectors):
+                self.view.mark_synced()
+                log.info("caches synced")
+
+    def start(self, policy: PolicyState | None) -> None:
+        """Start every watch; with a policy state, also watch the policy ConfigMap."""
+        for resource in CACHED:
+            self.reflectors.append(
+                Reflector(
+                    self.http,
+                    resource,
+                    ViewStore(self.view, resource),
+                    on_synced=self._check_synced,
+                )
+            )
+        if policy is not None:
+            self.reflectors.append(
+                Reflector(
+                    self.http,
+                    CONFIGMAP,
+                    PolicyStore(policy),
+                    namespace=self.settings.namespace,
+                    field_selector=f"metadata.name={self.settings.policy_configmap}",
+                    on_synced=self._check_synced,
+                )
+            )
+        for reflector in self.reflectors:
+            reflector.start()
+
+    def stop(self) -> None:
+        for reflector in self.reflectors:
+            reflector.stop()
+
+
+def connect(settings: ServeSettings) -> Cluster:
+    """A Cluster from --kubeconfig or the Pod's service account; nothing is called yet."""
+    configuration = client.Configuration()
+    if settings.in_cluster:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(settings.kubeconfig), client_configuration=configuration
+        )
+    return Cluster(KubeHttp(client.ApiClient(configuration)), settings)

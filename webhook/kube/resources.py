@@ -1,0 +1,54 @@
+"""The kinds the product reads and writes, and their REST paths. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+
+@dataclass(frozen=True)
+class Resource:
+    kind: str
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+    optional: bool = False
+    """A CRD that may not be installed (Gateway API, Istio): absent means "none of them"."""
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def collection_path(self, namespace: str = "") -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            return f"{base}/namespaces/{quote(namespace, safe='')}/{self.plural}"
+        return f"{base}/{self.plural}"
+
+    def object_path(self, namespace: str, name: str) -> str:
+        return f"{self.collection_path(namespace)}/{quote(name, safe='')}"
+
+
+NAMESPACE = Resource("Namespace", "", "v1", "namespaces", namespaced=False)
+CONFIGMAP = Resource("ConfigMap", "", "v1", "configmaps")
+SERVICE = Resource("Service", "", "v1", "services")
+DEPLOYMENT = Resource("Deployment", "apps", "v1", "deployments")
+HPA = Resource("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers")
+ROLLOUT = Resource("Rollout", "argoproj.io", "v1alpha1", "rollouts", optional=True)
+HTTPROUTE = Resource("HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes", optional=True)
+VIRTUALSERVICE = Resource(
+    "VirtualService", "networking.istio.io", "v1", "virtualservices", optional=True
+)
+
+CACHED = (NAMESPACE, DEPLOYMENT, SERVICE, HPA, HTTPROUTE, VIRTUALSERVICE, ROLLOUT)
+"""What the admission path reads: every kind a decision looks at, watched cluster-wide."""
+
+BY_KIND = {r.kind: r for r in (*CACHED, CONFIGMAP)}
+
+
+def resource_for(manifest_kind: str) -> Resource:
+    try:
+        return BY_KIND[manifest_kind]
+    except KeyError:
+        raise ValueError(f"kind {manifest_kind!r} is not one the product writes") from None
