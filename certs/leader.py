@@ -187,8 +187,6 @@ class KubeLeaseAPI:
 
 
 def _to_v1(ref: LeaseRef, record: LeaseRecord) -> dict[str, Any]:
-    # A plain dict: MicroTime must be RFC 3339 with microseconds, written here explicitly
-    # rather than left to whichever datetime format the client generation picks.
     spec: dict[str, Any] = {
         "holderIdentity": record.holder,
         "leaseDurationSeconds": max(1, int(record.duration.total_seconds())),
@@ -209,8 +207,16 @@ def _to_v1(ref: LeaseRef, record: LeaseRecord) -> dict[str, Any]:
     }
 
 
-def _micro_time(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _micro_time(t: datetime) -> datetime:
+    """A time the API server accepts as MicroTime.
+
+    The client turns the body into its model and writes datetimes with ``isoformat()``,
+    which drops the fraction when it is zero; the API server parses MicroTime with a
+    fixed six-digit fraction and rejects such a value. One microsecond more keeps the
+    fraction, and is of no consequence for a Lease.
+    """
+    t = t.astimezone(UTC)
+    return t + timedelta(microseconds=1) if t.microsecond == 0 else t
 
 
 def _from_v1(obj: Any) -> LeaseRecord:
