@@ -49,8 +49,17 @@ def register(subparsers: Any) -> None:
         help="say when the certificate in a directory expires and what it needs",
         description="Exit 0 when nothing is needed, 1 when the bundle needs action.",
     )
-    chk.add_argument("--dir", required=True, metavar="DIR", help="directory with the bundle")
+    source = chk.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dir", metavar="DIR", help="directory with the bundle")
+    source.add_argument(
+        "--secret", metavar="NAME", help="the kubernetes.io/tls Secret holding the bundle"
+    )
     _add_names(chk)
+    chk.add_argument("--secret-namespace", help="the Secret's namespace (default: --namespace)")
+    where = chk.add_mutually_exclusive_group()
+    where.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (with --secret)")
+    where.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
+    chk.add_argument("--context", help="kubeconfig context to use (with --secret)")
     chk.add_argument(
         "--at",
         metavar="TIME",
@@ -209,10 +218,13 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     now = parse_time(args.at, "--at") if args.at else now_utc()
-    try:
-        bundle = read_bundle_dir(args.dir)
-    except OSError as err:
-        raise UsageError(f"--dir {args.dir}: {err.strerror or err}") from None
+    if args.secret:
+        bundle = _read_secret_bundle(args)
+    else:
+        try:
+            bundle = read_bundle_dir(args.dir)
+        except OSError as err:
+            raise UsageError(f"--dir {args.dir}: {err.strerror or err}") from None
     try:
         decision = pki.check_bundle(
             bundle,
@@ -222,7 +234,8 @@ def run_check(args: argparse.Namespace) -> int:
             args.dns,
             args.ip,
             cluster_domain=args.cluster_domain,
-            managed=False,
+            # A Secret carries the CA key and the rotation state; a directory does not.
+            managed=bool(args.secret),
         )
     except pki.CertificateError as err:
         raise UsageError(str(err)) from None
@@ -322,6 +335,28 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         ),
         webhook_configs=configs,
     )
+
+
+def _read_secret_bundle(args: argparse.Namespace) -> pki.Bundle:
+    from certs.bootstrap import read_bundle
+    from certs.kube import ClusterConfigError, load_api_client
+    from certs.store import SecretRef, StoreError
+
+    namespace = args.secret_namespace or args.namespace
+    ref = SecretRef(namespace, args.secret)
+    try:
+        api_client = load_api_client(args.kubeconfig, args.in_cluster, args.context)
+    except ClusterConfigError as err:
+        raise UsageError(str(err)) from None
+    try:
+        bundle = read_bundle(api_client, ref)
+    except StoreError as err:
+        raise UsageError(str(err), exit_code=1) from None
+    finally:
+        api_client.close()
+    if bundle is None:
+        raise UsageError(f"Secret {ref} does not exist", exit_code=1)
+    return bundle
 
 
 def _run_cluster(args: argparse.Namespace, force: pki.Action | None) -> int:

@@ -236,3 +236,34 @@ def test_cli_cluster_errors_are_one_line(
 
     assert cli_main.main(["certs", "bootstrap", "--namespace", "Bad NS", "--kubeconfig", "x"]) == 2
     assert "namespace 'Bad NS' is not a valid DNS label" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("certs_cli")
+def test_cli_check_reads_the_secret(
+    server: tuple[FakeAPIServer, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, url = server
+    kc = kubeconfig(tmp_path, url)
+    check = [
+        "certs",
+        "check",
+        "--secret",
+        "rollout-webhook-tls",
+        "--service",
+        SERVICE,
+        "--namespace",
+        NAMESPACE,
+        "--kubeconfig",
+        kc,
+    ]
+    assert cli_main.main(check) == 1
+    assert (
+        capsys.readouterr().err
+        == "rollout-webhook: error: Secret rollout-system/rollout-webhook-tls does not exist\n"
+    )
+    assert cli_main.main([*CLI, "--kubeconfig", kc]) == 0
+    capsys.readouterr()
+    assert cli_main.main(check) == 0
+    assert "action: none" in capsys.readouterr().out
+    assert cli_main.main([*check, "--at", "2200-01-01T00:00:00Z"]) == 1
+    assert "action: reissue" in capsys.readouterr().out
