@@ -324,11 +324,14 @@ def plan_conversion(
     old_deployment: Mapping[str, Any] | None = None,
     keys: Keys = DEFAULT_KEYS,
     environment: str | None = None,
+    update_strategy: bool = True,
 ) -> Conversion:
     """Decide whether and how to convert a Deployment, and produce every resulting object.
 
     ``environment`` forces the policy environment (the offline preview's option);
-    otherwise the label rules of docs/labels.md choose it.
+    otherwise the label rules of docs/labels.md choose it. ``update_strategy=False``
+    keeps an existing Rollout's strategy (the reconciler under ``rolloutUpdates:
+    nextChange``: only a change of the Deployment moves it to a new policy).
     """
     version = str(policy.version)
     name = name_of(deployment)
@@ -426,13 +429,17 @@ def plan_conversion(
 
     strategy_spec = _strategy_spec(choice, deployment, stable, second, traffic)
     applied_strategy: Strategy = choice.strategy
+    applied_version = version
     if existing is not None:
         existing_strategy = spec_of(existing).get("strategy")
         phase = (existing.get("status") or {}).get("phase")
-        if existing_strategy and (policy.rollout_updates == "never" or phase in ACTIVE_PHASES):
+        keep = not update_strategy or policy.rollout_updates == "never"
+        if existing_strategy and (keep or phase in ACTIVE_PHASES):
             # Never change the steps under a rollout in progress; "never" keeps them always.
             strategy_spec = copy.deepcopy(dict(existing_strategy))
             applied_strategy = "bluegreen" if "blueGreen" in strategy_spec else "canary"
+            # The version recorded is the one that decided the strategy in force.
+            applied_version = annotations_of(existing).get(keys.policy_version, version)
 
     dep = copy.deepcopy(dict(deployment))
     metadata = dep.setdefault("metadata", {})
@@ -443,7 +450,7 @@ def plan_conversion(
             keys.original_replicas: str(wanted),
             keys.applied_environment: env.name,
             keys.applied_strategy: applied_strategy,
-            keys.policy_version: version,
+            keys.policy_version: applied_version,
         }
     )
     if stored is not None:
@@ -459,7 +466,7 @@ def plan_conversion(
         "annotations": {
             keys.applied_environment: env.name,
             keys.applied_strategy: applied_strategy,
-            keys.policy_version: version,
+            keys.policy_version: applied_version,
         },
     }
     owners = owner_reference(deployment)

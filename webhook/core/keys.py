@@ -67,6 +67,12 @@ class Keys:
         return f"{self.prefix}policy-version"
 
     @property
+    def refused(self) -> str:
+        """Annotation on a Deployment admitted unconverted because its requester may not
+        create Rollouts (the confused-deputy check); the reconciler leaves it alone."""
+        return f"{self.prefix}refused"
+
+    @property
     def managed(self) -> str:
         """Label on every object the product generates (Rollout, canary/preview Services)."""
         return f"{self.prefix}managed"

@@ -1,0 +1,466 @@
+"""The reconciler's decisions: what to do for one service, given what the caches show.
+
+Admission alone cannot guarantee the result: the webhook may have been down
+(failurePolicy Ignore), a later admission step may have rejected the object it saw,
+a service may opt out, an admin may change the policy. For one Deployment key
+(namespace, name) ``plan_reconcile`` compares the cluster with the policy and returns
+the actions that close the gap, in order, plus when to look again. It is pure: the
+clock is an argument, and the actions are data the shell carries out.
+
+Opt-out is a sequence across several passes, because its order is what keeps the
+service up (argo-rollouts#3855, flagger#686: removing a Rollout first leaves the
+Deployment at 0 replicas):
+
+1. the Rollout stops scaling the Deployment down (``workloadRef.scaleDown: never``), the
+   Deployment gets its replicas back, the HPA targets it again, routes lose the canary
+   backend;
+2. wait until the Deployment's pods are available;
+3. delete the Rollout, orphaning its ReplicaSets so its pods keep serving, and the
+   generated Services;
+4. drop the ``rollouts-pod-template-hash`` Argo added to the stable Service's selector, so
+   it selects the Deployment's pods too; only then delete the orphaned ReplicaSets, and
+   remove the product's annotations from the Deployment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from webhook.core.convert import Conversion, Neighbours, plan_conversion
+from webhook.core.keys import DEFAULT_KEYS, Keys
+from webhook.core.objects import (
+    Obj,
+    annotations_of,
+    is_generated,
+    labels_of,
+    meta,
+    name_of,
+    spec_of,
+)
+from webhook.core.optout import plan_opt_out
+from webhook.core.policy import Policy
+from webhook.core.selection import resolve_opt_in
+
+POD_TEMPLATE_HASH = "rollouts-pod-template-hash"
+"""The selector key Argo Rollouts adds to the stable/canary/active/preview Services."""
+
+ORPHAN_GRACE = timedelta(seconds=60)
+"""How long a generated Rollout may exist before its Deployment does (admission writes the
+Rollout moments before the API server stores the Deployment)."""
+
+OPT_OUT_POLL_SECONDS = 2.0
+
+ARGOCD_IGNORE_REPLICAS = (
+    "ignoreDifferences: [{group: apps, kind: Deployment, jsonPointers: [/spec/replicas]}]"
+)
+"""The Argo CD Application setting that stops syncs fighting over a converted
+Deployment's replicas (docs/gitops.md)."""
+
+
+@dataclass(frozen=True)
+class Apply:
+    """Server-side apply with the product's field manager."""
+
+    manifest: Obj
+    why: str
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A JSON merge patch (``None`` values delete keys)."""
+
+    kind: str
+    namespace: str
+    name: str
+    patch: Obj
+    why: str
+
+
+@dataclass(frozen=True)
+class Delete:
+    kind: str
+    namespace: str
+    name: str
+    why: str
+    orphan_dependents: bool = False
+
+
+@dataclass(frozen=True)
+class DeleteOrphanReplicaSets:
+    """Delete ReplicaSets left behind by a Rollout deleted with orphaned dependents: those
+    with the pod-template hash label, matching the selector, and no owner."""
+
+    namespace: str
+    selector: Mapping[str, str]
+    why: str
+
+
+@dataclass(frozen=True)
+class Emit:
+    """A Kubernetes Event on the Deployment."""
+
+    reason: str
+    message: str
+    type: Literal["Normal", "Warning"] = "Normal"
+
+
+Action = Apply | Patch | Delete | DeleteOrphanReplicaSets | Emit
+
+
+@dataclass(frozen=True)
+class ReconcilePlan:
+    namespace: str
+    name: str
+    state: str  # one word for logs and metrics: converted, converting, opting-out, ...
+    summary: str
+    actions: tuple[Action, ...] = ()
+    requeue_after: float | None = None
+    conversion: Conversion | None = field(default=None, compare=False)
+
+    @property
+    def writes(self) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if not isinstance(a, Emit))
+
+
+def contains(desired: Any, actual: Any) -> bool:
+    """Whether ``actual`` already holds everything ``desired`` says (extra keys allowed).
+
+    Other controllers add to what the product writes (Argo adds a selector key to the
+    Services, the API server defaults fields); that is not drift.
+    """
+    if isinstance(desired, Mapping):
+        return isinstance(actual, Mapping) and all(
+            k in actual and contains(v, actual[k]) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list)
+            and len(desired) == len(actual)
+            and all(contains(d, a) for d, a in zip(desired, actual, strict=True))
+        )
+    return bool(desired == actual)
+
+
+def _drift(desired: Obj, actual: Mapping[str, Any] | None) -> bool:
+    if actual is None:
+        return True
+    want = {k: v for k, v in desired.items() if k in ("spec",)}
+    want["metadata"] = {
+        k: v for k, v in desired.get("metadata", {}).items() if k in ("labels", "annotations")
+    }
+    if "ownerReferences" in desired.get("metadata", {}):
+        want["metadata"]["ownerReferences"] = desired["metadata"]["ownerReferences"]
+    return not contains(want, actual)
+
+
+def _find(objs: tuple[Mapping[str, Any], ...], name: str) -> Mapping[str, Any] | None:
+    return next((o for o in objs if name_of(o) == name), None)
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _generated_for(neighbours: Neighbours, name: str, keys: Keys) -> list[Mapping[str, Any]]:
+    return [
+        o
+        for o in (*neighbours.rollouts, *neighbours.services)
+        if is_generated(o, keys) and labels_of(o).get(keys.generated_for) == name
+    ]
+
+
+def _orphans(
+    namespace: str, name: str, neighbours: Neighbours, now: datetime, keys: Keys
+) -> ReconcilePlan:
+    generated = _generated_for(neighbours, name, keys)
+    if not generated:
+        return ReconcilePlan(namespace, name, "absent", "no Deployment, nothing generated")
+    waits: list[float] = []
+    actions: list[Action] = []
+    for obj in generated:
+        created = _parse_time(meta(obj).get("creationTimestamp"))
+        age = now - created if created is not None else ORPHAN_GRACE
+        if age < ORPHAN_GRACE:
+            waits.append((ORPHAN_GRACE - age).total_seconds())
+            continue
+        actions.append(
+            Delete(str(obj["kind"]), namespace, name_of(obj), f"Deployment {name} does not exist")
+        )
+    return ReconcilePlan(
+        namespace,
+        name,
+        "orphaned",
+        f"{len(generated)} generated object(s) without their Deployment",
+        tuple(actions),
+        requeue_after=max(waits) + 1 if waits else None,
+    )
+
+
+def _gitops_drain(
+    deployment: Mapping[str, Any],
+    rollout: Mapping[str, Any] | None,
+    conversion: Conversion,
+    policy: Policy,
+    keys: Keys,
+) -> list[Action]:
+    """argo-rollouts#4935: a GitOps sync puts replicas back on a scaled-down Deployment,
+    and Argo does not scale it down again: capacity doubles for good. Drain it again."""
+    env = policy.environment(conversion.environment or "")
+    if env is None or env.scale_down == "never" or rollout is None:
+        return []
+    if keys.rollout_name not in annotations_of(deployment):
+        return []  # a Deployment converted while running: Argo scales it down itself.
+    status = rollout.get("status") or {}
+    replicas = spec_of(deployment).get("replicas")
+    ready = int(status.get("availableReplicas") or 0) >= int(spec_of(rollout).get("replicas") or 0)
+    if status.get("phase") != "Healthy" or not ready or not isinstance(replicas, int):
+        return []
+    if replicas == 0:
+        return []
+    name = name_of(deployment)
+    return [
+        Patch(
+            "Deployment",
+            str(meta(deployment).get("namespace", "")),
+            name,
+            {
+                "metadata": {"annotations": {keys.original_replicas: str(replicas)}},
+                "spec": {"replicas": 0},
+            },
+            "scaled back up while the Rollout runs the pods (a GitOps sync?)",
+        ),
+        Emit(
+            "ReplicasDrained",
+            f"spec.replicas was set to {replicas} while Rollout {name} runs the pods; set it "
+            f"back to 0 and gave {replicas} to the Rollout. "
+            f"With Argo CD add {ARGOCD_IGNORE_REPLICAS}",
+            "Warning",
+        ),
+    ]
+
+
+def _converge(
+    deployment: Mapping[str, Any],
+    neighbours: Neighbours,
+    policy: Policy,
+    keys: Keys,
+) -> ReconcilePlan:
+    namespace = str(meta(deployment).get("namespace", ""))
+    name = name_of(deployment)
+    conversion = plan_conversion(
+        deployment,
+        neighbours,
+        policy,
+        operation="UPDATE",
+        old_deployment=deployment,
+        keys=keys,
+        update_strategy=policy.rollout_updates == "immediate",
+    )
+    if conversion.decision == "refuse":
+        return ReconcilePlan(
+            namespace,
+            name,
+            "refused",
+            conversion.reason,
+            (Emit("ConversionRefused", "; ".join(conversion.warnings)[:1000], "Warning"),),
+            conversion=conversion,
+        )
+    existing_rollout = neighbours.rollout_named(name)
+    actions: list[Action] = []
+    for svc in conversion.services:
+        if _drift(svc, _find(neighbours.services, name_of(svc))):
+            actions.append(Apply(svc, f"generated Service {name_of(svc)}"))
+    for route in conversion.routes:
+        actions.append(Apply(route, f"canary backend for {route['kind']} {name_of(route)}"))
+    assert conversion.rollout is not None
+    if _drift(conversion.rollout, existing_rollout):
+        verb = "create" if existing_rollout is None else "update"
+        actions.append(Apply(conversion.rollout, f"{verb} Rollout {name}"))
+    for hpa in conversion.hpas:
+        actions.append(Apply(hpa, f"HPA {name_of(hpa)} scales the Rollout"))
+    wanted = annotations_of(conversion.deployment)
+    have = annotations_of(deployment)
+    changed = {k: v for k, v in wanted.items() if have.get(k) != v}
+    if changed:
+        actions.append(
+            Patch(
+                "Deployment",
+                namespace,
+                name,
+                {"metadata": {"annotations": changed}},
+                "record the conversion on the Deployment",
+            )
+        )
+    actions.extend(_gitops_drain(deployment, existing_rollout, conversion, policy, keys))
+    writes = [a for a in actions if not isinstance(a, Emit)]
+    if writes and existing_rollout is None:
+        actions.append(
+            Emit(
+                "Converted",
+                f"converted to a Rollout ({conversion.environment} {conversion.strategy})",
+            )
+        )
+    state = "converting" if writes else "converted"
+    return ReconcilePlan(
+        namespace, name, state, conversion.reason, tuple(actions), conversion=conversion
+    )
+
+
+def _opt_out(
+    deployment: Mapping[str, Any],
+    neighbours: Neighbours,
+    reason: str,
+    keys: Keys,
+) -> ReconcilePlan:
+    namespace = str(meta(deployment).get("namespace", ""))
+    name = name_of(deployment)
+    rollout = neighbours.rollout_named(name)
+    if rollout is not None and not is_generated(rollout, keys):
+        rollout = None
+    restoration = plan_opt_out(deployment, neighbours, keys)
+    want = restoration.replicas
+    actions: list[Action] = []
+    if rollout is not None:
+        if (spec_of(rollout).get("workloadRef") or {}).get("scaleDown") != "never":
+            actions.append(
+                Patch(
+                    "Rollout",
+                    namespace,
+                    name,
+                    {"spec": {"workloadRef": {"scaleDown": "never"}}},
+                    "stop the Rollout scaling the Deployment down",
+                )
+            )
+        if spec_of(deployment).get("replicas") != want:
+            actions.append(
+                Patch(
+                    "Deployment",
+                    namespace,
+                    name,
+                    {"spec": {"replicas": want}},
+                    f"give the Deployment its {want} replicas back",
+                )
+            )
+        actions.extend(
+            Apply(h, f"HPA {name_of(h)} scales the Deployment again") for h in restoration.hpas
+        )
+        actions.extend(
+            Apply(r, f"remove the canary backend from {r['kind']} {name_of(r)}")
+            for r in restoration.routes
+        )
+        if actions:
+            actions.insert(0, Emit("OptingOut", f"{reason}: restoring the Deployment first"))
+            return ReconcilePlan(
+                namespace, name, "opting-out", reason, tuple(actions), OPT_OUT_POLL_SECONDS
+            )
+        status = deployment.get("status") or {}
+        available = int(status.get("availableReplicas") or 0)
+        current = int(status.get("observedGeneration") or 0) >= int(
+            meta(deployment).get("generation") or 0
+        )
+        if available < want or not current:
+            return ReconcilePlan(
+                namespace,
+                name,
+                "opting-out",
+                f"waiting for the Deployment's pods: {available} of {want} available",
+                requeue_after=OPT_OUT_POLL_SECONDS,
+            )
+        actions.append(
+            Delete(
+                "Rollout", namespace, name, "the Deployment serves again", orphan_dependents=True
+            )
+        )
+        actions.extend(
+            Delete("Service", namespace, svc, "generated for the Rollout")
+            for svc in restoration.delete_services
+        )
+        return ReconcilePlan(
+            namespace, name, "opting-out", reason, tuple(actions), OPT_OUT_POLL_SECONDS
+        )
+    for svc in neighbours.services:
+        if is_generated(svc, keys):
+            if labels_of(svc).get(keys.generated_for) == name:
+                actions.append(
+                    Delete("Service", namespace, name_of(svc), "generated for the Rollout")
+                )
+            continue
+        selector = spec_of(svc).get("selector") or {}
+        if POD_TEMPLATE_HASH in selector and _selects(selector, deployment):
+            actions.append(
+                Patch(
+                    "Service",
+                    namespace,
+                    name_of(svc),
+                    {"spec": {"selector": {POD_TEMPLATE_HASH: None}}},
+                    "select the Deployment's pods again",
+                )
+            )
+    match_labels = (spec_of(deployment).get("selector") or {}).get("matchLabels") or {}
+    if keys.rollout_name in annotations_of(deployment):
+        if match_labels:
+            actions.append(
+                DeleteOrphanReplicaSets(
+                    namespace, dict(match_labels), "pods of the deleted Rollout"
+                )
+            )
+        removed = {k: None for k in keys.written_annotations() if k in annotations_of(deployment)}
+        actions.append(
+            Patch(
+                "Deployment",
+                namespace,
+                name,
+                {"metadata": {"annotations": removed}},
+                "no longer managed by a Rollout",
+            )
+        )
+        actions.append(Emit("OptedOut", f"{reason}: back to a plain Deployment"))
+    state = "opting-out" if actions else "plain"
+    return ReconcilePlan(namespace, name, state, reason, tuple(actions))
+
+
+def _selects(selector: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
+    template = spec_of(deployment).get("template") or {}
+    pods = labels_of(template)
+    return all(pods.get(k) == v for k, v in selector.items() if k != POD_TEMPLATE_HASH)
+
+
+def plan_reconcile(
+    namespace: str,
+    name: str,
+    deployment: Mapping[str, Any] | None,
+    neighbours: Neighbours,
+    policy: Policy,
+    *,
+    now: datetime,
+    keys: Keys = DEFAULT_KEYS,
+) -> ReconcilePlan:
+    """What to do for the service keyed (namespace, name), and when to look again."""
+    if deployment is None:
+        return _orphans(namespace, name, neighbours, now, keys)
+    if meta(deployment).get("deletionTimestamp"):
+        return ReconcilePlan(namespace, name, "deleting", "the Deployment is being deleted")
+    opt_in = resolve_opt_in(deployment, neighbours.namespace, keys)
+    if keys.refused in annotations_of(deployment):
+        return ReconcilePlan(
+            namespace,
+            name,
+            "refused",
+            f"admission refused: {annotations_of(deployment)[keys.refused]}",
+        )
+    if opt_in.opted_in:
+        converged = _converge(deployment, neighbours, policy, keys)
+        if converged.state != "refused" and converged.conversion is not None:
+            if converged.conversion.converted:
+                return converged
+            return _opt_out(deployment, neighbours, converged.conversion.reason, keys)
+        return converged
+    return _opt_out(deployment, neighbours, opt_in.reason, keys)
