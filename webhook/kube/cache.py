@@ -141,6 +141,8 @@ class Reflector:
                 while version is not None and not self._stop.is_set():
                     version = self.watch_from(version)
             except KubeError as err:
+                if self._stop.is_set():
+                    return
                 if err.status == 404 and self.resource.optional:
                     self.store.replace([])
                     self._mark_synced()
@@ -150,7 +152,15 @@ class Reflector:
                 log.warning("watch of %s failed: %s", self.resource.plural, err)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-            except Exception:
-                log.exception("watch of %s failed", self.resource.plural)
+            except Exception as err:
+                if self._stop.is_set():
+                    return
+                # Connections drop (API server restarts, load balancers): list again.
+                log.warning(
+                    "watch of %s failed, listing again: %s: %s",
+                    self.resource.plural,
+                    type(err).__name__,
+                    str(err).splitlines()[0] if str(err) else "",
+                )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)

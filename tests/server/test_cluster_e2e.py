@@ -1,0 +1,331 @@
+"""`serve` against a real kube-apiserver: caches, server-side apply, SubjectAccessReview,
+dry-run, the policy watch and the validating webhook, driven by real `kubectl`.
+
+The server runs in-process with ``--kubeconfig``; the API server calls it through a
+registered MutatingWebhookConfiguration and ValidatingWebhookConfiguration. Uses the
+end-to-end tier's control plane harness (etcd + kube-apiserver, RBAC on) and skips the
+same way when its binaries cannot be had.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from tests.e2e import binaries, harness
+from tests.server.conftest import Running, serve
+from webhook.core.audit import verify_chain
+from webhook.core.policy import builtin_policy
+
+pytestmark = pytest.mark.e2e
+
+WEBHOOK_NS = "rollout-system"
+KEY = "rollout-webhook.io/"
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[harness.ControlPlane, Any]]:
+    try:
+        paths = binaries.control_plane_binaries()
+        tools = binaries.kube_tools()
+    except binaries.Unavailable as error:
+        if binaries.in_ci():
+            pytest.fail(f"cannot run under CI=true: {error}", pytrace=False)
+        pytest.skip(f"real control plane unavailable: {error}")
+    workdir = tmp_path_factory.mktemp("server-e2e")
+    with harness.running_control_plane(paths["etcd"], paths["kube-apiserver"], workdir) as cp:
+        kubectl = harness.kubectl_tool(tools["kubectl"], cp.kubeconfig, workdir / "kube")
+        harness.install_crds(kubectl)
+        kubectl("create", "namespace", WEBHOOK_NS)
+        yield cp, kubectl
+
+
+def eventually(check: Callable[[], T | None], what: str, timeout: float = 20) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+        except harness.CommandFailed:
+            result = None
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+def get(kubectl: Any, *args: str) -> dict[str, Any] | None:
+    result = kubectl("get", *args, "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    found: dict[str, Any] = json.loads(result.stdout)
+    return found
+
+
+def deployment(name: str, namespace: str, labels: dict[str, str] | None = None) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": labels if labels is not None else {f"{KEY}enabled": "true"},
+            },
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+                },
+            },
+        }
+    )
+
+
+def webhooks(namespace_scope: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    rules = [
+        {
+            "apiGroups": ["apps"],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["deployments"],
+        },
+        {
+            "apiGroups": ["autoscaling"],
+            "apiVersions": ["v2"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["horizontalpodautoscalers"],
+        },
+    ]
+    mutating = {
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": f"rollout-webhook-{namespace_scope}"},
+        "webhooks": [
+            {
+                "name": "mutate.rollout-webhook.io",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "NoneOnDryRun",
+                "failurePolicy": "Ignore",
+                "reinvocationPolicy": "IfNeeded",
+                "timeoutSeconds": 5,
+                "rules": rules,
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": namespace_scope}
+                },
+                "clientConfig": {},
+            }
+        ],
+    }
+    validating = {
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "rollout-webhook-policy"},
+        "webhooks": [
+            {
+                "name": "policy.rollout-webhook.io",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 5,
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["configmaps"],
+                    }
+                ],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": WEBHOOK_NS}},
+                "clientConfig": {},
+            }
+        ],
+    }
+    return mutating, validating
+
+
+def policy_configmap(default_environment: str, *, broken: bool = False) -> str:
+    doc = json.loads(json.dumps(builtin_policy().document))
+    doc["defaultEnvironment"] = default_environment
+    if broken:
+        doc["environments"]["prod"]["rollout"]["canary"]["steps"][0] = {"setWeight": 250}
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "rollout-webhook-policy", "namespace": WEBHOOK_NS},
+            "data": {"policy.yaml": yaml.safe_dump(doc)},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster_server(
+    plane: tuple[harness.ControlPlane, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Running, Any, Path]]:
+    cp, kubectl = plane
+    tmp = tmp_path_factory.mktemp("serve")
+    audit_file = tmp / "audit.jsonl"
+    kubectl("create", "namespace", "shop")
+    with serve(
+        tmp, kubeconfig=cp.kubeconfig, namespace=WEBHOOK_NS, audit_file=audit_file
+    ) as running:
+        eventually(
+            lambda: running.client.get(f"{running.url}/readyz").status_code == 200,
+            "readiness (policy and caches)",
+        )
+        mutating, validating = webhooks("shop")
+        harness.register_webhook(
+            kubectl, f"{running.url}/mutate", running.ca_pem.encode(), mutating
+        )
+        harness.register_webhook(
+            kubectl, f"{running.url}/validate", running.ca_pem.encode(), validating
+        )
+        yield running, kubectl, audit_file
+
+
+def converted(kubectl: Any, name: str) -> dict[str, Any] | None:
+    found = get(kubectl, "deployment", name, "-n", "shop")
+    if found and found["metadata"].get("annotations", {}).get(f"{KEY}rollout-name") == name:
+        return found
+    return None
+
+
+def test_a_labelled_deployment_is_converted_and_its_rollout_applied(
+    cluster_server: tuple[Running, Any, Path],
+) -> None:
+    running, kubectl, audit_file = cluster_server
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "web", "namespace": "shop"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+            }
+        ),
+    )
+
+    # The configuration takes about a second to be in force: re-apply until converted.
+    def apply_and_check() -> dict[str, Any] | None:
+        kubectl("apply", "-f", "-", input=deployment("web", "shop"))
+        return converted(kubectl, "web")
+
+    stored = eventually(apply_and_check, "the Deployment to be converted")
+    assert stored["spec"]["replicas"] == 0
+    rollout = eventually(
+        lambda: get(kubectl, "rollout", "web", "-n", "shop", "--show-managed-fields"), "the Rollout"
+    )
+    assert rollout["spec"]["workloadRef"]["name"] == "web"
+    assert rollout["spec"]["replicas"] == 2
+    managers = {m["manager"] for m in rollout["metadata"]["managedFields"]}
+    assert managers == {"rollout-webhook"}
+    canary = eventually(lambda: get(kubectl, "service", "web-canary", "-n", "shop"), "canary svc")
+    assert canary["spec"]["selector"] == {"app": "web"}
+
+    # The cache sees what was written: a re-apply of the manifest changes nothing.
+    kubectl("apply", "-f", "-", input=deployment("web", "shop"))
+    assert converted(kubectl, "web") is not None
+
+    running.server.audit.flush()
+    lines = audit_file.read_text().splitlines()
+    assert verify_chain(lines).broken is None
+    records = [json.loads(line) for line in lines]
+    web = [r for r in records if r["name"] == "web" and r["decision"] == "convert"]
+    made = {(c["kind"], c["result"]) for c in web[0]["changes"]["made"]}
+    assert ("Rollout", "applied") in made
+
+
+def test_server_dry_run_returns_the_patch_and_writes_nothing(
+    cluster_server: tuple[Running, Any, Path],
+) -> None:
+    _, kubectl, _ = cluster_server
+    eventually(lambda: converted(kubectl, "web"), "the webhook in force")
+    result = kubectl(
+        "apply", "--dry-run=server", "-o", "json", "-f", "-", input=deployment("dry", "shop")
+    )
+    shown = json.loads(result.stdout)
+    assert shown["metadata"]["annotations"][f"{KEY}rollout-name"] == "dry"
+    time.sleep(2)  # give a wrongly queued write time to happen
+    assert get(kubectl, "rollout", "dry", "-n", "shop") is None
+    assert get(kubectl, "deployment", "dry", "-n", "shop") is None
+
+
+def test_a_user_who_may_not_create_rollouts_is_not_converted(
+    cluster_server: tuple[Running, Any, Path],
+) -> None:
+    _, kubectl, _ = cluster_server
+    eventually(lambda: converted(kubectl, "web"), "the webhook in force")
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "deployer", "namespace": "shop"},
+        "rules": [
+            {
+                "apiGroups": ["apps"],
+                "resources": ["deployments"],
+                "verbs": ["get", "list", "create", "update", "patch"],
+            }
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "bob-deployer", "namespace": "shop"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
+        "subjects": [{"kind": "User", "name": "bob", "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"kind": "List", "apiVersion": "v1", "items": [role, binding]}),
+    )
+    result = kubectl("create", "--as=bob", "-f", "-", input=deployment("bobs", "shop"))
+    assert "bob may not create rollouts.argoproj.io in namespace shop" in result.stderr
+    stored = get(kubectl, "deployment", "bobs", "-n", "shop")
+    assert stored is not None
+    assert f"{KEY}rollout-name" not in stored["metadata"].get("annotations", {})
+    assert stored["spec"]["replicas"] == 2
+    time.sleep(1)
+    assert get(kubectl, "rollout", "bobs", "-n", "shop") is None
+
+
+def test_policy_configmap_is_validated_and_reloaded(
+    cluster_server: tuple[Running, Any, Path],
+) -> None:
+    running, kubectl, _ = cluster_server
+    eventually(lambda: converted(kubectl, "web"), "the webhook in force")
+
+    def refused() -> str | None:
+        result = kubectl(
+            "apply", "-f", "-", input=policy_configmap("dev", broken=True), check=False
+        )
+        return result.stderr if result.returncode != 0 else None
+
+    message = eventually(refused, "the bad policy to be refused")
+    assert "environments.prod.rollout.canary.steps[0].setWeight" in message
+    assert get(kubectl, "configmap", "rollout-webhook-policy", "-n", WEBHOOK_NS) is None
+
+    kubectl("apply", "-f", "-", input=policy_configmap("dev"))
+
+    def dev_applied() -> dict[str, Any] | None:
+        kubectl("delete", "deployment", "later", "-n", "shop", "--ignore-not-found")
+        kubectl("apply", "-f", "-", input=deployment("later", "shop"))
+        found = converted(kubectl, "later")
+        if found and found["metadata"]["annotations"][f"{KEY}applied-environment"] == "dev":
+            return found
+        return None
+
+    eventually(dev_applied, "the new policy to apply", timeout=30)
+    metrics = running.client.get(f"{running.url}/metrics").text
+    assert 'rollout_webhook_policy_reloads_total{result="applied"}' in metrics
