@@ -13,11 +13,15 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certs import pki
 from certs.files import CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE, read_bundle_dir, write_bundle_dir
 from webhook.cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from certs.bootstrap import BootstrapReport, BootstrapSettings
+    from certs.store import SecretRef
 
 EXIT_OK = 0
 EXIT_ACTION_NEEDED = 1
@@ -125,14 +129,14 @@ def _add_cluster_args(parser: argparse.ArgumentParser) -> None:
         "--mutating-webhook",
         action="append",
         metavar="NAME",
-        help=f"MutatingWebhookConfiguration to inject (repeatable; default: "
+        help=f"MutatingWebhookConfiguration to inject (repeatable; '' for none; default: "
         f"{DEFAULT_WEBHOOK_CONFIG_NAME})",
     )
     parser.add_argument(
         "--validating-webhook",
         action="append",
         metavar="NAME",
-        help=f"ValidatingWebhookConfiguration to inject (repeatable; default: "
+        help=f"ValidatingWebhookConfiguration to inject (repeatable; '' for none; default: "
         f"{DEFAULT_WEBHOOK_CONFIG_NAME})",
     )
     parser.add_argument(
@@ -296,9 +300,13 @@ def run_rotate(args: argparse.Namespace) -> int:
     return _run_cluster(args, force=force)
 
 
-def settings_from_args(args: argparse.Namespace) -> Any:
+def settings_from_args(args: argparse.Namespace) -> BootstrapSettings:
     """BootstrapSettings from the command line; UsageError on bad names."""
-    from certs.bootstrap import BootstrapSettings, default_webhook_configs
+    from certs.bootstrap import (
+        DEFAULT_WEBHOOK_CONFIG_NAME,
+        BootstrapSettings,
+        default_webhook_configs,
+    )
     from certs.kube import in_cluster_namespace
     from certs.store import SecretRef, Target
 
@@ -320,8 +328,9 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         ()
         if args.no_inject
         else default_webhook_configs(
-            args.mutating_webhook or ("rollout-webhook",),
-            args.validating_webhook or ("rollout-webhook",),
+            # An empty name (--validating-webhook '') leaves that kind out.
+            [n for n in args.mutating_webhook or (DEFAULT_WEBHOOK_CONFIG_NAME,) if n],
+            [n for n in args.validating_webhook or (DEFAULT_WEBHOOK_CONFIG_NAME,) if n],
         )
     )
     return BootstrapSettings(
@@ -385,7 +394,7 @@ def _run_cluster(args: argparse.Namespace, force: pki.Action | None) -> int:
     return EXIT_OK
 
 
-def print_bootstrap_report(report: Any, secret: Any) -> None:
+def print_bootstrap_report(report: BootstrapReport, secret: SecretRef) -> None:
     for step in report.steps:
         if step.written is pki.Action.NONE:
             verdict = "adopted the bundle another writer stored" if step.lost_race else "valid"

@@ -267,3 +267,25 @@ def test_cli_check_reads_the_secret(
     assert "action: none" in capsys.readouterr().out
     assert cli_main.main([*check, "--at", "2200-01-01T00:00:00Z"]) == 1
     assert "action: reissue" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("certs_cli")
+def test_cli_webhook_selection_and_missing_configurations(
+    server: tuple[FakeAPIServer, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api, url = server
+    kc = kubeconfig(tmp_path, url)
+    assert cli_main.main([*CLI, "--kubeconfig", kc, "--validating-webhook", ""]) == 0
+    out = capsys.readouterr().out
+    assert "MutatingWebhookConfiguration rollout-webhook: caBundle updated" in out
+    assert "Validating" not in out
+    validating = api.get("validatingwebhookconfigurations", "", "rollout-webhook")
+    assert validating is not None
+    assert "caBundle" not in validating["webhooks"][0]["clientConfig"]
+
+    missing = [*CLI, "--kubeconfig", kc, "--mutating-webhook", "absent"]
+    assert cli_main.main(missing) == 0
+    assert capsys.readouterr().err == (
+        "rollout-webhook: warning: MutatingWebhookConfiguration absent not found; its caBundle is not set\n"
+    )
+    assert cli_main.main([*missing, "--require-webhooks"]) == 1
