@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -164,3 +165,21 @@ def test_register_webhook_fills_client_config(
     assert read.webhooks is not None
     ca_bundle: Any = read.webhooks[0].client_config.ca_bundle
     assert base64.b64decode(ca_bundle) == control_plane.ca_pem
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (
+            {"kind": "ConfigMap", "webhooks": [{}]},
+            "kind 'ConfigMap' is not a webhook configuration",
+        ),
+        ({"kind": "ValidatingWebhookConfiguration", "webhooks": []}, "has no webhooks"),
+    ],
+)
+def test_register_webhook_refuses_what_is_not_a_webhook_configuration(
+    manifest: dict[str, Any], message: str
+) -> None:
+    never_called = harness.Tool(Path("/nonexistent/kubectl"), {})
+    with pytest.raises(ValueError, match=message):
+        harness.register_webhook(never_called, "https://127.0.0.1:1/", b"", manifest)
