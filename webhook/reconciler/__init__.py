@@ -1,0 +1,1 @@
+"""The reconciler: makes the cluster match the policy, whatever admission saw."""

@@ -1,0 +1,336 @@
+"""The reconciler loop: events in, keys queued, one pure plan per key, its actions carried out.
+
+It reads only the watch-fed caches (the same view the admission path reads) and writes
+through one adapter. Events on any kind are mapped to the Deployments they concern
+(a Service to the Deployments whose pods it selects, an HPA to its target, a route or
+a Namespace to the Deployments of its namespace, a Rollout or generated Service to the
+Deployment it was generated for), so no event ever lists the cluster. It runs only while
+this replica holds the leader Lease; the other replicas keep their caches warm.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from webhook.core.audit import ChangeOutcome, DecisionFacts
+from webhook.core.convert import Neighbours
+from webhook.core.keys import DEFAULT_KEYS, Keys
+from webhook.core.objects import labels_of, name_of, namespace_of, spec_of
+from webhook.core.policy import Policy
+from webhook.core.reconcile import (
+    Action,
+    Apply,
+    Delete,
+    DeleteOrphanReplicaSets,
+    Emit,
+    Patch,
+    ReconcilePlan,
+    plan_reconcile,
+)
+from webhook.core.services import selects_pods
+from webhook.reconciler.queue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # namespace, Deployment name
+WRITE_TIMEOUT = 10.0
+RECONCILER_USER = "rollout-webhook:reconciler"
+
+
+class View(Protocol):
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def list(self, kind: str, namespace: str) -> tuple[dict[str, Any], ...]: ...
+
+
+class ReconcileWriter(Protocol):
+    """Every write the reconciler makes; blocking calls, run on worker threads."""
+
+    def apply(self, manifest: Mapping[str, Any], *, timeout: float) -> None: ...
+
+    def patch(
+        self, kind: str, namespace: str, name: str, patch: Mapping[str, Any], *, timeout: float
+    ) -> None: ...
+
+    def delete(
+        self, kind: str, namespace: str, name: str, *, orphan: bool, timeout: float
+    ) -> None: ...
+
+    def delete_orphan_replicasets(
+        self, namespace: str, selector: Mapping[str, str], *, timeout: float
+    ) -> int: ...
+
+    def event(
+        self,
+        deployment: Mapping[str, Any],
+        reason: str,
+        message: str,
+        event_type: str,
+        *,
+        timeout: float,
+    ) -> None: ...
+
+
+def _describe(action: Action) -> tuple[str, str, str, str]:
+    """(action, kind, namespace, name) for the audit record."""
+    if isinstance(action, Apply):
+        meta = action.manifest.get("metadata") or {}
+        return (
+            "apply",
+            str(action.manifest["kind"]),
+            str(meta.get("namespace", "")),
+            str(meta["name"]),
+        )
+    if isinstance(action, Patch):
+        return "patch", action.kind, action.namespace, action.name
+    if isinstance(action, Delete):
+        return "delete", action.kind, action.namespace, action.name
+    if isinstance(action, DeleteOrphanReplicaSets):
+        return (
+            "delete-orphans",
+            "ReplicaSet",
+            action.namespace,
+            ",".join(f"{k}={v}" for k, v in sorted(action.selector.items())),
+        )
+    return "event", "Event", "", action.reason
+
+
+class Reconciler:
+    def __init__(
+        self,
+        view: View,
+        policy: Callable[[], Policy | None],
+        writer: ReconcileWriter,
+        *,
+        keys: Keys = DEFAULT_KEYS,
+        audit: Callable[[DecisionFacts], None] | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        queue: WorkQueue[Key] | None = None,
+        is_leader: Callable[[], bool] = lambda: True,
+        synced: Callable[[], bool] = lambda: True,
+        resync_seconds: float = 600.0,
+    ) -> None:
+        self.view = view
+        self.policy = policy
+        self.writer = writer
+        self.keys = keys
+        self.audit = audit
+        self.now = now
+        self.queue: WorkQueue[Key] = queue or WorkQueue()
+        self.is_leader = is_leader
+        self.synced = synced
+        self.resync_seconds = resync_seconds
+        self._events: dict[Key, tuple[str, str]] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.passes = 0
+        self.errors = 0
+
+    # --- events -> keys ------------------------------------------------------
+
+    def keys_for(self, kind: str, obj: Mapping[str, Any]) -> set[Key]:
+        """The Deployments an event on ``obj`` may concern."""
+        ns = namespace_of(obj)
+        name = name_of(obj)
+        labels = labels_of(obj)
+        if kind == "Deployment":
+            return {(ns, name)}
+        if labels.get(self.keys.managed) == "true" and labels.get(self.keys.generated_for):
+            return {(ns, labels[self.keys.generated_for])}
+        if kind == "Rollout":
+            return {(ns, name)}
+        if kind == "HorizontalPodAutoscaler":
+            target = spec_of(obj).get("scaleTargetRef") or {}
+            return {(ns, str(target.get("name", "")))} if target.get("name") else set()
+        deployments = self.view.list("Deployment", name if kind == "Namespace" else ns)
+        if kind == "Service":
+            return {(ns, name_of(d)) for d in deployments if selects_pods(obj, d)}
+        return {(namespace_of(d), name_of(d)) for d in deployments}
+
+    def on_change(self, kind: str, obj: Mapping[str, Any]) -> None:
+        for key in self.keys_for(kind, obj):
+            self.queue.add(key)
+
+    def enqueue_all(self) -> None:
+        """Every Deployment, and every name a generated object was made for (orphans)."""
+        keys = {(namespace_of(d), name_of(d)) for d in self.view.list("Deployment", "")}
+        for kind in ("Rollout", "Service"):
+            for obj in self.view.list(kind, ""):
+                target = labels_of(obj).get(self.keys.generated_for)
+                if labels_of(obj).get(self.keys.managed) == "true" and target:
+                    keys.add((namespace_of(obj), target))
+        for key in sorted(keys):
+            self.queue.add(key)
+
+    # --- one pass ---------------------------------------------------------------
+
+    def neighbours(self, namespace: str) -> Neighbours:
+        return Neighbours(
+            namespace=self.view.get("Namespace", "", namespace),
+            services=self.view.list("Service", namespace),
+            hpas=self.view.list("HorizontalPodAutoscaler", namespace),
+            http_routes=self.view.list("HTTPRoute", namespace),
+            virtual_services=self.view.list("VirtualService", namespace),
+            rollouts=self.view.list("Rollout", namespace),
+        )
+
+    def plan(self, key: Key) -> ReconcilePlan | None:
+        """None until the policy is known and the caches are synced: an empty cache would
+        make every generated Rollout look orphaned."""
+        policy = self.policy()
+        if policy is None or not self.synced():
+            return None
+        namespace, name = key
+        deployment = self.view.get("Deployment", namespace, name)
+        return plan_reconcile(
+            namespace,
+            name,
+            deployment,
+            self.neighbours(namespace),
+            policy,
+            now=self.now(),
+            keys=self.keys,
+        )
+
+    def reconcile(self, key: Key) -> ReconcilePlan | None:
+        """Plan one key and carry the plan out; raises when a write fails."""
+        started = time.monotonic()
+        plan = self.plan(key)
+        if plan is None:
+            return None
+        self.passes += 1
+        made: list[ChangeOutcome] = []
+        error: Exception | None = None
+        deployment = self.view.get("Deployment", *key)
+        for action in plan.actions:
+            verb, kind, ns, name = _describe(action)
+            try:
+                self._carry_out(key, action, deployment)
+            except Exception as err:
+                error = err
+                made.append(ChangeOutcome(kind, ns, name, verb, f"failed: {err}"))
+                break
+            if not isinstance(action, Emit):
+                made.append(ChangeOutcome(kind, ns, name, verb, "applied"))
+        if plan.writes:
+            self._audit(plan, made, time.monotonic() - started)
+            log.info("%s/%s %s: %s", key[0], key[1], plan.state, plan.summary)
+        if error is not None:
+            raise error
+        if plan.requeue_after is not None:
+            self.queue.add_after(key, plan.requeue_after)
+        return plan
+
+    def _carry_out(self, key: Key, action: Action, deployment: Mapping[str, Any] | None) -> None:
+        if isinstance(action, Apply):
+            self.writer.apply(action.manifest, timeout=WRITE_TIMEOUT)
+        elif isinstance(action, Patch):
+            self.writer.patch(
+                action.kind, action.namespace, action.name, action.patch, timeout=WRITE_TIMEOUT
+            )
+        elif isinstance(action, Delete):
+            self.writer.delete(
+                action.kind,
+                action.namespace,
+                action.name,
+                orphan=action.orphan_dependents,
+                timeout=WRITE_TIMEOUT,
+            )
+        elif isinstance(action, DeleteOrphanReplicaSets):
+            self.writer.delete_orphan_replicasets(
+                action.namespace, action.selector, timeout=WRITE_TIMEOUT
+            )
+        elif isinstance(action, Emit) and deployment is not None:
+            # The same event again on every resync would bury the useful ones.
+            if self._events.get(key) == (action.reason, action.message):
+                return
+            self._events[key] = (action.reason, action.message)
+            try:
+                self.writer.event(
+                    deployment, action.reason, action.message, action.type, timeout=WRITE_TIMEOUT
+                )
+            except Exception as err:  # an Event is information: never fail a pass for it
+                log.warning("event %s on %s/%s not recorded: %s", action.reason, *key, err)
+
+    def _audit(self, plan: ReconcilePlan, made: list[ChangeOutcome], latency: float) -> None:
+        if self.audit is None:
+            return
+        conversion = plan.conversion
+        policy = self.policy()
+        wanted = [
+            ChangeOutcome(kind, ns, name, verb)
+            for verb, kind, ns, name in (_describe(a) for a in plan.writes)
+        ]
+        self.audit(
+            DecisionFacts(
+                uid=f"reconcile-{uuid.uuid4()}",
+                user=RECONCILER_USER,
+                operation="RECONCILE",
+                kind="Deployment",
+                namespace=plan.namespace,
+                name=plan.name,
+                dry_run=False,
+                decision=plan.state,
+                reason=plan.summary,
+                environment=conversion.environment if conversion else None,
+                strategy=conversion.strategy if conversion else None,
+                policy_name=policy.version.name if policy else None,
+                policy_resource_version=policy.version.resource_version if policy else None,
+                policy_sha256=policy.version.sha256 if policy else None,
+                changes_wanted=wanted,
+                changes_made=made,
+                warnings=conversion.warnings if conversion else (),
+                latency_seconds=latency,
+            )
+        )
+
+    # --- the loop -----------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            key = self.queue.get(timeout=1.0)
+            if key is None:
+                continue
+            try:
+                if not self.is_leader():
+                    continue  # the leader does the work; a new leader resyncs everything
+                self.reconcile(key)
+                self.queue.forget(key)
+            except Exception as err:
+                self.errors += 1
+                delay = self.queue.retry(key)
+                log.warning("reconcile %s/%s failed (retry in %.1fs): %s", *key, delay, err)
+            finally:
+                self.queue.done(key)
+
+    def _resync(self) -> None:
+        was_leader = False
+        last = 0.0
+        while not self._stop.wait(1.0):
+            leader = self.is_leader() and self.synced() and self.policy() is not None
+            due = time.monotonic() - last >= self.resync_seconds
+            if leader and (not was_leader or due):
+                self.enqueue_all()
+                last = time.monotonic()
+            was_leader = leader
+
+    def start(self, workers: int = 2) -> None:
+        for i in range(workers):
+            thread = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        resync = threading.Thread(target=self._resync, name="reconcile-resync", daemon=True)
+        resync.start()
+        self._threads.append(resync)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
