@@ -222,7 +222,7 @@ def _go_env() -> dict[str, str]:
     # Never switch toolchains: that would download one, and the machine's Go is the contract.
     env["GOTOOLCHAIN"] = "local"
     env["CGO_ENABLED"] = "0"
-    env.pop("GOWORK", None)
+    env["GOWORK"] = "off"  # a go.work above the temp dir must not join the build
     return env
 
 
@@ -236,8 +236,7 @@ def _run(command: list[str], cwd: Path, log: Path) -> str:
     if result.returncode != 0:
         tail = log.read_text().strip().splitlines()[-15:]
         raise BuildError(
-            f"`{' '.join(command[:3])} ...` failed (exit {result.returncode}); log {log}:\n"
-            + "\n".join(tail)
+            f"`{' '.join(command[:3])} ...` failed (exit {result.returncode}):\n" + "\n".join(tail)
         )
     return result.stdout
 
@@ -276,36 +275,13 @@ def build(go: str, component: Component) -> Path:
         with tempfile.TemporaryDirectory(prefix=f"build-{component.name}-") as tmp:
             workdir = Path(tmp)
             log = workdir / "build.log"
-            # go mod download needs a module to run in; an empty one is enough.
-            (workdir / "go.mod").write_text("module rollout-webhook.build/probe\n")
-            info = _module_info(go, component, workdir, log)
-            upstream = Path(info["GoMod"]).read_text()
-            (workdir / "go.mod").write_text(helper_gomod(component, upstream))
-            build_date = _release_time(go, component, workdir, log)
-            ldflags = " ".join(["-s", "-w", *component.ldflags(build_date)])
-            staged = workdir / component.binary
             try:
-                _run(
-                    [
-                        go,
-                        "build",
-                        "-p",
-                        GO_PARALLELISM,
-                        "-trimpath",
-                        "-ldflags",
-                        ldflags,
-                        "-o",
-                        str(staged),
-                        component.package,
-                    ],
-                    workdir,
-                    log,
-                )
-            except BuildError:
+                staged = _build_in(go, component, workdir, log)
+            except BuildError as error:
                 # Keep the log where a person can read it after the temp dir is gone.
                 kept = cache_dir() / f"{component.name}-{component.version}.build.log"
                 shutil.copyfile(log, kept)
-                raise
+                raise BuildError(f"{error}\nfull log: {kept}") from None
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(target.name + ".partial")
             shutil.copyfile(staged, partial)
@@ -316,11 +292,25 @@ def build(go: str, component: Component) -> Path:
     return target
 
 
+def _build_in(go: str, component: Component, workdir: Path, log: Path) -> Path:
+    log.touch()
+    # go mod download needs a module to run in; an empty one is enough.
+    (workdir / "go.mod").write_text("module rollout-webhook.build/probe\n")
+    info = _module_info(go, component, workdir, log)
+    upstream = Path(info["GoMod"]).read_text()
+    (workdir / "go.mod").write_text(helper_gomod(component, upstream))
+    build_date = _release_time(go, component, workdir, log)
+    ldflags = " ".join(["-s", "-w", *component.ldflags(build_date)])
+    staged = workdir / component.binary
+    command = [go, "build", "-p", GO_PARALLELISM, "-trimpath", "-ldflags", ldflags]
+    _run([*command, "-o", str(staged), component.package], workdir, log)
+    return staged
+
+
 def _release_time(go: str, component: Component, workdir: Path, log: Path) -> str:
     out = _run([go, "list", "-m", "-json", f"{component.module}@{component.version}"], workdir, log)
-    stamp = json.loads(out).get("Time", "1970-01-01T00:00:00Z")
-    # The module's publication time, so two builds of one version report the same date.
-    return str(stamp).replace(".000", "")
+    # The module's publication time, so two builds of one version are byte-identical.
+    return str(json.loads(out).get("Time", "1970-01-01T00:00:00Z"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -134,3 +134,17 @@ def test_an_unknown_component_is_a_usage_error(tmp_path: Path) -> None:
     result = _run(tmp_path, "kubelet")
     assert result.returncode == 2
     assert "unknown component 'kubelet'" in result.stderr
+
+
+def test_a_failed_build_fails_and_keeps_its_log(build_script: ModuleType, tmp_path: Path) -> None:
+    fake_go = tmp_path / "go"
+    fake_go.write_text("#!/bin/sh\necho 'go: module lookup disabled' >&2\nexit 1\n")
+    fake_go.chmod(0o755)
+    result = _run(tmp_path, "etcd", GO=str(fake_go))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: `")
+    assert "go: module lookup disabled" in result.stderr
+    log = tmp_path / "bin" / f"etcd-{build_script.ETCD_VERSION}.build.log"
+    assert f"full log: {log}" in result.stderr
+    assert "go: module lookup disabled" in log.read_text()
+    assert not (tmp_path / "bin" / f"etcd-{build_script.ETCD_VERSION}" / "etcd").exists()
