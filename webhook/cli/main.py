@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "certs.cli",
     "webhook.cli.serve",
     "webhook.cli.audit",
+    "webhook.cli.status",
 )
 
 
