@@ -27,7 +27,7 @@ import uvicorn
 
 from certs import pki
 from certs.files import write_bundle_dir
-from webhook.core.admission import UserInfo
+from webhook.core.admission import UserInfo, apply_patch, decode_patch
 from webhook.server.policy_state import PolicyState
 from webhook.server.ports import AccessDecision, MemoryClusterView
 from webhook.server.runner import Server, build_server, uvicorn_config
@@ -99,7 +99,15 @@ class Running:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def review(self, request: Mapping[str, Any], *, query: str = "") -> dict[str, Any]:
+    def review(
+        self, request: Mapping[str, Any], *, query: str = "", store: bool = True
+    ) -> dict[str, Any]:
+        """POST one review to /mutate and return its response.
+
+        With ``store`` (and a fake cluster), an admitted CREATE/UPDATE that is not a dry
+        run is then put into the cache, as the API server stores it and the watch
+        delivers it; the writes of a CREATE wait for exactly that.
+        """
         body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
         answer = self.client.post(f"{self.url}/mutate{query}", json=body)
         assert answer.status_code == 200, answer.text
@@ -107,6 +115,16 @@ class Running:
         assert result["apiVersion"] == "admission.k8s.io/v1"
         assert result["kind"] == "AdmissionReview"
         response: dict[str, Any] = result["response"]
+        obj = request.get("object")
+        if (
+            store
+            and self.cluster is not None
+            and obj is not None
+            and response["allowed"]
+            and not request.get("dryRun")
+            and request["operation"] in ("CREATE", "UPDATE")
+        ):
+            self.cluster.view.put(apply_patch(obj, decode_patch(response)))
         return response
 
     def records(self, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:

@@ -167,6 +167,18 @@ def test_warnings_are_at_most_120_characters(tmp_path: Path) -> None:
         assert all(len(w) <= MAX_WARNING_LENGTH for w in response["warnings"])
 
 
+def test_writes_of_a_create_wait_until_the_object_is_stored(tmp_path: Path) -> None:
+    cluster = cluster_with(service())
+    with serve(tmp_path, cluster=cluster, write_timeout_seconds=0.5) as running:
+        # A later admission step refuses the Deployment: it is never stored.
+        running.review(admission_request(deployment(), uid="refused-later"), store=False)
+        (record,) = running.records(1)
+        results = {c["result"] for c in record["changes"]["made"]}
+        assert len(results) == 1
+        assert results.pop().startswith("skipped: Deployment shop/web was not stored within 0.5s")
+    assert cluster.writer.applied == []
+
+
 def test_failed_writes_are_audited_as_wanted_but_not_made(tmp_path: Path) -> None:
     cluster = cluster_with(service())
     cluster.writer.fail_kinds = {"Rollout"}
@@ -224,7 +236,7 @@ def test_httproute_of_a_converted_service_gets_the_canary_backend(tmp_path: Path
     }
     kind = ("gateway.networking.k8s.io", "v1", "HTTPRoute")
     with serve(tmp_path, cluster=cluster) as running:
-        response = running.review(admission_request(route, kind=kind))
+        response = running.review(admission_request(route, kind=kind, uid="route"))
         patched = apply_patch(route, decode_patch(response))
         refs = patched["spec"]["rules"][0]["backendRefs"]
         assert {r["name"]: r["weight"] for r in refs} == {"web": 100, "web-canary": 0}
@@ -233,9 +245,9 @@ def test_httproute_of_a_converted_service_gets_the_canary_backend(tmp_path: Path
         unrelated = copy.deepcopy(route)
         unrelated["spec"]["rules"][0]["backendRefs"][0]["name"] = "api"
         assert "patch" not in running.review(admission_request(unrelated, kind=kind))
-        records = running.records(3)
-        assert records[0]["decision"] == "convert"
-        wanted = {(c["kind"], c["name"]) for c in records[0]["changes"]["wanted"]}
+        records = {r["uid"]: r for r in running.records(3)}
+        assert records["route"]["decision"] == "convert"
+        wanted = {(c["kind"], c["name"]) for c in records["route"]["changes"]["wanted"]}
         assert ("Rollout", "web") in wanted
 
 
@@ -279,3 +291,30 @@ def test_timeout_query_bounds_the_answer(tmp_path: Path) -> None:
         assert response["allowed"] is True
         assert "patch" not in response
         assert response["warnings"]
+
+
+def test_virtualservice_of_a_converted_service_gets_the_canary_destination(
+    tmp_path: Path,
+) -> None:
+    stored = deployment(annotations={f"{KEY}rollout-name": "web", f"{KEY}original-replicas": "3"})
+    cluster = cluster_with(stored, service())
+    vs: dict[str, Any] = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {
+            "hosts": ["web.example.com"],
+            "http": [{"route": [{"destination": {"host": "web", "port": {"number": 80}}}]}],
+        },
+    }
+    kind = ("networking.istio.io", "v1", "VirtualService")
+    with serve(tmp_path, cluster=cluster) as running:
+        response = running.review(admission_request(vs, kind=kind))
+        patched = apply_patch(vs, decode_patch(response))
+        route = patched["spec"]["http"][0]["route"]
+        assert [(d["destination"]["host"], d["weight"]) for d in route] == [
+            ("web", 100),
+            ("web-canary", 0),
+        ]
+        again = running.review(admission_request(patched, kind=kind, operation="UPDATE"))
+        assert "patch" not in again

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 
@@ -47,8 +47,14 @@ CACHED = (NAMESPACE, DEPLOYMENT, SERVICE, HPA, HTTPROUTE, VIRTUALSERVICE, ROLLOU
 BY_KIND = {r.kind: r for r in (*CACHED, CONFIGMAP)}
 
 
-def resource_for(manifest_kind: str) -> Resource:
+def resource_for(manifest_kind: str, api_version: str = "") -> Resource:
+    """The resource of a manifest, at the manifest's own version (``apiVersion`` wins:
+    a route sent as networking.istio.io/v1beta1 is written back at v1beta1)."""
     try:
-        return BY_KIND[manifest_kind]
+        known = BY_KIND[manifest_kind]
     except KeyError:
         raise ValueError(f"kind {manifest_kind!r} is not one the product writes") from None
+    if not api_version or api_version == known.api_version:
+        return known
+    group, _, version = api_version.rpartition("/")
+    return replace(known, group=group, version=version)

@@ -97,7 +97,7 @@ class ClusterAdapter:
     def apply(self, manifest: Mapping[str, Any], *, timeout: float) -> None:
         body = apply_body(manifest)
         meta = body["metadata"]
-        resource = resource_for(str(body["kind"]))
+        resource = resource_for(str(body["kind"]), str(body.get("apiVersion") or ""))
         path = resource.object_path(str(meta.get("namespace") or ""), str(meta["name"]))
         self.http.request(
             "PATCH",

@@ -142,31 +142,80 @@ class WriteJob:
     facts: DecisionFacts
     changes: tuple[dict[str, Any], ...]
     started: float
+    key: tuple[str, str, str]
+    """(kind, namespace, name) of the admitted object: jobs for one object run in order."""
+    await_stored: bool = False
+    """On CREATE: apply only once the admitted object is stored (seen by the watch)."""
 
 
 @dataclass
 class WriteWorker:
-    """Applies the changes of admitted decisions one job at a time, then audits them."""
+    """Applies the changes of admitted decisions, then audits each decision.
+
+    Jobs for different objects run side by side (up to ``parallel``); jobs for the same
+    object run in the order they were admitted, so an older plan never overwrites a newer
+    one. On CREATE the worker first waits until the admitted object shows up in the cache:
+    a later admission step may still refuse it (the reason sideEffects is NoneOnDryRun
+    and not None), and a Rollout for a Deployment that never existed would be an orphan.
+    """
 
     writer: ClusterWriter
     audit: AuditSink
     metrics: Metrics
     timeout: float
+    reader: ClusterReader | None = None
     monotonic: Callable[[], float] = time.monotonic
+    parallel: int = 4
+    poll_seconds: float = 0.1
     queue: asyncio.Queue[WriteJob] = field(default_factory=asyncio.Queue)
+    _locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def submit(self, job: WriteJob) -> None:
         self.queue.put_nowait(job)
 
     async def run(self) -> None:
+        slots = asyncio.Semaphore(self.parallel)
         while True:
             job = await self.queue.get()
-            try:
+            await slots.acquire()
+            task = asyncio.create_task(self._run_one(job, slots))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_one(self, job: WriteJob, slots: asyncio.Semaphore) -> None:
+        lock = self._locks.setdefault(job.key, asyncio.Lock())
+        try:
+            async with lock:
                 await self._apply(job)
-            finally:
-                self.queue.task_done()
+        except Exception:
+            log.exception("write job for %s failed", "/".join(job.key))
+        finally:
+            if not lock.locked():
+                self._locks.pop(job.key, None)
+            slots.release()
+            self.queue.task_done()
+
+    async def _stored(self, job: WriteJob) -> bool:
+        if not job.await_stored or self.reader is None:
+            return True
+        deadline = self.monotonic() + self.timeout
+        while self.reader.get(*job.key) is None:
+            if self.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(self.poll_seconds)
+        return True
 
     async def _apply(self, job: WriteJob) -> None:
+        if not await self._stored(job):
+            kind, namespace, name = job.key
+            why = (
+                f"skipped: {kind} {namespace}/{name} was not stored within {self.timeout:g}s "
+                "(refused by a later admission step?)"
+            )
+            skipped = tuple(change_outcome(m, why) for m in job.changes)
+            self.audit.record(replace(job.facts, changes_made=skipped))
+            return
         made: list[ChangeOutcome] = []
         for manifest in job.changes:
             kind = str(manifest.get("kind", ""))
@@ -225,7 +274,14 @@ class AdmissionEngine:
             else None
         )
         self.worker = (
-            WriteWorker(writer, audit, metrics, settings.write_timeout_seconds, monotonic)
+            WriteWorker(
+                writer,
+                audit,
+                metrics,
+                settings.write_timeout_seconds,
+                reader=reader,
+                monotonic=monotonic,
+            )
             if writer is not None
             else None
         )
@@ -322,7 +378,9 @@ class AdmissionEngine:
         ).inc()
         self.metrics.latency.labels(endpoint).observe(latency)
         if plan.changes and not dry_run and self.worker is not None:
-            self.worker.submit(WriteJob(facts, plan.changes, started))
+            key = (request_kind(request), facts.namespace, facts.name)
+            creating = request["operation"] == "CREATE" and bool(request.get("name"))
+            self.worker.submit(WriteJob(facts, plan.changes, started, key, creating))
             return
         why = "dry run" if dry_run else "no cluster"
         skipped = tuple(change_outcome(m, f"skipped: {why}") for m in plan.changes)
