@@ -9,7 +9,8 @@ through a CA rotation:
 3. Inject the new trust bundle after every Secret write.
 
 A staged CA is never promoted in the same pass that staged it or that had to change a
-caBundle first: promotion waits until API servers have had time to load the new CA.
+caBundle first, and old CAs are never retired in the pass that promoted: each step
+waits for a later pass, so API servers and replicas have time to load the last change.
 """
 
 from __future__ import annotations
@@ -132,6 +133,9 @@ def reconcile(
             break
         if inject(step.bundle) or step.written in (pki.Action.STAGE_CA, pki.Action.REISSUE):
             hold.add(pki.Action.PROMOTE_CA)
+        if step.written is pki.Action.PROMOTE_CA:
+            # Replicas need time to load the new leaf before the old CA goes away.
+            hold.add(pki.Action.RETIRE_CA)
     return report
 
 
