@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # Names of the entries of a kubernetes.io/tls Secret and of the files in a local directory.
@@ -61,6 +61,10 @@ DEFAULT_RETIRE_GRACE = timedelta(hours=1)
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 LOCALHOST_DNS = ("localhost",)
 LOCALHOST_IPS = ("127.0.0.1",)
+
+# Keys this module can sign with and compare: its own ECDSA keys, and RSA keys of a
+# bundle made elsewhere.
+_SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -718,11 +722,14 @@ def _sans(
 
 
 def _same_public_key(a: object, b: object) -> bool:
-    if not isinstance(a, ec.EllipticCurvePublicKey) or not isinstance(b, ec.EllipticCurvePublicKey):
-        return False
+    # Any key type: a bundle made elsewhere (an RSA key from another issuer) is judged
+    # on whether its key matches, not on being of the type this module makes.
     fmt = serialization.PublicFormat.SubjectPublicKeyInfo
     enc = serialization.Encoding.DER
-    return a.public_bytes(enc, fmt) == b.public_bytes(enc, fmt)
+    try:
+        return bool(a.public_bytes(enc, fmt) == b.public_bytes(enc, fmt))  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _load_cert(pem: str, what: str) -> x509.Certificate:
@@ -732,7 +739,7 @@ def _load_cert(pem: str, what: str) -> x509.Certificate:
     return cert
 
 
-def _load_key(pem: str, what: str) -> ec.EllipticCurvePrivateKey:
+def _load_key(pem: str, what: str) -> _SigningKey:
     key = _try_load_key(pem)
     if key is None:
         raise CertificateError(_missing_or_bad(pem, what))
@@ -748,14 +755,14 @@ def _try_load_cert(pem: str) -> x509.Certificate | None:
         return None
 
 
-def _try_load_key(pem: str) -> ec.EllipticCurvePrivateKey | None:
+def _try_load_key(pem: str) -> _SigningKey | None:
     if not pem.strip():
         return None
     try:
         key = serialization.load_pem_private_key(pem.encode(), password=None)
     except (ValueError, TypeError):
         return None
-    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+    return key if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) else None
 
 
 def _missing_or_bad(pem: str, what: str) -> str:

@@ -369,3 +369,42 @@ def test_decision_times_are_utc(bundle: pki.Bundle) -> None:
     d = check(bundle, T0)
     assert d.leaf_not_after is not None
     assert d.leaf_not_after.tzinfo is UTC
+
+
+def _rsa_bundle() -> pki.Bundle:
+    """A bundle as another issuer might make it: RSA keys, same SANs."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    def pem_key(key: rsa.RSAPrivateKey) -> str:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "other CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(T0 - DAY)
+        .not_valid_after(T0 + 365 * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    authority = pki.CertificateAuthority(
+        ca.public_bytes(serialization.Encoding.PEM).decode(), pem_key(ca_key)
+    )
+    return pki.make_serving_cert(authority, SERVICE, NAMESPACE, T0)
+
+
+def test_a_bundle_with_an_rsa_ca_is_judged_on_its_merits() -> None:
+    b = _rsa_bundle()
+    assert check(b, T0).action is Action.NONE
+    other = pki.make_serving_cert(pki.make_ca(T0), SERVICE, NAMESPACE, T0)
+    d = check(replace(b, key_pem=other.key_pem), T0)
+    assert d.reasons == ("the serving key does not match the serving certificate",)

@@ -251,3 +251,25 @@ def test_a_missing_webhook_configuration_is_reported_not_fatal(missing: str) -> 
     report = reconcile(secrets, hooks, SETTINGS, T0)
     assert [str(r) for r in report.missing_configs] == [f"{missing} rollout-webhook"]
     assert secrets.get(REF) is not None
+
+
+def test_each_rotation_step_waits_for_a_later_pass_even_with_no_delays() -> None:
+    no_wait = pki.Lifetimes(propagation_delay=timedelta(0), retire_grace=timedelta(0))
+    settings = BootstrapSettings(REF, TARGET, default_webhook_configs(), no_wait)
+    secrets, hooks = FakeSecretAPI(), webhook_api()
+    reconcile(secrets, hooks, settings, T0)
+    written = [
+        [
+            s.written
+            for s in reconcile(secrets, hooks, settings, T0 + DAY, force=pki.Action.STAGE_CA).steps
+        ],
+        [s.written for s in reconcile(secrets, hooks, settings, T0 + DAY).steps],
+        [s.written for s in reconcile(secrets, hooks, settings, T0 + DAY).steps],
+        [s.written for s in reconcile(secrets, hooks, settings, T0 + DAY).steps],
+    ]
+    assert written == [
+        [pki.Action.STAGE_CA, pki.Action.NONE],
+        [pki.Action.PROMOTE_CA, pki.Action.NONE],
+        [pki.Action.RETIRE_CA, pki.Action.NONE],
+        [pki.Action.NONE],
+    ]
