@@ -31,8 +31,11 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "certs",
         help="make, check, bootstrap and rotate the webhook's TLS certificate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "generate and check work on a local directory (check also on the Secret); "
+            "bootstrap and rotate keep the Secret and the webhook configurations' caBundle "
+            "current through the Kubernetes API. See docs/certificates.md."
+        ),
     )
     sub = parser.add_subparsers(dest="certs_command", metavar="ACTION", required=True)
 
@@ -50,7 +53,7 @@ def register(subparsers: Any) -> None:
 
     chk = sub.add_parser(
         "check",
-        help="say when the certificate in a directory expires and what it needs",
+        help="say when the certificate expires and what it needs (directory or Secret)",
         description="Exit 0 when nothing is needed, 1 when the bundle needs action.",
     )
     source = chk.add_mutually_exclusive_group(required=True)
