@@ -10,7 +10,8 @@ Every replica runs the loop; only the holder of the Lease writes. Each tick:
    and the ``leaf_not_after`` attribute (the server's Prometheus gauge reads it).
 
 Errors are logged and retried on the next tick: a cluster hiccup must never kill the
-thread that keeps the certificate alive.
+thread that keeps the certificate alive. The callbacks run on the rotation thread; an
+asyncio server hands their work to its loop (``loop.call_soon_threadsafe``).
 
 Usage from the server::
 
