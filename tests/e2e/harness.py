@@ -7,15 +7,14 @@ admin certificate is in system:masters), and real service-account signing keys. 
 runs: there is no controller-manager, scheduler or kubelet, so Deployments are stored but no
 Pods appear.
 
-Every process runs in its own process group and is killed with its group on teardown, on a
-failed start and, through the kernel's parent-death signal, if the test run itself dies.
+Every process runs in its own process group and is stopped with its group on teardown and on a
+failed start; through the kernel's parent-death signal it is also killed if the test run dies.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import datetime
 import json
 import os
@@ -66,12 +65,16 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask the kernel to SIGKILL it when the test run
-    # (its parent) dies, so a crashed or killed pytest leaves no etcd or apiserver behind.
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+def _parent_death_prefix() -> list[str]:
+    """A command prefix that has the kernel SIGKILL the child when the test run dies.
+
+    So a crashed or killed pytest leaves no etcd or apiserver behind. setpriv (util-linux, on
+    every Debian) sets PR_SET_PDEATHSIG and execs the server, which keeps it; a preexec_fn
+    would do the same but is unsafe once the test run has threads. Without setpriv the
+    teardown alone stops the processes.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 @dataclass
@@ -87,12 +90,11 @@ class ManagedProcess:
     def start(self) -> None:
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            list(self.argv),
+            [*_parent_death_prefix(), *self.argv],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # before exec: see the function
         )
 
     def alive(self) -> bool:
@@ -109,17 +111,15 @@ class ManagedProcess:
         """Terminate the whole process group, then kill it if it lingers."""
         if self.process is not None:
             pgid = self.process.pid  # start_new_session makes the child its group's leader
-            for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
+            # Signalled as a group while the leader is not yet reaped, so the group id cannot
+            # have been reused by an unrelated process.
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                if self.process.poll() is not None:
+                    break
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pgid, sig)
-                try:
-                    self.process.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            # The leader is reaped; anything it forked into the group goes too.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=STOP_TIMEOUT)
         if self._log is not None:
             self._log.close()
             self._log = None

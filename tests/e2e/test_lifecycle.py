@@ -6,7 +6,12 @@ These start private control planes beside the session one, so they are kept to t
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +93,58 @@ def test_a_failed_start_says_why_and_stops_etcd(
     assert "unknown flag: --no-such-flag" in str(caught.value)
     assert [p.name for p in started] == ["etcd", "kube-apiserver"]
     assert all(p.process is not None and _gone(p.process.pid) for p in started)
+
+
+def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
+    # A shell that forks a grandchild: stopping the shell's group must end both.
+    pid_file = tmp_path / "grandchild.pid"
+    process = harness.ManagedProcess(
+        "sh", ["sh", "-c", f"sleep 60 & echo $! > {pid_file}; wait"], tmp_path / "sh.log"
+    )
+    process.start()
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline, "the shell never started its child"
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    assert process.process is not None
+    leader = process.process.pid
+    process.stop()
+    assert _gone(leader)
+    deadline = time.monotonic() + 5
+    while not _gone(grandchild):  # reaped by init, which may take a moment
+        assert time.monotonic() < deadline, f"grandchild {grandchild} outlived stop()"
+        time.sleep(0.05)
+
+
+PARENT_THAT_DIES = """
+import os, signal, sys, time
+from pathlib import Path
+from tests.e2e import harness
+process = harness.ManagedProcess("sleep", ["sleep", "60"], Path(sys.argv[1]))
+process.start()
+pid = process.process.pid
+# setpriv arms the parent-death signal before it execs sleep: wait for the exec, as a test run
+# is never killed within microseconds of starting a server.
+while Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")[0] != b"sleep":
+    time.sleep(0.01)
+print(pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_a_killed_test_run_leaves_no_process(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PARENT_THAT_DIES, str(tmp_path / "sleep.log")],
+        capture_output=True,
+        text=True,
+        cwd=binaries.REPO,
+        check=False,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    orphan = int(result.stdout)
+    deadline = time.monotonic() + 5
+    while not _gone(orphan):
+        assert time.monotonic() < deadline, f"process {orphan} outlived its killed parent"
+        time.sleep(0.05)
