@@ -9,6 +9,8 @@ same way when its binaries cannot be had.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -17,11 +19,14 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from cryptography import x509
 
 from tests.e2e import binaries, harness
 from tests.server.conftest import Running, serve
 from webhook.core.audit import verify_chain
 from webhook.core.policy import builtin_policy
+from webhook.server.runner import build_server
+from webhook.server.settings import ServeSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -329,3 +334,31 @@ def test_policy_configmap_is_validated_and_reloaded(
     eventually(dev_applied, "the new policy to apply", timeout=30)
     metrics = running.client.get(f"{running.url}/metrics").text
     assert 'rollout_webhook_policy_reloads_total{result="applied"}' in metrics
+
+
+def test_rotate_certs_bootstraps_the_secret_and_serves_from_it(
+    plane: tuple[harness.ControlPlane, Any], tmp_path: Path
+) -> None:
+    cp, kubectl = plane
+    cert_dir = tmp_path / "tls"  # empty: the first pass must fill it
+    cert_dir.mkdir()
+    settings = ServeSettings(
+        kubeconfig=cp.kubeconfig,
+        namespace=WEBHOOK_NS,
+        cert_dir=cert_dir,
+        rotate_certs=True,
+        tls_secret="rotation-e2e-tls",
+    )
+    server = build_server(settings, audit_stream=io.StringIO())
+    try:
+        secret = get(kubectl, "secret", "rotation-e2e-tls", "-n", WEBHOOK_NS)
+        assert secret is not None
+        ca_pem = base64.b64decode(secret["data"]["ca.crt"]).decode()
+        assert (cert_dir / "ca.crt").read_text() == ca_pem
+        assert server.certificate.current is not None
+        served = x509.load_pem_x509_certificate(server.certificate.current.cert_pem)
+        names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        dns = names.value.get_values_for_type(x509.DNSName)
+        assert f"rollout-webhook.{WEBHOOK_NS}.svc" in dns
+    finally:
+        server.close()

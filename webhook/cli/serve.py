@@ -44,6 +44,13 @@ def register(subparsers: Any) -> None:
     cluster.add_argument(
         "--in-cluster", action="store_true", default=None, help="use the Pod's service account"
     )
+    parser.add_argument(
+        "--rotate-certs",
+        action="store_true",
+        default=None,
+        help="bootstrap and rotate the certificate in a Secret, writing it to --cert-dir "
+        "(needs a cluster; the Secret, Service and Lease names come from the settings)",
+    )
     parser.add_argument("--audit-file", type=Path, help="also append audit records to this file")
     parser.add_argument("--namespace", help="the webhook's namespace (policy ConfigMap's home)")
     parser.add_argument(
@@ -77,6 +84,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         "audit_file",
         "namespace",
         "fail_closed",
+        "rotate_certs",
         "controller_service_account",
     )
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
@@ -84,8 +92,9 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         return ServeSettings(**given)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise UsageError(f"serve: {where}: {first['msg']}") from None
+        field = ".".join(str(p) for p in first["loc"])
+        flag = {"policy_file": "--policy"}.get(field, "--" + field.replace("_", "-"))
+        raise UsageError(f"serve: {flag if field else 'settings'}: {first['msg']}") from None
 
 
 def run(args: argparse.Namespace) -> int:

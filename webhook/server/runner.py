@@ -83,21 +83,58 @@ def build_server(
 ) -> Server:
     """Build the server; raises StartupError for anything the operator must fix.
 
+    Whatever was made before the error (a temporary certificate, watch threads) is
+    undone before it is raised.
+
     ``cluster`` is a ``webhook.kube.cluster.Cluster`` (or a test double with the same
     shape: ``view``, ``writer``, ``start(policy_state)``, ``stop()``); without one, and
     without --kubeconfig / --in-cluster, the server reads an empty view and writes nothing.
     """
-    metrics = Metrics()
     cleanups: list[Callable[[], None]] = []
+    try:
+        return _build(settings, clock, audit_stream, cluster, cleanups)
+    except BaseException:
+        for cleanup in reversed(cleanups):
+            cleanup()
+        raise
 
-    # Certificate: the directory given, else a self-signed localhost bundle made now.
+
+def _build(
+    settings: ServeSettings,
+    clock: Callable[[], dt.datetime],
+    audit_stream: Any,
+    cluster: Any,
+    cleanups: list[Callable[[], None]],
+) -> Server:
+    metrics = Metrics()
+
+    # Cluster first (nothing is called yet): the certificate may come from it.
+    if cluster is None and settings.has_cluster:
+        from webhook.kube.cluster import connect  # the kubernetes client only when needed
+
+        try:
+            cluster = connect(settings)
+        except Exception as err:  # the client raises several types for a bad config
+            where = "--in-cluster" if settings.in_cluster else f"--kubeconfig {settings.kubeconfig}"
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise StartupError(f"{where}: {message}") from None
+
+    # Certificate: the directory given (kept current by the rotation loop with
+    # --rotate-certs), else a self-signed localhost bundle made now.
     cert_dir = settings.cert_dir
+    if settings.rotate_certs:
+        if cluster is None or cert_dir is None:
+            raise StartupError("--rotate-certs needs a cluster and a writable --cert-dir")
+        cleanups.append(start_rotation(settings, cluster, cert_dir))
     if cert_dir is None:
         paths = write_localhost_bundle(clock())
         cert_dir = paths.directory
         temp_dir = cert_dir
         cleanups.append(lambda: shutil.rmtree(temp_dir, ignore_errors=True))
-        log.info("no --cert-dir: self-signed certificate for localhost in %s", cert_dir)
+        log.info(
+            "no --cert-dir: self-signed certificate for localhost and 127.0.0.1; clients trust %s",
+            paths.ca,
+        )
 
     def certificate_loaded(pair: CertificatePair) -> None:
         metrics.certificate_expiry.set(pair.not_after.timestamp())
@@ -118,22 +155,13 @@ def build_server(
     policy_state = PolicyState(on_reload=lambda result: metrics.policy_reloads.labels(result).inc())
     if settings.policy_file is not None:
         policy_state.set(load_policy_file(settings.policy_file))
-    elif cluster is None and not settings.has_cluster:
+    elif cluster is None:
         policy_state.set(builtin_policy())
 
     # Cluster: watch-fed caches and the writer, or an empty view and no writes.
     view: Any = MemoryClusterView()
     writer: ClusterWriter | None = None
     caches_synced: Callable[[], bool] = _always
-    if cluster is None and settings.has_cluster:
-        from webhook.kube.cluster import connect  # the kubernetes client only when needed
-
-        try:
-            cluster = connect(settings)
-        except Exception as err:  # the client raises several types for a bad config
-            where = "--in-cluster" if settings.in_cluster else f"--kubeconfig {settings.kubeconfig}"
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise StartupError(f"{where}: {message}") from None
     if cluster is not None:
         view = cluster.view
         writer = cluster.writer
@@ -169,6 +197,36 @@ def build_server(
         parts.background.append(worker.run)
         parts.on_shutdown.append(lambda: worker.drain(settings.write_timeout_seconds))
     return Server(create_app(parts), settings, engine, certificate, audit, metrics, cleanups)
+
+
+def start_rotation(settings: ServeSettings, cluster: Any, cert_dir: Path) -> Callable[[], None]:
+    """Run the certificate rotation loop of the certs package; returns its stop.
+
+    One pass runs before serving, so a first start with an empty directory bootstraps
+    the Secret and writes the bundle the server then loads; afterwards the loop writes
+    each new bundle to the directory, where the poller picks it up.
+    """
+    from certs.bootstrap import BootstrapSettings, default_webhook_configs
+    from certs.leader import LeaseRef
+    from certs.rotation import DEFAULT_LEASE_NAME, CertificateRotator, RotationSettings
+    from certs.store import SecretRef, Target
+
+    namespace = settings.namespace
+    rotation = RotationSettings(
+        BootstrapSettings(
+            SecretRef(namespace, settings.tls_secret),
+            Target(settings.service_name, namespace),
+            default_webhook_configs(),
+        ),
+        lease=LeaseRef(namespace, DEFAULT_LEASE_NAME),
+        cert_dir=cert_dir,
+    )
+    rotator = CertificateRotator.from_api_client(cluster.http.api_client, rotation)
+    rotator.run_once()
+    if rotator.last_error is not None and not (cert_dir / "tls.crt").exists():
+        raise StartupError(f"--rotate-certs: {rotator.last_error}")
+    rotator.start()
+    return rotator.stop
 
 
 def uvicorn_config(server: Server, **overrides: Any) -> uvicorn.Config:

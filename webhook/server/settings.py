@@ -40,6 +40,12 @@ class ServeSettings(BaseSettings):
     the referenced Deployment itself, and a webhook that rewrote it would fight it."""
     service_account: str = ""
     """The webhook's own user (empty: system:serviceaccount:<namespace>:rollout-webhook)."""
+    rotate_certs: bool = False
+    """Bootstrap and rotate the serving certificate in a Secret (certs package), writing
+    each bundle to --cert-dir; needs a cluster."""
+    tls_secret: str = "rollout-webhook-tls"  # noqa: S105  (a Secret's name, not a password)
+    service_name: str = "rollout-webhook"
+    """The webhook's Service: the certificate's DNS names are made from it."""
     fail_closed: bool = False
     """On an internal error: deny (true) or admit unchanged with a warning (false)."""
     max_body_bytes: int = Field(default=3 * MIB, ge=1024)
