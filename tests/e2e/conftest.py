@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from kubernetes import client, config
@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
-def _unavailable(message: str) -> None:
+def _unavailable(message: str) -> NoReturn:
     if binaries.in_ci():
         pytest.fail(f"end-to-end tier cannot run under CI=true: {message}", pytrace=False)
     pytest.skip(f"end-to-end tier skipped: {message}")
@@ -47,7 +47,6 @@ def kube_tools() -> dict[str, Path]:
         return binaries.kube_tools()
     except binaries.Unavailable as error:
         _unavailable(str(error))
-        raise  # unreachable: _unavailable always raises
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +57,6 @@ def control_plane(
         paths = binaries.control_plane_binaries()
     except binaries.Unavailable as error:
         _unavailable(str(error))
-        raise
     workdir = tmp_path_factory.mktemp("control-plane")
     with harness.running_control_plane(paths["etcd"], paths["kube-apiserver"], workdir) as plane:
         kubectl = harness.kubectl_tool(kube_tools["kubectl"], plane.kubeconfig, workdir / "kube")
