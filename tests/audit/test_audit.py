@@ -213,3 +213,23 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     path.write_text("")
     assert main(["audit", str(path), "--since", "yesterday"]) == 2
     assert "--since 'yesterday'" in capsys.readouterr().err
+
+
+def test_log_lines_mixed_into_the_stream_are_not_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = trail(facts("a"), facts("b"))
+    mixed = [
+        "2030-01-01 12:00:00,000 INFO webhook.server.runner: serving",
+        lines[0],
+        "INFO:     Application startup complete.",
+        lines[1],
+    ]
+    assert verify_chain(mixed).broken is None
+    assert last_hash(mixed) == last_hash(lines)
+    path = tmp_path / "logs.txt"
+    path.write_text("\n".join(mixed) + "\n")
+    assert main(["audit", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 3
+    assert captured.err == ""

@@ -18,7 +18,7 @@ from typing import IO, Any
 import yaml
 
 from webhook.cli.errors import UsageError
-from webhook.core.audit import RECORD_KIND, parse_time, verify_chain
+from webhook.core.audit import RECORD_KIND, is_record_line, parse_time, verify_chain
 from webhook.core.durations import DurationError, parse_go_duration
 
 COLUMNS = ("TIME", "OPERATION", "KIND", "OBJECT", "DECISION", "ENVIRONMENT", "STRATEGY", "USER")
@@ -75,11 +75,11 @@ def _since(text: str | None, now: dt.datetime) -> dt.datetime | None:
 
 
 def read_records(lines: Iterator[str], source: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record); lines that are not records are reported on stderr."""
+    """(line number, record); broken records are reported on stderr, other lines skipped."""
     for number, raw in enumerate(lines, start=1):
         text = raw.strip()
-        if not text:
-            continue
+        if not is_record_line(text):
+            continue  # a log line in the same stream (kubectl logs mixes them)
         try:
             record = json.loads(text)
         except ValueError:

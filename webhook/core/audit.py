@@ -144,9 +144,17 @@ class ChainReport:
     last_hash: str
 
 
-def verify_chain(lines: Iterable[str], *, start: str = GENESIS) -> ChainReport:
-    """Check every link of a trail given as its text lines (blank lines are ignored).
+def is_record_line(text: str) -> bool:
+    """Lines that claim to be records: JSON objects. Anything else (a log line in the same
+    stream, as ``kubectl logs`` mixes standard output and error) is not part of the trail."""
+    return text.lstrip().startswith("{")
 
+
+def verify_chain(lines: Iterable[str], *, start: str = GENESIS) -> ChainReport:
+    """Check every link of a trail given as its text lines.
+
+    Lines that are not JSON objects are not records and are passed over; a line that
+    starts like one but does not parse (torn by a crash, edited by hand) is a break.
     Stops at the first break: after it the later links may be intact, but nothing about
     the records before them can be trusted.
     """
@@ -154,7 +162,7 @@ def verify_chain(lines: Iterable[str], *, start: str = GENESIS) -> ChainReport:
     count = 0
     for number, raw in enumerate(lines, start=1):
         text = raw.strip()
-        if not text:
+        if not is_record_line(text):
             continue
         try:
             record = json.loads(text)
@@ -185,7 +193,7 @@ def last_hash(lines: Iterable[str]) -> str:
     """
     last: str | None = None
     for raw in lines:
-        if raw.strip():
+        if is_record_line(raw):
             last = raw.strip()
     if last is None:
         return GENESIS
