@@ -7,11 +7,13 @@ they are checked field by field against the fields their APIs define.
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helm.conftest import NAMESPACE, RELEASE, Render, all_of, find
+from tests.helm.conftest import CHART, NAMESPACE, RELEASE, Render, all_of, find
 from tests.schemas import validate_builtin_object
 
 COMBINATIONS: dict[str, tuple[str, ...]] = {
@@ -153,6 +155,18 @@ def test_the_checks_catch_a_misspelt_field(render: Render) -> None:
     monitor["spec"]["endpoints"][0]["tlsconfig"] = {}
     with pytest.raises(AssertionError):
         check_structurally(monitor)
+
+
+def test_helm_lint_strict(helm_binary: Path) -> None:
+    result = subprocess.run(
+        [str(helm_binary), "lint", "--strict", str(CHART), "--namespace", NAMESPACE],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
 
 
 def test_default_objects(render: Render) -> None:
