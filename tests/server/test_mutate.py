@@ -318,3 +318,32 @@ def test_virtualservice_of_a_converted_service_gets_the_canary_destination(
         ]
         again = running.review(admission_request(patched, kind=kind, operation="UPDATE"))
         assert "patch" not in again
+
+
+def test_a_user_without_rollout_rights_keeps_an_existing_conversion_but_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """An update (e.g. a GitOps sync putting replicas back) of a Deployment converted
+    earlier must stay converted, or Deployment and Rollout would both run pods."""
+    cluster = cluster_with(service())
+    with serve(tmp_path, cluster=cluster) as running:
+        obj = deployment()
+        stored = apply_patch(obj, decode_patch(running.review(admission_request(obj))))
+        running.records(1)
+        cluster.writer.allowed_users = set()
+        applied_before = len(cluster.writer.applied)
+        resync = deployment(replicas=3)  # what Git says, without the product's annotations
+        response = running.review(
+            admission_request(
+                resync, operation="UPDATE", old=stored, user={"username": "ci"}, uid="sync"
+            )
+        )
+        patched = apply_patch(resync, decode_patch(response))
+        assert patched["metadata"]["annotations"][f"{KEY}rollout-name"] == "web"
+        assert patched["spec"]["replicas"] == stored["spec"]["replicas"]
+        assert any(
+            "no changes written on your behalf: ci may not" in w for w in response["warnings"]
+        )
+        records = {r["uid"]: r for r in running.records(2)}
+        assert records["sync"]["changes"]["wanted"] == []
+    assert len(cluster.writer.applied) == applied_before

@@ -299,13 +299,7 @@ class AdmissionEngine:
             remaining = budget - (self.monotonic() - started)
             access = await self.access.check(user, namespace, budget=remaining)
             if not access.allowed:
-                who = user.get("username", "?")
-                plan = plan.unconverted(
-                    "refuse",
-                    f"{who} may not create rollouts.argoproj.io in {namespace}: {access.reason}",
-                    f"not converted: {who} may not create rollouts.argoproj.io in "
-                    f"namespace {namespace} ({access.reason})",
-                )
+                plan = self._without_writes(request, plan, access.reason)
         patch = patch_for(request, plan)
         response = allowed(
             request["uid"],
@@ -315,6 +309,34 @@ class AdmissionEngine:
         )
         self._finish("mutate", request, plan, policy, patch, response, started)
         return response
+
+    def _without_writes(
+        self, request: AdmissionRequest, plan: AdmissionPlan, why: str
+    ) -> AdmissionPlan:
+        """The plan for a user who may not create Rollouts: nothing written for them.
+
+        A new conversion is not made at all: the Deployment is admitted as sent. An
+        object that belongs to a conversion someone allowed earlier (an HPA or route of a
+        converted Deployment, an update of a converted Deployment) keeps its patch, which
+        only holds the conversion in place, since dropping it would leave the Deployment
+        and the Rollout both running pods (argo-rollouts#4935); only the writes go, and
+        the reconciler makes them under its own name.
+        """
+        who = request_username(request) or "?"
+        namespace = request.get("namespace", "")
+        denial = f"{who} may not create rollouts.argoproj.io in namespace {namespace} ({why})"
+        old = request.get("oldObject") or {}
+        already = bool(
+            ((old.get("metadata") or {}).get("annotations") or {}).get(self.keys.rollout_name)
+        )
+        if request_kind(request) == "Deployment" and not already:
+            return plan.unconverted("refuse", denial, f"not converted: {denial}")
+        return replace(
+            plan,
+            reason=f"{plan.reason}; no changes written: {denial}",
+            changes=(),
+            warnings=(*plan.warnings, f"no changes written on your behalf: {denial}"),
+        )
 
     def _plan(self, request: AdmissionRequest) -> AdmissionPlan:
         user = request_username(request)
