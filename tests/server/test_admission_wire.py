@@ -1,0 +1,106 @@
+"""The pure AdmissionReview layer: parsing, response constructors, the patch round trip."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from webhook.core.admission import (
+    MAX_WARNING_LENGTH,
+    ReviewInvalid,
+    allowed,
+    apply_patch,
+    clip_warning,
+    decode_patch,
+    denied,
+    make_patch,
+    parse_review,
+    request_name,
+    review_response,
+)
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+OBJECTS = st.dictionaries(st.text(max_size=6), JSON, max_size=5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(OBJECTS, OBJECTS)
+def test_the_patch_turns_the_request_object_into_the_mutated_copy(
+    original: dict[str, Any], mutated: dict[str, Any]
+) -> None:
+    before = copy.deepcopy(original)
+    ops = make_patch(original, mutated)
+    assert apply_patch(original, ops) == mutated
+    assert original == before  # the request object is never changed
+    response = allowed("u", patch=ops)
+    assert decode_patch(response) == json.loads(json.dumps(ops))
+    if original == mutated:
+        assert "patch" not in response
+
+
+def review(**request: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "uid": "u1",
+        "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "operation": "CREATE",
+        "object": {"metadata": {"generateName": "web-"}},
+    }
+    base.update(request)
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": base}
+
+
+def test_parse_accepts_a_review_and_names_the_first_bad_field() -> None:
+    parsed = parse_review(review())
+    assert parsed["uid"] == "u1"
+    assert request_name(parsed) == "web-"  # generateName on CREATE: no name yet
+    for bad, field in [
+        (review(uid=""), "request.uid"),
+        (review(kind={"group": "apps"}), "request.kind"),
+        (review(operation="APPLY"), "request.operation"),
+        (review(object=[1]), "request.object"),
+        (review(dryRun="yes"), "request.dryRun"),
+        (review(userInfo={"username": 7}), "request.userInfo"),
+        (review(userInfo={"username": "a", "groups": "g"}), "request.userInfo.groups"),
+        (review(namespace=3), "request.namespace"),
+    ]:
+        with pytest.raises(ReviewInvalid, match=field.replace(".", r"\.")):
+            parse_review(bad)
+
+
+def test_responses() -> None:
+    ok = allowed(
+        "u",
+        patch=[{"op": "add", "path": "/a", "value": 1}],
+        warnings=["x" * 300, "same", "same"],
+        audit_annotations={"decision": "convert"},
+    )
+    assert ok["patchType"] == "JSONPatch"
+    assert json.loads(base64.b64decode(ok["patch"])) == [{"op": "add", "path": "/a", "value": 1}]
+    assert ok["warnings"][1:] == ["same"]
+    assert all(len(w) <= MAX_WARNING_LENGTH for w in ok["warnings"])
+    no = denied("u", "bad policy", code=422, reason="Invalid")
+    assert no == {
+        "uid": "u",
+        "allowed": False,
+        "status": {"code": 422, "message": "bad policy", "reason": "Invalid"},
+    }
+    assert review_response(no)["kind"] == "AdmissionReview"
+
+
+def test_clip_warning_keeps_one_line() -> None:
+    assert clip_warning("a\n  b") == "a b"
+    clipped = clip_warning("word " * 50)
+    assert len(clipped) == MAX_WARNING_LENGTH
+    assert clipped.endswith("...")
