@@ -282,3 +282,25 @@ def test_adapter_reads_the_review_answer_and_applies_server_side() -> None:
     method, path, query = api.calls[-1]
     assert (method, path) == ("PATCH", "/api/v1/namespaces/shop/services/web-canary")
     assert query == [("fieldManager", "rollout-webhook"), ("force", "true")]
+
+
+def test_listeners_hear_every_change_and_list_all_namespaces() -> None:
+    view = MemoryClusterView()
+    heard: list[tuple[str, str]] = []
+    store = ViewStore(
+        view, DEPLOYMENT, [lambda kind, obj: heard.append((kind, obj["metadata"]["name"]))]
+    )
+    store.replace([dep("a", "1"), dep("b", "1", namespace="pay")])
+    store.upsert(dep("c", "2"))
+    store.remove(dep("a", "3"))
+    store.replace([dep("c", "4")])  # a re-list: "b" is gone, and is told as such
+    assert heard == [
+        ("Deployment", "a"),
+        ("Deployment", "b"),
+        ("Deployment", "c"),
+        ("Deployment", "a"),
+        ("Deployment", "c"),
+        ("Deployment", "b"),
+    ]
+    store.upsert(dep("d", "5", namespace="pay"))
+    assert sorted(o["metadata"]["name"] for o in view.list("Deployment", "")) == ["c", "d"]

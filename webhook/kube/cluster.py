@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config
@@ -19,21 +20,44 @@ from webhook.server.settings import ServeSettings
 log = logging.getLogger(__name__)
 
 
-class ViewStore:
-    """One kind's share of the shared view."""
+Listener = Callable[[str, dict[str, Any]], None]
+"""Told (kind, object) after each change the watches bring (the reconciler's trigger)."""
 
-    def __init__(self, view: MemoryClusterView, resource: Resource) -> None:
+
+class ViewStore:
+    """One kind's share of the shared view; listeners hear of each change after it."""
+
+    def __init__(
+        self, view: MemoryClusterView, resource: Resource, listeners: list[Listener] | None = None
+    ) -> None:
         self.view = view
         self.kind = resource.kind
+        self.listeners = listeners if listeners is not None else []
+
+    def _tell(self, obj: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(self.kind, obj)
+            except Exception:
+                log.exception("listener failed on %s", self.kind)
 
     def replace(self, items: list[dict[str, Any]]) -> None:
+        items = [{**i, "kind": self.kind} for i in items]
+        fresh = {MemoryClusterView.key(i) for i in items}
+        gone = [o for o in self.view.list(self.kind, "") if MemoryClusterView.key(o) not in fresh]
         self.view.replace_kind(self.kind, items)
+        for obj in (*items, *gone):
+            self._tell(obj)
 
     def upsert(self, obj: dict[str, Any]) -> None:
+        obj = {**obj, "kind": self.kind}
         self.view.put(obj)
+        self._tell(obj)
 
     def remove(self, obj: dict[str, Any]) -> None:
+        obj = {**obj, "kind": self.kind}
         self.view.delete(obj)
+        self._tell(obj)
 
 
 class PolicyStore:
@@ -65,6 +89,8 @@ class Cluster:
         self.view = MemoryClusterView(synced=False)
         self.writer = ClusterAdapter(http, field_manager=settings.field_manager)
         self.reflectors: list[Reflector] = []
+        self.listeners: list[Listener] = []
+        """Called on the watch threads after each cached change: keep them quick."""
         self._lock = threading.Lock()
 
     def _check_synced(self) -> None:
@@ -80,7 +106,7 @@ class Cluster:
                 Reflector(
                     self.http,
                     resource,
-                    ViewStore(self.view, resource),
+                    ViewStore(self.view, resource, self.listeners),
                     on_synced=self._check_synced,
                 )
             )

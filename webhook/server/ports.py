@@ -35,7 +35,7 @@ class ClusterView(Protocol):
         ...
 
     def list(self, kind: str, namespace: str) -> tuple[dict[str, Any], ...]:
-        """Every cached object of a kind in a namespace."""
+        """Every cached object of a kind in a namespace ("": in every namespace)."""
         ...
 
     def synced(self) -> bool:
@@ -112,7 +112,16 @@ class MemoryClusterView:
 
     def list(self, kind: str, namespace: str) -> tuple[dict[str, Any], ...]:
         with self._lock:
-            return tuple(self._objects.get((kind, namespace), {}).values())
+            if namespace:
+                return tuple(self._objects.get((kind, namespace), {}).values())
+            # As in the API: no namespace means all of them (cluster-scoped kinds live
+            # under "" anyway).
+            return tuple(
+                obj
+                for (k, _), bucket in self._objects.items()
+                if k == kind
+                for obj in bucket.values()
+            )
 
     def synced(self) -> bool:
         return self._synced
