@@ -205,7 +205,16 @@ def test_the_argo_rollouts_controller_and_the_webhook_itself_pass_by(
     label = json.dumps({"metadata": {"labels": {ENABLED: "true"}}})
     as_admin = kubectl("patch", "deployment", name, "-n", c.plain, "-p", label, check=False)
     assert refused_by(as_admin.stderr, "deployments.rollout-webhook.io")
-    kubectl("patch", "deployment", name, "-n", c.plain, "-p", label, f"--as={ACCOUNT}")
+    # (kubectl patch reads the object first, which the account may not: apply server-side.)
+    labelled = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": c.plain, "labels": {ENABLED: "true"}},
+    }
+    kubectl(
+        "apply", "--server-side", "--field-manager=rollout-webhook", f"--as={ACCOUNT}",
+        "-f", "-", input=json.dumps(labelled),
+    )  # fmt: skip
 
 
 def test_only_hpas_and_routes_that_can_need_it_reach_the_webhook(cluster: Cluster) -> None:
@@ -246,8 +255,9 @@ ALLOWED = [
     ("patch", "httproutes.gateway.networking.k8s.io", "-n", "team-x"),
     ("patch", "virtualservices.networking.istio.io", "-n", "team-x"),
     ("create", "events", "-n", "team-x"),
+    ("delete", "replicasets.apps", "-n", "team-x"),
     ("create", "subjectaccessreviews.authorization.k8s.io"),
-    ("get", f"configmap/{RELEASE}-policy", "-n", NAMESPACE),
+    ("watch", f"configmap/{RELEASE}-policy", "-n", NAMESPACE),
     ("update", f"lease/{RELEASE}-certs", "-n", NAMESPACE),
     ("update", f"secret/{RELEASE}-tls", "-n", NAMESPACE),
     ("patch", f"mutatingwebhookconfiguration/{RELEASE}"),
@@ -267,6 +277,9 @@ DENIED = [
     ("patch", "mutatingwebhookconfiguration/someone-else"),
     ("create", "pods", "-n", "team-x"),
     ("update", "services", "-n", "team-x"),
+    ("get", "deployments.apps", "-n", "team-x"),
+    ("patch", "events", "-n", "team-x"),
+    ("update", "replicasets.apps", "-n", "team-x"),
 ]
 
 

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from tests.helm.conftest import CHART, NAMESPACE, RELEASE, Render, find
-from webhook.kube import resources
+from webhook.kube import actions, resources
 from webhook.kube.writer import SAR_PATH
 
 Grant = tuple[str, str, str, str, tuple[str, ...]]  # scope, group, resource, verb, names
@@ -50,25 +50,25 @@ def expected_grants(certificates: str) -> set[Grant]:
         for verb in verbs.split():
             want.add((scope, group, resource, verb, names))
 
-    # The watch-fed caches list and watch every cached kind cluster-wide (webhook/kube/cache.py);
-    # get is for the reconciler's reads of a single object.
+    # The watch-fed caches list and watch every cached kind cluster-wide (webhook/kube/cache.py).
     for res in resources.CACHED:
-        grant("cluster", res.group, res.plural, "get list watch")
+        grant("cluster", res.group, res.plural, "list watch")
     # The policy ConfigMap: a list and watch with a metadata.name field selector.
-    grant("namespace", "", "configmaps", "get list watch", (f"{RELEASE}-policy",))
+    grant("namespace", "", "configmaps", "list watch", (f"{RELEASE}-policy",))
     # Server-side apply of generated objects (create: an apply that creates is also
     # authorized as create) and their deletion at opt-out.
     for res in (resources.ROLLOUT, resources.SERVICE):
         grant("cluster", res.group, res.plural, "create patch delete")
-    # Objects other tools own: only the fields the product changes are applied.
+    # Objects other tools own: only the fields the product changes are applied or patched.
     for res in (resources.HPA, resources.HTTPROUTE, resources.VIRTUALSERVICE, resources.DEPLOYMENT):
         grant("cluster", res.group, res.plural, "patch")
     # The confused-deputy check.
     assert SAR_PATH == "/apis/authorization.k8s.io/v1/subjectaccessreviews"
     grant("cluster", "authorization.k8s.io", "subjectaccessreviews", "create")
-    # The reconciler's Events.
-    grant("cluster", "", "events", "create patch")
-    grant("cluster", "events.k8s.io", "events", "create patch")
+    # The reconciler: core/v1 Events, and the ReplicaSets a deleted Rollout orphaned.
+    assert (actions.EVENT.group, actions.EVENT.plural) == ("", "events")
+    grant("cluster", "", "events", "create")
+    grant("cluster", actions.REPLICASET.group, actions.REPLICASET.plural, "list delete")
     # Leader election on the Leases the chart creates (certs/leader.py: get, replace).
     leases = tuple(sorted((f"{RELEASE}-certs", f"{RELEASE}-reconciler")))
     grant("namespace", "coordination.k8s.io", "leases", "get update", leases)
