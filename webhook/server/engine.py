@@ -16,9 +16,11 @@ changes were wanted and which were made.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -107,6 +109,12 @@ class AccessReviews:
         self._ttl = {True: allowed_ttl, False: denied_ttl}
         self._monotonic = monotonic
         self._cache: dict[tuple[object, ...], tuple[float, AccessDecision]] = {}
+        # Threads of their own: slow writes must not hold up permission checks, which
+        # sit on the request path.
+        self._threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="access-review")
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def check(self, user: UserInfo, namespace: str, *, budget: float) -> AccessDecision:
         key = _identity(user, namespace)
@@ -117,10 +125,11 @@ class AccessReviews:
             return cached[1]
         timeout = max(0.05, min(self._timeout, budget))
         try:
+            call = functools.partial(
+                self._writer.may_create_rollouts, user, namespace, timeout=timeout
+            )
             decision = await asyncio.wait_for(
-                asyncio.to_thread(
-                    self._writer.may_create_rollouts, user, namespace, timeout=timeout
-                ),
+                asyncio.get_running_loop().run_in_executor(self._threads, call),
                 timeout=timeout,
             )
         except TimeoutError:
@@ -170,6 +179,12 @@ class WriteWorker:
     queue: asyncio.Queue[WriteJob] = field(default_factory=asyncio.Queue)
     _locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _threads: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="apply")
+    )
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     def submit(self, job: WriteJob) -> None:
         self.queue.put_nowait(job)
@@ -221,7 +236,10 @@ class WriteWorker:
             kind = str(manifest.get("kind", ""))
             try:
                 await asyncio.wait_for(
-                    asyncio.to_thread(self.writer.apply, manifest, timeout=self.timeout),
+                    asyncio.get_running_loop().run_in_executor(
+                        self._threads,
+                        functools.partial(self.writer.apply, manifest, timeout=self.timeout),
+                    ),
                     timeout=self.timeout,
                 )
             except Exception as err:
@@ -285,6 +303,13 @@ class AdmissionEngine:
             if writer is not None
             else None
         )
+
+    def close(self) -> None:
+        """Let the worker threads go (a stuck call is not waited for)."""
+        if self.access is not None:
+            self.access.close()
+        if self.worker is not None:
+            self.worker.close()
 
     # -- /mutate -----------------------------------------------------------------------
 

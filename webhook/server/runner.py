@@ -184,6 +184,7 @@ def _build(
         metrics=metrics,
         writer=writer,
     )
+    cleanups.append(engine.close)
     parts = ServerParts(
         engine=engine,
         metrics=metrics,
