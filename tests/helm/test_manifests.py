@@ -108,13 +108,14 @@ def check_structurally(doc: dict[str, Any]) -> None:
         assert doc["apiVersion"] == "cert-manager.io/v1"
         assert set(spec) <= CERTIFICATE_SPEC, set(spec) - CERTIFICATE_SPEC
         assert set(spec["privateKey"]) <= PRIVATE_KEY
-        assert set(spec["usages"]) <= USAGES
+        assert set(spec.get("usages", [])) <= USAGES
         assert set(spec["issuerRef"]) <= {"name", "kind", "group"}
         assert spec["issuerRef"]["kind"] in ("Issuer", "ClusterIssuer")
     elif kind == "Issuer":
         assert doc["apiVersion"] == "cert-manager.io/v1"
         assert len(spec) == 1
         assert set(spec) <= ISSUER_SPEC
+        assert set(spec.get("ca", {})) <= {"secretName", "crlDistributionPoints", "ocspServers"}
     elif kind == "ServiceMonitor":
         assert doc["apiVersion"] == "monitoring.coreos.com/v1"
         assert set(spec) <= SERVICEMONITOR_SPEC, set(spec) - SERVICEMONITOR_SPEC

@@ -146,8 +146,14 @@ def test_cert_manager_replaces_the_jobs(render: Render) -> None:
     certificate = find(docs, "Certificate", RELEASE)
     assert certificate["spec"]["secretName"] == f"{RELEASE}-tls"
     assert f"{RELEASE}.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
-    issuer = find(docs, "Issuer")
-    assert certificate["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
+    # A private CA signs the serving certificate: renewing it keeps the trusted CA.
+    ca = find(docs, "Certificate", f"{RELEASE}-ca")
+    assert ca["spec"]["isCA"] is True
+    assert find(docs, "Issuer", f"{RELEASE}-selfsigned")["spec"] == {"selfSigned": {}}
+    assert ca["spec"]["issuerRef"]["name"] == f"{RELEASE}-selfsigned"
+    ca_issuer = find(docs, "Issuer", f"{RELEASE}-ca")
+    assert ca_issuer["spec"] == {"ca": {"secretName": ca["spec"]["secretName"]}}
+    assert certificate["spec"]["issuerRef"]["name"] == f"{RELEASE}-ca"
     # The server needs no Secret or webhook-configuration rights then.
     rules = find(docs, "Role", RELEASE)["rules"] + find(docs, "ClusterRole")["rules"]
     assert not [r for r in rules if "secrets" in r["resources"]]
