@@ -316,8 +316,8 @@ class AdmissionEngine:
     async def mutate(
         self, request: AdmissionRequest, *, started: float, budget: float
     ) -> AdmissionResponse:
-        plan = self._plan(request)
-        policy = self.policy()
+        policy = self.policy()  # read once: a reload meanwhile must not mix two policies
+        plan = self._plan(request, policy)
         if plan.changes and plan.decision == "convert" and self.access is not None:
             user = request.get("userInfo", {})
             namespace = request.get("namespace", "")
@@ -363,7 +363,7 @@ class AdmissionEngine:
             warnings=(*plan.warnings, f"no changes written on your behalf: {denial}"),
         )
 
-    def _plan(self, request: AdmissionRequest) -> AdmissionPlan:
+    def _plan(self, request: AdmissionRequest, policy: Policy | None) -> AdmissionPlan:
         user = request_username(request)
         if user in self.settings.passthrough_users:
             return AdmissionPlan("skip", f"request from {user} passes through untouched")
@@ -371,7 +371,6 @@ class AdmissionEngine:
             return AdmissionPlan("skip", f"{request['operation']} is admitted as it is")
         if request.get("object") is None:
             return AdmissionPlan("skip", "the request carries no object")
-        policy = self.policy()
         if policy is None:
             # Readiness keeps traffic away until a policy is known; this is the race.
             raise RuntimeError("no policy loaded yet")
