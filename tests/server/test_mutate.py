@@ -347,3 +347,17 @@ def test_a_user_without_rollout_rights_keeps_an_existing_conversion_but_writes_n
         records = {r["uid"]: r for r in running.records(2)}
         assert records["sync"]["changes"]["wanted"] == []
     assert len(cluster.writer.applied) == applied_before
+
+
+def test_a_deployment_named_by_generate_name_is_left_to_the_reconciler(tmp_path: Path) -> None:
+    with serve(tmp_path, cluster=cluster_with(service())) as running:
+        obj = deployment()
+        del obj["metadata"]["name"]
+        obj["metadata"]["generateName"] = "web-"
+        request = admission_request(obj)
+        request["name"] = ""
+        response = running.review(request, store=False)
+        assert "patch" not in response
+        (record,) = running.records(1)
+        assert record["decision"] == "skip"
+        assert "generateName" in record["reason"]

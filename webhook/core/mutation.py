@@ -73,6 +73,12 @@ def decide_deployment(
 ) -> AdmissionPlan:
     obj = request.get("object") or {}
     namespace = _namespace(request, obj)
+    if not (obj.get("metadata") or {}).get("name"):
+        # generateName: the API server names the object after admission, and the Rollout
+        # must carry the Deployment's name. The reconciler converts it once it is stored.
+        return AdmissionPlan(
+            "skip", "the Deployment has no name yet (generateName); the reconciler converts it"
+        )
     operation: Literal["CREATE", "UPDATE"] = (
         "CREATE" if request["operation"] == "CREATE" else "UPDATE"
     )
