@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
-"""Build the end-to-end control plane (etcd, kube-apiserver) from Go modules, cached by version.
+"""Build the end-to-end tier's Go programs from Go modules, cached by version.
+
+Without arguments: the control plane (etcd, kube-apiserver). The progressive-delivery tier
+names the rest, or the group `rollouts`: kube-controller-manager, kube-scheduler, kwok (fake
+nodes and pods), the Argo Rollouts controller and its kubectl plugin.
 
 Only the Go module proxy is used: each component is built from a small helper module generated
 in a temporary directory. Upstream main modules carry `replace` directives that point at sibling
 directories of their own repository (Kubernetes' staging tree, etcd's api/client/pkg modules);
 those directives are ignored when the module is a dependency, so the helper module re-creates
-each one as a replace to the published release of that module. The list is generated from the
+each one as a replace to the published release of that module. Argo Rollouts instead pins its
+Kubernetes libraries with replaces to published versions, which are likewise lost in a
+dependency: the helper module copies those lines as they are. Both lists are generated from the
 upstream go.mod, never written by hand, so a version bump needs only the constants below.
 
 A built binary lands in <cache>/<component>-<version>/<binary> and is reused as long as it exists.
@@ -38,6 +44,10 @@ from pathlib import Path
 
 ETCD_VERSION = "v3.6.16"
 KUBERNETES_VERSION = "v1.35.4"
+KWOK_VERSION = "v0.8.0"
+# v1.9.3 declares `go 1.26.10`, newer than the machines' Go 1.26.8 (and GOTOOLCHAIN=local
+# never downloads another); v1.9.2 declares go 1.24.9 and has the same CRDs as v1.9.1.
+ARGO_ROLLOUTS_VERSION = "v1.9.2"
 
 # Keep the build gentle on a small shared machine: two compile jobs, two OS threads each.
 GO_PARALLELISM = "2"
@@ -53,6 +63,13 @@ class Component:
     # Maps a module that upstream replaces with a local directory to its published version.
     replacement_version: Callable[[str], str]
     ldflags: Callable[[str], list[str]]
+    # Copy upstream's module-to-module replaces (version pins) into the helper module.
+    copy_replaces: bool = False
+    # Directories of the module whose files upstream generates at release time (a web UI that a
+    # //go:embed pattern takes in). The build then uses a copy of the downloaded module with a
+    # placeholder file in each, so the pattern matches; `go build -overlay` cannot do it, as it
+    # refuses to replace files in the module cache.
+    embed_placeholders: tuple[str, ...] = ()
 
 
 def _staging_version(kubernetes_version: str) -> str:
@@ -86,6 +103,25 @@ def _etcd_ldflags(build_date: str) -> list[str]:
     return ["-X go.etcd.io/etcd/api/v3/version.GitSHA=module-" + ETCD_VERSION]
 
 
+def _argo_ldflags(build_date: str) -> list[str]:
+    # What upstream's Makefile stamps, so `version` commands report the release.
+    package = "github.com/argoproj/argo-rollouts/utils/version"
+    return [
+        f"-X {package}.version={ARGO_ROLLOUTS_VERSION}",
+        f"-X {package}.buildDate={build_date}",
+        f"-X {package}.gitTreeState=clean",
+    ]
+
+
+def _kwok_ldflags(build_date: str) -> list[str]:
+    del build_date
+    return [f"-X sigs.k8s.io/kwok/pkg/consts.Version={KWOK_VERSION.removeprefix('v')}"]
+
+
+def _no_local_replaces(module: str) -> str:
+    raise BuildError(f"unexpected local replace of {module} upstream; a new release changed")
+
+
 COMPONENTS: dict[str, Component] = {
     "etcd": Component(
         name="etcd",
@@ -104,6 +140,71 @@ COMPONENTS: dict[str, Component] = {
         package="k8s.io/kubernetes/cmd/kube-apiserver",
         replacement_version=lambda module: _staging_version(KUBERNETES_VERSION),
         ldflags=_kubernetes_ldflags,
+    ),
+    "kube-controller-manager": Component(
+        name="kube-controller-manager",
+        binary="kube-controller-manager",
+        module="k8s.io/kubernetes",
+        version=KUBERNETES_VERSION,
+        package="k8s.io/kubernetes/cmd/kube-controller-manager",
+        replacement_version=lambda module: _staging_version(KUBERNETES_VERSION),
+        ldflags=_kubernetes_ldflags,
+    ),
+    # kwok fakes kubelets, not the scheduler: Pods need a real one to get a node.
+    "kube-scheduler": Component(
+        name="kube-scheduler",
+        binary="kube-scheduler",
+        module="k8s.io/kubernetes",
+        version=KUBERNETES_VERSION,
+        package="k8s.io/kubernetes/cmd/kube-scheduler",
+        replacement_version=lambda module: _staging_version(KUBERNETES_VERSION),
+        ldflags=_kubernetes_ldflags,
+    ),
+    "kwok": Component(
+        name="kwok",
+        binary="kwok",
+        module="sigs.k8s.io/kwok",
+        version=KWOK_VERSION,
+        package="sigs.k8s.io/kwok/cmd/kwok",
+        replacement_version=_no_local_replaces,
+        ldflags=_kwok_ldflags,
+        copy_replaces=True,
+    ),
+    "rollouts-controller": Component(
+        name="rollouts-controller",
+        binary="rollouts-controller",
+        module="github.com/argoproj/argo-rollouts",
+        version=ARGO_ROLLOUTS_VERSION,
+        package="github.com/argoproj/argo-rollouts/cmd/rollouts-controller",
+        replacement_version=_no_local_replaces,
+        ldflags=_argo_ldflags,
+        copy_replaces=True,
+    ),
+    "kubectl-argo-rollouts": Component(
+        name="kubectl-argo-rollouts",
+        binary="kubectl-argo-rollouts",
+        module="github.com/argoproj/argo-rollouts",
+        version=ARGO_ROLLOUTS_VERSION,
+        package="github.com/argoproj/argo-rollouts/cmd/kubectl-argo-rollouts",
+        replacement_version=_no_local_replaces,
+        ldflags=_argo_ldflags,
+        copy_replaces=True,
+        # The dashboard's web UI is built by upstream's release (server/static/*); the module
+        # holds the empty directory. The plugin's other commands do not need it.
+        embed_placeholders=("server/static",),
+    ),
+}
+
+# Built without arguments: what the end-to-end control plane needs.
+DEFAULT_COMPONENTS = ("etcd", "kube-apiserver")
+# Names that stand for several components.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "rollouts": (
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
+        "rollouts-controller",
+        "kubectl-argo-rollouts",
     ),
 }
 
@@ -182,6 +283,16 @@ def locally_replaced_modules(gomod: str) -> list[str]:
     return sorted(modules)
 
 
+def version_replaces(gomod: str) -> list[str]:
+    """Upstream's `old => new version` replaces (pins to published modules), as written."""
+    lines = []
+    for line in _directive_lines(gomod, "replace"):
+        left, _, right = line.partition("=>")
+        if len(right.split()) == 2:
+            lines.append(f"{' '.join(left.split())} => {' '.join(right.split())}")
+    return lines
+
+
 def go_directive(gomod: str) -> str:
     match = re.search(r"^go\s+(\S+)\s*$", gomod, re.MULTILINE)
     if not match:
@@ -208,6 +319,8 @@ def helper_gomod(component: Component, upstream_gomod: str) -> str:
     ]
     for module in locally_replaced_modules(upstream_gomod):
         lines.append(f"\t{module} => {module} {component.replacement_version(module)}")
+    if component.copy_replaces:
+        lines.extend(f"\t{line}" for line in version_replaces(upstream_gomod))
     lines.append(")")
     return "\n".join(lines) + "\n"
 
@@ -298,13 +411,29 @@ def _build_in(go: str, component: Component, workdir: Path, log: Path) -> Path:
     (workdir / "go.mod").write_text("module rollout-webhook.build/probe\n")
     info = _module_info(go, component, workdir, log)
     upstream = Path(info["GoMod"]).read_text()
-    (workdir / "go.mod").write_text(helper_gomod(component, upstream))
+    gomod = helper_gomod(component, upstream)
+    if component.embed_placeholders:
+        copy = _copy_with_placeholders(component, Path(info["Dir"]), workdir / "upstream")
+        gomod += f"\nreplace {component.module} => ./{copy.name}\n"
+    (workdir / "go.mod").write_text(gomod)
     build_date = _release_time(go, component, workdir, log)
     ldflags = " ".join(["-s", "-w", *component.ldflags(build_date)])
     staged = workdir / component.binary
     command = [go, "build", "-p", GO_PARALLELISM, "-trimpath", "-ldflags", ldflags]
     _run([*command, "-o", str(staged), component.package], workdir, log)
     return staged
+
+
+def _copy_with_placeholders(component: Component, module_dir: Path, target: Path) -> Path:
+    shutil.copytree(module_dir, target, copy_function=shutil.copyfile)
+    # The module cache is read-only and copytree keeps directory modes.
+    for directory, _, _ in os.walk(target):
+        Path(directory).chmod(0o755)
+    for directory in component.embed_placeholders:
+        placeholder = target / directory / "placeholder.txt"
+        placeholder.parent.mkdir(parents=True, exist_ok=True)
+        placeholder.write_text("generated at release time upstream; not part of this build\n")
+    return target
 
 
 def _release_time(go: str, component: Component, workdir: Path, log: Path) -> str:
@@ -316,7 +445,10 @@ def _release_time(go: str, component: Component, workdir: Path, log: Path) -> st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
-        "components", nargs="*", metavar="COMPONENT", help=f"one of {', '.join(COMPONENTS)}"
+        "components",
+        nargs="*",
+        metavar="COMPONENT",
+        help=f"one of {', '.join([*COMPONENTS, *GROUPS])}; default: {' '.join(DEFAULT_COMPONENTS)}",
     )
     parser.add_argument(
         "--print-paths",
@@ -324,10 +456,16 @@ def main(argv: list[str] | None = None) -> int:
         help="print {component: binary path} as JSON and build nothing",
     )
     args = parser.parse_args(argv)
-    unknown = [name for name in args.components if name not in COMPONENTS]
+    unknown = [name for name in args.components if name not in COMPONENTS and name not in GROUPS]
     if unknown:
-        parser.error(f"unknown component {unknown[0]!r}; known: {', '.join(COMPONENTS)}")
-    selected = [COMPONENTS[name] for name in args.components or COMPONENTS]
+        known = ", ".join([*COMPONENTS, *GROUPS])
+        parser.error(f"unknown component {unknown[0]!r}; known: {known}")
+    names: list[str] = []
+    for name in args.components or DEFAULT_COMPONENTS:
+        for member in GROUPS.get(name, (name,)):
+            if member not in names:
+                names.append(member)
+    selected = [COMPONENTS[name] for name in names]
 
     if args.print_paths:
         print(json.dumps({c.name: str(binary_path(c)) for c in selected}))
