@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,8 @@ import pytest
 from webhook.cli.main import main
 from webhook.core.audit import (
     GENESIS,
+    RECORD_KIND,
+    WRITES_KIND,
     ChangeOutcome,
     DecisionFacts,
     build_record,
@@ -60,11 +65,13 @@ def facts(uid: str, **overrides: Any) -> DecisionFacts:
     return DecisionFacts(**values)
 
 
-def trail(*items: DecisionFacts) -> list[str]:
+def trail(*items: DecisionFacts | tuple[DecisionFacts, str]) -> list[str]:
     prev = GENESIS
     lines = []
-    for i, item in enumerate(items):
-        record = build_record(item, at=T0 + dt.timedelta(minutes=i), prev=prev, version="0.1.0")
+    for i, entry in enumerate(items):
+        item, kind = entry if isinstance(entry, tuple) else (entry, RECORD_KIND)
+        at = T0 + dt.timedelta(minutes=i)
+        record = build_record(item, at=at, prev=prev, version="0.1.0", kind=kind)
         lines.append(canonical_json(record))
         prev = record_hash(record)
     return lines
@@ -145,9 +152,11 @@ def test_a_torn_last_line_is_kept_visible(tmp_path: Path) -> None:
 @pytest.fixture
 def audit_file(tmp_path: Path) -> Path:
     path = tmp_path / "audit.jsonl"
-    items = [
-        facts("u-a"),
+    pending = (ChangeOutcome("Rollout", "shop", "web", result="pending"),)
+    items: list[DecisionFacts | tuple[DecisionFacts, str]] = [
+        facts("u-a", changes_made=pending),
         facts("u-b", namespace="pay", name="api", decision="skip", environment=None),
+        (facts("u-a"), WRITES_KIND),  # what became of u-a's writes
         facts("u-c", decision="refuse", dry_run=True, patch=()),
     ]
     path.write_text("\n".join(trail(*items)) + "\n")
@@ -195,13 +204,13 @@ def test_cli_show_prints_the_patch_as_a_diff(
 
 def test_cli_verify(audit_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", str(audit_file), "--verify"]) == 0
-    assert "3 record(s), chain intact" in capsys.readouterr().out
+    assert "4 record(s), chain intact" in capsys.readouterr().out
     lines = audit_file.read_text().splitlines()
     lines[1] = lines[1].replace('"pay"', '"prod"')
     audit_file.write_text("\n".join(lines) + "\n")
     assert main(["audit", str(audit_file), "--verify"]) == 1
     out = capsys.readouterr().out
-    assert "chain broken at line 3 (uid u-c)" in out
+    assert "chain broken at line 3 (uid u-a)" in out
 
 
 def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -233,3 +242,42 @@ def test_log_lines_mixed_into_the_stream_are_not_records(
     captured = capsys.readouterr()
     assert len(captured.out.splitlines()) == 3
     assert captured.err == ""
+
+
+CRASH = """
+import datetime as dt, os, sys
+from pathlib import Path
+from tests.audit.test_audit import facts
+from webhook.server.audit_trail import AuditTrail
+
+trail = AuditTrail(file=Path(sys.argv[1]), stream=open(os.devnull, "w"))
+for uid in ("a", "b", "c"):
+    trail.record(facts(uid)).result(timeout=5)  # what the server awaits before answering
+os._exit(9)  # a crash: no close, no flush, no atexit
+"""
+
+
+def test_a_record_awaited_before_the_answer_survives_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH, str(path)], cwd=repo, capture_output=True, timeout=60
+    )
+    assert done.returncode == 9, done.stderr
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["uid"] for line in lines] == ["a", "b", "c"]
+    assert verify_chain(lines).broken is None
+
+
+def test_records_from_many_threads_share_commits_and_keep_one_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    sink = AuditTrail(file=path, stream=io.StringIO(), clock=lambda: T0)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = list(pool.map(lambda i: sink.record(facts(f"u{i}")), range(200)))
+    for future in futures:
+        future.result(timeout=10)
+    sink.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 200
+    assert verify_chain(lines).broken is None
+    assert {json.loads(line)["uid"] for line in lines} == {f"u{i}" for i in range(200)}

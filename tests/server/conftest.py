@@ -127,14 +127,27 @@ class Running:
             self.cluster.view.put(apply_patch(obj, decode_patch(response)))
         return response
 
-    def records(self, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """The audit records written so far, waiting until there are at least ``count``."""
+    def records(
+        self, count: int = 1, timeout: float = 5.0, kind: str = "AdmissionDecision"
+    ) -> list[dict[str, Any]]:
+        """The audit records of one kind written so far, waiting for at least ``count``."""
         deadline = time.monotonic() + timeout
         while True:
             self.server.audit.flush()
             lines = [line for line in self.audit_stream.getvalue().splitlines() if line]
-            if len(lines) >= count or time.monotonic() > deadline:
-                return [json.loads(line) for line in lines]
+            found = [r for r in map(json.loads, lines) if r["kind"] == kind]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
+
+    def writes(self, uid: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The AdmissionWrites record of a decision: what became of its writes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.records(0, kind="AdmissionWrites") if r["uid"] == uid]
+            if found:
+                return found[0]
+            assert time.monotonic() < deadline, f"no AdmissionWrites record for {uid}"
             time.sleep(0.02)
 
 

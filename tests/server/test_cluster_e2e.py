@@ -245,8 +245,8 @@ def test_a_labelled_deployment_is_converted_and_its_rollout_applied(
     lines = audit_file.read_text().splitlines()
     assert verify_chain(lines).broken is None
     records = [json.loads(line) for line in lines]
-    web = [r for r in records if r["name"] == "web" and r["decision"] == "convert"]
-    made = {(c["kind"], c["result"]) for c in web[0]["changes"]["made"]}
+    writes = [r for r in records if r["name"] == "web" and r["kind"] == "AdmissionWrites"]
+    made = {(c["kind"], c["result"]) for c in writes[0]["changes"]["made"]}
     assert ("Rollout", "applied") in made
 
 

@@ -31,6 +31,8 @@ def test_converts_a_labelled_deployment_and_echoes_the_uid(tmp_path: Path) -> No
     with serve(tmp_path, cluster=cluster) as running:
         obj = deployment()
         response = running.review(admission_request(obj, uid="uid-123"))
+        # Written before the answer left: no waiting, no flush.
+        assert '"uid":"uid-123"' in running.audit_stream.getvalue()
         assert response["uid"] == "uid-123"
         assert response["allowed"] is True
         assert response["patchType"] == "JSONPatch"
@@ -55,8 +57,12 @@ def test_converts_a_labelled_deployment_and_echoes_the_uid(tmp_path: Path) -> No
         assert len(record["policy"]["sha256"]) == 64
         wanted = {(c["kind"], c["name"]) for c in record["changes"]["wanted"]}
         assert wanted == {("Rollout", "web"), ("Service", "web-canary")}
-        made = {(c["kind"], c["name"], c["result"]) for c in record["changes"]["made"]}
+        # Recorded before the answer: the writes are still to come.
+        assert {c["result"] for c in record["changes"]["made"]} == {"pending"}
+        writes = running.writes("uid-123")
+        made = {(c["kind"], c["name"], c["result"]) for c in writes["changes"]["made"]}
         assert made == {("Rollout", "web", "applied"), ("Service", "web-canary", "applied")}
+        assert writes["decision"] == "convert"
     kinds = sorted(m["kind"] for m in cluster.writer.applied)
     assert kinds == ["Rollout", "Service"]
     rollout = next(m for m in cluster.writer.applied if m["kind"] == "Rollout")
@@ -172,7 +178,7 @@ def test_writes_of_a_create_wait_until_the_object_is_stored(tmp_path: Path) -> N
     with serve(tmp_path, cluster=cluster, write_timeout_seconds=0.5) as running:
         # A later admission step refuses the Deployment: it is never stored.
         running.review(admission_request(deployment(), uid="refused-later"), store=False)
-        (record,) = running.records(1)
+        record = running.writes("refused-later")
         results = {c["result"] for c in record["changes"]["made"]}
         assert len(results) == 1
         assert results.pop().startswith("skipped: Deployment shop/web was not stored within 0.5s")
@@ -183,8 +189,8 @@ def test_failed_writes_are_audited_as_wanted_but_not_made(tmp_path: Path) -> Non
     cluster = cluster_with(service())
     cluster.writer.fail_kinds = {"Rollout"}
     with serve(tmp_path, cluster=cluster) as running:
-        running.review(admission_request(deployment()))
-        (record,) = running.records(1)
+        running.review(admission_request(deployment(), uid="w"))
+        record = running.writes("w")
         made = {c["kind"]: c["result"] for c in record["changes"]["made"]}
         assert made["Rollout"].startswith("failed: the API server refused the Rollout")
         assert made["Service"] == "applied"
@@ -328,8 +334,9 @@ def test_a_user_without_rollout_rights_keeps_an_existing_conversion_but_writes_n
     cluster = cluster_with(service())
     with serve(tmp_path, cluster=cluster) as running:
         obj = deployment()
-        stored = apply_patch(obj, decode_patch(running.review(admission_request(obj))))
-        running.records(1)
+        first = running.review(admission_request(obj, uid="first"))
+        stored = apply_patch(obj, decode_patch(first))
+        running.writes("first")
         cluster.writer.allowed_users = set()
         applied_before = len(cluster.writer.applied)
         resync = deployment(replicas=3)  # what Git says, without the product's annotations

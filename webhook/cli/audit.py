@@ -18,7 +18,14 @@ from typing import IO, Any
 import yaml
 
 from webhook.cli.errors import UsageError
-from webhook.core.audit import RECORD_KIND, is_record_line, parse_time, verify_chain
+from webhook.core.audit import (
+    RECORD_KIND,
+    RECORD_KINDS,
+    WRITES_KIND,
+    is_record_line,
+    parse_time,
+    verify_chain,
+)
 from webhook.core.durations import DurationError, parse_go_duration
 
 COLUMNS = ("TIME", "OPERATION", "KIND", "OBJECT", "DECISION", "ENVIRONMENT", "STRATEGY", "USER")
@@ -85,7 +92,7 @@ def read_records(lines: Iterator[str], source: str) -> Iterator[tuple[int, dict[
         except ValueError:
             print(f"audit: {source}:{number}: not JSON, skipped", file=sys.stderr)
             continue
-        if not isinstance(record, dict) or record.get("kind") != RECORD_KIND:
+        if not isinstance(record, dict) or record.get("kind") not in RECORD_KINDS:
             print(f"audit: {source}:{number}: not an audit record, skipped", file=sys.stderr)
             continue
         yield number, record
@@ -163,9 +170,12 @@ def format_patch(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def format_record(record: dict[str, Any]) -> str:
+def format_record(record: dict[str, Any], writes: Sequence[dict[str, Any]] = ()) -> str:
+    """One decision in full; ``writes`` (its AdmissionWrites records) say what was made."""
     policy = record.get("policy") or {}
-    changes = record.get("changes") or {}
+    changes = dict(record.get("changes") or {})
+    if writes:
+        changes["made"] = (writes[-1].get("changes") or {}).get("made") or []
     out = [
         f"uid:          {record.get('uid')}",
         f"time:         {record.get('time')}",
@@ -211,11 +221,17 @@ def run(args: argparse.Namespace) -> int:
         since = _since(args.since, dt.datetime.now(dt.UTC))
         if args.show is not None:
             found = [r for _, r in read_records(handle, source) if r.get("uid") == args.show]
-            if not found:
+            decisions = [r for r in found if r.get("kind") == RECORD_KIND]
+            if not decisions:
                 raise UsageError(f"audit: no record with uid {args.show} in {source}", 1)
-            print("\n\n".join(format_record(r) for r in found))
+            writes = [r for r in found if r.get("kind") == WRITES_KIND]
+            print("\n\n".join(format_record(r, writes) for r in decisions))
             return 0
-        selected = [r for _, r in read_records(handle, source) if matches(r, args, since)]
+        selected = [
+            r
+            for _, r in read_records(handle, source)
+            if r.get("kind") == RECORD_KIND and matches(r, args, since)
+        ]
         print(format_table(selected))
         return 0
     finally:

@@ -19,6 +19,10 @@ GENESIS = "0" * 64
 """The ``prev`` of the first record of a trail."""
 
 RECORD_KIND = "AdmissionDecision"
+"""A decision: written before the answer leaves the server."""
+WRITES_KIND = "AdmissionWrites"
+"""What became of a decision's cluster writes: written when they are done, same uid."""
+RECORD_KINDS = (RECORD_KIND, WRITES_KIND)
 
 
 @dataclass(frozen=True)
@@ -80,11 +84,11 @@ def parse_time(text: str) -> dt.datetime:
 
 
 def build_record(
-    facts: DecisionFacts, *, at: dt.datetime, prev: str, version: str
+    facts: DecisionFacts, *, at: dt.datetime, prev: str, version: str, kind: str = RECORD_KIND
 ) -> dict[str, Any]:
     """The JSON record of one decision, linked to the record before it by ``prev``."""
     return {
-        "kind": RECORD_KIND,
+        "kind": kind,
         "time": format_time(at),
         "uid": facts.uid,
         "user": facts.user,

@@ -148,12 +148,11 @@ def create_app(parts: ServerParts) -> FastAPI:
         try:
             response = await asyncio.wait_for(handle(review, started, budget), budget)
         except TimeoutError:
-            response = dict(
-                engine.failure(review, endpoint, f"no decision within {budget:.3g}s", started)
-            )
+            problem = f"no decision within {budget:.3g}s"
+            response = dict(await engine.failure(review, endpoint, problem, started))
         except Exception as err:
             log.exception("%s failed for request %s", endpoint, review["uid"])
-            response = dict(engine.failure(review, endpoint, type(err).__name__, started))
+            response = dict(await engine.failure(review, endpoint, type(err).__name__, started))
         return JSONResponse(review_response(response))  # type: ignore[arg-type]
 
     async def mutate_handler(
@@ -164,7 +163,7 @@ def create_app(parts: ServerParts) -> FastAPI:
     async def validate_handler(
         review: AdmissionRequest, started: float, budget: float
     ) -> dict[str, object]:
-        return dict(engine.validate(review, started=started))
+        return dict(await engine.validate(review, started=started, budget=budget))
 
     @app.post("/mutate")
     async def mutate(request: Request) -> Response:

@@ -2,9 +2,11 @@
 
 Records are handed to one writer thread through a queue, so the event loop never
 waits on a disk. The thread links each record to the one before it (the hash chain of
-``webhook.core.audit``) and flushes every record as it writes it (the file is also
-fsync'ed), so a crash loses nothing that was handed over before it. On restart the file
-is continued: the first new record links to the last one already there.
+``webhook.core.audit``), writes, flushes and fsyncs, and only then completes the
+record's future; records that queue up meanwhile share one fsync (group commit). The
+admission path awaits that future before it answers, so nothing that was answered is
+lost in a crash. On restart the file is continued: the first new record links to the
+last one already there.
 """
 
 from __future__ import annotations
@@ -16,11 +18,19 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from webhook import __version__
-from webhook.core.audit import DecisionFacts, build_record, canonical_json, last_hash, record_hash
+from webhook.core.audit import (
+    RECORD_KIND,
+    DecisionFacts,
+    build_record,
+    canonical_json,
+    last_hash,
+    record_hash,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,36 +77,70 @@ class AuditTrail:
         self._file = path.open("a", encoding="utf-8")
         return prev
 
-    def record(self, facts: DecisionFacts) -> None:
-        """Queue a decision; the time is taken now, the link when it is written."""
-        self._queue.put((facts, self._clock()))
+    def record(self, facts: DecisionFacts, *, kind: str = RECORD_KIND) -> Future[None]:
+        """Queue a record; the time is taken now, the link when it is written.
+
+        The future completes once the record is on disk (and on standard output): the
+        admission path waits for it before answering, so a decision whose answer left the
+        process is never missing from the trail, whatever happens next.
+        """
+        done: Future[None] = Future()
+        self._queue.put((facts, self._clock(), kind, done))
+        return done
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            batch = [self._queue.get()]
+            # Group commit: whatever queued up meanwhile shares one flush and one fsync.
+            while len(batch) < 256:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(item is _STOP for item in batch)
+            entries = [item for item in batch if item is not _STOP]
             try:
-                if item is _STOP:
-                    return
-                assert isinstance(item, tuple)
-                facts: DecisionFacts = item[0]
-                at: dt.datetime = item[1]
-                self._write(build_record(facts, at=at, prev=self._prev, version=self._version))
-            except Exception:
-                # An audit sink that dies silently would be worse than a loud one.
-                log.exception("audit record not written")
+                self._write_batch(entries)
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
+            if stop:
+                return
 
-    def _write(self, record: dict[str, Any]) -> None:
-        line = canonical_json(record) + "\n"
-        if self._file is not None:
-            self._file.write(line)
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        self._stream.write(line)
-        self._stream.flush()
-        self._prev = record_hash(record)
-        self.written += 1
+    def _write_batch(self, entries: list[object]) -> None:
+        lines: list[str] = []
+        futures: list[Future[None]] = []
+        for entry in entries:
+            assert isinstance(entry, tuple)
+            facts, at, kind, done = entry
+            try:
+                record = build_record(
+                    facts, at=at, prev=self._prev, version=self._version, kind=kind
+                )
+            except Exception as err:
+                log.exception("audit record not built")
+                done.set_exception(err)
+                continue
+            lines.append(canonical_json(record) + "\n")
+            self._prev = record_hash(record)
+            futures.append(done)
+        try:
+            text = "".join(lines)
+            if self._file is not None and text:
+                self._file.write(text)
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            self._stream.write(text)
+            self._stream.flush()
+        except Exception as err:
+            # An audit sink that fails silently would be worse than a loud one.
+            log.exception("%d audit record(s) not written", len(futures))
+            for done in futures:
+                done.set_exception(err)
+            return
+        self.written += len(futures)
+        for done in futures:
+            done.set_result(None)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued record is written (tests, shutdown)."""

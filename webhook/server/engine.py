@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -38,7 +38,7 @@ from webhook.core.admission import (
     request_name,
     request_username,
 )
-from webhook.core.audit import ChangeOutcome, DecisionFacts
+from webhook.core.audit import WRITES_KIND, ChangeOutcome, DecisionFacts
 from webhook.core.errors import PolicyInvalid
 from webhook.core.keys import Keys
 from webhook.core.policy import Policy, policy_from_configmap
@@ -60,7 +60,9 @@ class Decide(Protocol):
 
 
 class AuditSink(Protocol):
-    def record(self, facts: DecisionFacts) -> None: ...
+    def record(self, facts: DecisionFacts, *, kind: str = ...) -> Future[None]:
+        """Queue a record; the future completes once it is written."""
+        ...
 
 
 def change_outcome(manifest: Mapping[str, Any], result: str) -> ChangeOutcome:
@@ -229,7 +231,7 @@ class WriteWorker:
                 "(refused by a later admission step?)"
             )
             skipped = tuple(change_outcome(m, why) for m in job.changes)
-            self.audit.record(replace(job.facts, changes_made=skipped))
+            self.audit.record(replace(job.facts, changes_made=skipped), kind=WRITES_KIND)
             return
         made: list[ChangeOutcome] = []
         for manifest in job.changes:
@@ -250,7 +252,7 @@ class WriteWorker:
             else:
                 made.append(change_outcome(manifest, "applied"))
                 self.metrics.cluster_writes.labels(kind, "applied").inc()
-        self.audit.record(replace(job.facts, changes_made=tuple(made)))
+        self.audit.record(replace(job.facts, changes_made=tuple(made)), kind=WRITES_KIND)
 
     async def drain(self, timeout: float) -> None:
         try:
@@ -332,7 +334,8 @@ class AdmissionEngine:
             warnings=plan.warnings,
             audit_annotations=self._annotations(plan, policy),
         )
-        self._finish("mutate", request, plan, policy, patch, response, started)
+        written = self._finish("mutate", request, plan, policy, patch, response, started)
+        await self.recorded(written, self.left(started, budget))
         return response
 
     def _without_writes(
@@ -394,7 +397,8 @@ class AdmissionEngine:
         patch: list[dict[str, Any]],
         response: AdmissionResponse,
         started: float,
-    ) -> None:
+    ) -> Future[None]:
+        """Count and audit the decision; the future completes once its record is written."""
         latency = self.monotonic() - started
         dry_run = bool(request.get("dryRun", False))
         wanted = tuple(change_outcome(m, "wanted") for m in plan.changes)
@@ -424,20 +428,47 @@ class AdmissionEngine:
         ).inc()
         self.metrics.latency.labels(endpoint).observe(latency)
         if plan.changes and not dry_run and self.worker is not None:
+            # The decision is recorded now with its writes pending; an AdmissionWrites
+            # record with the same uid says what became of them.
+            pending = tuple(change_outcome(m, "pending") for m in plan.changes)
+            written = self.audit.record(replace(facts, changes_made=pending))
             key = (request_kind(request), facts.namespace, facts.name)
             creating = request["operation"] == "CREATE" and bool(request.get("name"))
             self.worker.submit(WriteJob(facts, plan.changes, started, key, creating))
-            return
+            return written
         why = "dry run" if dry_run else "no cluster"
         skipped = tuple(change_outcome(m, f"skipped: {why}") for m in plan.changes)
-        self.audit.record(replace(facts, changes_made=skipped))
+        return self.audit.record(replace(facts, changes_made=skipped))
+
+    def left(self, started: float, budget: float) -> float:
+        """Seconds left of a request's budget (never less than a sliver)."""
+        return max(0.05, budget - (self.monotonic() - started))
+
+    async def recorded(self, written: Future[None], remaining: float) -> None:
+        """Wait until the decision's record is written, before the answer leaves.
+
+        Bounded by what is left of the request's budget: a stalled disk delays answers
+        but never turns them into API server timeouts; the record still follows.
+        """
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(written), remaining)
+        except TimeoutError:
+            self.metrics.audit_late.inc()
+            log.warning("audit record not written within %.3gs; answering anyway", remaining)
+        except Exception as err:
+            self.metrics.audit_late.inc()
+            log.warning("audit record failed (%s); answering anyway", err)
 
     # -- failures ----------------------------------------------------------------------
 
-    def failure(
+    async def failure(
         self, request: AdmissionRequest, endpoint: str, problem: str, started: float
     ) -> AdmissionResponse:
-        """An internal error: admit unchanged with a warning (fail-open), or deny."""
+        """An internal error: admit unchanged with a warning (fail-open), or deny.
+
+        The budget is spent by now (or the call broke): the record gets a short grace,
+        within the share of the API server's timeout kept for the answer's way back.
+        """
         policy = self.policy()
         if self.settings.fail_closed:
             plan = AdmissionPlan("error", f"internal error: {problem}")
@@ -457,12 +488,16 @@ class AdmissionEngine:
             response = allowed(
                 request["uid"], warnings=[warning], audit_annotations={"decision": "error"}
             )
-        self._finish(endpoint, request, plan, policy, [], response, started)
+        await self.recorded(
+            self._finish(endpoint, request, plan, policy, [], response, started), 0.5
+        )
         return response
 
     # -- /validate ---------------------------------------------------------------------
 
-    def validate(self, request: AdmissionRequest, *, started: float) -> AdmissionResponse:
+    async def validate(
+        self, request: AdmissionRequest, *, started: float, budget: float
+    ) -> AdmissionResponse:
         """Final-state check of the policy ConfigMap; every other object is allowed."""
         obj = request.get("object")
         is_policy = (
@@ -478,7 +513,8 @@ class AdmissionEngine:
             )
             plan = AdmissionPlan("allow", reason)
             response = allowed(request["uid"], audit_annotations={"decision": "allow"})
-            self._finish("validate", request, plan, self.policy(), [], response, started)
+            written = self._finish("validate", request, plan, self.policy(), [], response, started)
+            await self.recorded(written, self.left(started, budget))
             return response
         try:
             policy = policy_from_configmap(obj)
@@ -492,9 +528,11 @@ class AdmissionEngine:
                 reason="Invalid",
                 audit_annotations={"decision": "deny"},
             )
-            self._finish("validate", request, plan, self.policy(), [], response, started)
+            written = self._finish("validate", request, plan, self.policy(), [], response, started)
+            await self.recorded(written, self.left(started, budget))
             return response
         plan = AdmissionPlan("allow", f"policy {policy.version} is valid")
         response = allowed(request["uid"], audit_annotations={"decision": "allow"})
-        self._finish("validate", request, plan, policy, [], response, started)
+        written = self._finish("validate", request, plan, policy, [], response, started)
+        await self.recorded(written, self.left(started, budget))
         return response

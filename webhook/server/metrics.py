@@ -57,6 +57,11 @@ class Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
+        self.audit_late = Counter(
+            "rollout_webhook_audit_records_late",
+            "Answers sent before their audit record was written (the disk stalled or failed).",
+            registry=self.registry,
+        )
         self.access_reviews = Counter(
             "rollout_webhook_access_reviews",
             "SubjectAccessReviews for rollouts.argoproj.io, by result (allowed, denied, "
