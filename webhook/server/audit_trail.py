@@ -88,6 +88,11 @@ class AuditTrail:
         self._queue.put((facts, self._clock(), kind, done))
         return done
 
+    def record_nowait(self, facts: DecisionFacts, *, kind: str = RECORD_KIND) -> None:
+        """Queue a record and do not wait for it (callers off the request path, such as
+        the reconciler, whose records are about writes already made)."""
+        self.record(facts, kind=kind)
+
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
