@@ -104,11 +104,14 @@ def _etcd_ldflags(build_date: str) -> list[str]:
 
 
 def _argo_ldflags(build_date: str) -> list[str]:
-    # What upstream's Makefile stamps, so `version` commands report the release.
+    # What upstream's Makefile stamps. A tag, a commit and a clean tree make `version` report
+    # the tag alone; there is no commit here, so the module version stands in for it.
     package = "github.com/argoproj/argo-rollouts/utils/version"
     return [
-        f"-X {package}.version={ARGO_ROLLOUTS_VERSION}",
+        f"-X {package}.version={ARGO_ROLLOUTS_VERSION.removeprefix('v')}",
         f"-X {package}.buildDate={build_date}",
+        f"-X {package}.gitCommit=module-{ARGO_ROLLOUTS_VERSION}",
+        f"-X {package}.gitTag={ARGO_ROLLOUTS_VERSION}",
         f"-X {package}.gitTreeState=clean",
     ]
 

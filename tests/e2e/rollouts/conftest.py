@@ -1,0 +1,230 @@
+"""Fixtures of the progressive-delivery scenarios: real controllers beside the control plane.
+
+- `controllers`: kube-controller-manager, kube-scheduler, kwok (two fake nodes) and the Argo
+  Rollouts controller, one set for this package (stopped when its last test is done, so the
+  rest of the tier keeps its "nothing reconciles" control plane).
+- `webhook`: `rollout-webhook serve` as a process, with tests/e2e/rollouts/policy.yaml,
+  registered for namespaces labelled `rollout-webhook.io/e2e-tier: rollouts`.
+- `rollouts_namespace`: the tier's `namespace`, labelled so the webhook serves it.
+- `argo`: `kubectl argo rollouts ...` through the real kubectl and the built plugin.
+
+When a test here fails, its report gets a "controller logs" section: where every
+controller's log is kept (pytest's temporary directory, kept after the run) and each tail.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import ssl
+import sys
+import time
+import urllib.request
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from certs.files import write_bundle_dir
+from certs.pki import self_signed_for_localhost
+from tests.e2e import binaries, harness
+from tests.e2e.rollouts.controllers import Controllers, ControllersError, controller_binaries
+
+HERE = Path(__file__).resolve().parent
+POLICY_FILE = HERE / "policy.yaml"
+TIER_LABEL = "rollout-webhook.io/e2e-tier"
+WEBHOOK_NAMESPACE = "rollout-system"
+LOG_TAIL = 15
+
+# Every process this package started, for the failure report.
+_PROCESSES: list[harness.ManagedProcess] = []
+
+
+def _unavailable(message: str) -> NoReturn:
+    if binaries.in_ci():
+        pytest.fail(f"progressive-delivery tier cannot run under CI=true: {message}", pytrace=False)
+    pytest.skip(f"progressive-delivery tier skipped: {message}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed or HERE not in item.path.resolve().parents or not _PROCESSES:
+        return
+    parts = [f"logs kept in {sorted({str(p.log_path.parent) for p in _PROCESSES})}"]
+    for process in _PROCESSES:
+        state = "running" if process.alive() else "EXITED"
+        tail = "\n".join(process.log_tail().splitlines()[-LOG_TAIL:])
+        parts.append(f"--- {process.name} ({state}) {process.log_path}\n{tail}")
+    report.sections.append(("controller logs", "\n".join(parts)))
+
+
+@pytest.fixture(scope="package")
+def controllers(
+    control_plane: harness.ControlPlane,
+    kubectl: harness.Tool,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Controllers]:
+    try:
+        paths = controller_binaries()
+    except binaries.Unavailable as error:
+        _unavailable(str(error))
+    running = Controllers(control_plane, paths, kubectl, tmp_path_factory.mktemp("controllers"))
+    try:
+        running.start()
+    except ControllersError as error:
+        pytest.fail(f"{error}\n(every controller's log: {running.workdir})", pytrace=False)
+    _PROCESSES.extend(running.processes)
+    yield running
+    running.stop()
+    _PROCESSES.clear()
+
+
+@dataclass(frozen=True)
+class WebhookServer:
+    url: str
+    ca_pem: bytes
+    process: harness.ManagedProcess
+    audit_file: Path
+
+
+@pytest.fixture(scope="package")
+def webhook(
+    control_plane: harness.ControlPlane,
+    kubectl: harness.Tool,
+    controllers: Controllers,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[WebhookServer]:
+    workdir = tmp_path_factory.mktemp("rollout-webhook")
+    bundle = self_signed_for_localhost(datetime.datetime.now(datetime.UTC))
+    tls = write_bundle_dir(bundle, workdir / "tls")
+    kubectl("create", "namespace", WEBHOOK_NAMESPACE, check=False)
+    (port,) = harness.free_ports(1)
+    audit_file = workdir / "audit.jsonl"
+    process = harness.ManagedProcess(
+        "rollout-webhook",
+        [
+            str(Path(sys.executable).parent / "rollout-webhook"),
+            "serve",
+            f"--kubeconfig={control_plane.kubeconfig}",
+            f"--cert-dir={tls.directory}",
+            f"--port={port}",
+            f"--policy={POLICY_FILE}",
+            f"--namespace={WEBHOOK_NAMESPACE}",
+            f"--audit-file={audit_file}",
+        ],
+        workdir / "rollout-webhook.log",
+    )
+    _PROCESSES.append(process)
+    process.start()
+    url = f"https://127.0.0.1:{port}"
+    context = ssl.create_default_context(cadata=bundle.ca_pem)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", context=context, timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        if not process.alive() or time.monotonic() > deadline:
+            process.stop()
+            pytest.fail(
+                f"rollout-webhook serve did not become ready; log {process.log_path}:\n"
+                + process.log_tail(),
+                pytrace=False,
+            )
+        time.sleep(0.25)
+    stored = harness.register_webhook(
+        kubectl, f"{url}/mutate", bundle.ca_pem.encode(), _mutating_configuration()
+    )
+    yield WebhookServer(url, bundle.ca_pem.encode(), process, audit_file)
+    kubectl("delete", "mutatingwebhookconfiguration", stored["metadata"]["name"], check=False)
+    process.stop()
+
+
+def _mutating_configuration() -> dict[str, object]:
+    rules = [
+        {
+            "apiGroups": ["apps"],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["deployments"],
+        },
+        {
+            "apiGroups": ["autoscaling"],
+            "apiVersions": ["v2"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["horizontalpodautoscalers"],
+        },
+    ]
+    return {
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "rollout-webhook-e2e-rollouts"},
+        "webhooks": [
+            {
+                "name": "mutate.rollout-webhook.io",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "NoneOnDryRun",
+                # Fail, not the chart's Ignore: a scenario must not pass on an unconverted object.
+                "failurePolicy": "Fail",
+                "reinvocationPolicy": "IfNeeded",
+                "timeoutSeconds": 10,
+                "rules": rules,
+                "namespaceSelector": {"matchLabels": {TIER_LABEL: "rollouts"}},
+                "clientConfig": {},
+            }
+        ],
+    }
+
+
+@pytest.fixture
+def rollouts_namespace(namespace: str, kubectl: harness.Tool, webhook: WebhookServer) -> str:
+    kubectl("label", "namespace", namespace, f"{TIER_LABEL}=rollouts")
+    # The API server takes about a second to call a new configuration; a dry-run create of a
+    # labelled Deployment shows when the webhook answers for this namespace.
+    probe = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "probe",
+            "namespace": namespace,
+            "labels": {"rollout-webhook.io/enabled": "true"},
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app": "probe"}},
+            "template": {
+                "metadata": {"labels": {"app": "probe"}},
+                "spec": {"containers": [{"name": "app", "image": "example.invalid/probe:1"}]},
+            },
+        },
+    }
+    deadline = time.monotonic() + 20
+    while True:
+        result = kubectl(
+            "create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(probe)
+        )
+        annotations = json.loads(result.stdout)["metadata"].get("annotations", {})
+        if "rollout-webhook.io/rollout-name" in annotations:
+            return namespace
+        assert time.monotonic() < deadline, "the webhook never answered for the test namespace"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="package")
+def argo(
+    control_plane: harness.ControlPlane,
+    kube_tools: dict[str, Path],
+    controllers: Controllers,
+) -> harness.Tool:
+    """`argo("get", "rollout", "web", "-n", ns)` runs `kubectl argo rollouts get rollout ...`."""
+    env = {
+        "KUBECONFIG": str(control_plane.kubeconfig),
+        "KUBECACHEDIR": str(control_plane.workdir / "kube"),
+        **controllers.plugin_path_env(),
+    }
+    # kubectl finds a plugin only when its name comes first: no flags before "argo".
+    return harness.Tool(kube_tools["kubectl"], env, ("argo", "rollouts"))

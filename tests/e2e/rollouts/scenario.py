@@ -1,0 +1,166 @@
+"""Helpers of the progressive-delivery scenarios: manifests, waiting, and a ready-pod sampler."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from kubernetes import client
+
+from tests.e2e import harness
+
+KEY = "rollout-webhook.io/"
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T | None], what: str, timeout: float = 60) -> T:
+    """The first truthy result of `check`, polled twice a second; fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            result = check()
+        except harness.CommandFailed as error:
+            result, last = None, error
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} ({last})")
+        time.sleep(0.5)
+
+
+def get(kubectl: harness.Tool, *args: str) -> dict[str, Any] | None:
+    result = kubectl("get", *args, "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    found: dict[str, Any] = json.loads(result.stdout)
+    return found
+
+
+def apply(kubectl: harness.Tool, *manifests: dict[str, Any]) -> None:
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)}),
+    )
+
+
+def deployment(
+    name: str,
+    namespace: str,
+    *,
+    replicas: int,
+    image: str = "example.invalid/web:1",
+    environment: str | None = None,
+    opted_in: bool = True,
+) -> dict[str, Any]:
+    labels = {"app": name}
+    if opted_in:
+        labels[f"{KEY}enabled"] = "true"
+    if environment is not None:
+        labels[f"{KEY}environment"] = environment
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [{"name": "app", "image": image}],
+                    # kwok stops "containers" at once: no grace period to wait out.
+                    "terminationGracePeriodSeconds": 0,
+                },
+            },
+        },
+    }
+
+
+def service(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+
+
+def ready_pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[client.V1Pod]:
+    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+    ready = []
+    for pod in pods:
+        if pod.metadata is None or pod.metadata.deletion_timestamp is not None:
+            continue
+        conditions = (pod.status.conditions if pod.status else None) or []
+        if any(c.type == "Ready" and c.status == "True" for c in conditions):
+            ready.append(pod)
+    return ready
+
+
+@dataclass
+class Sampler(Generic[T]):
+    """Calls `read` every `interval` seconds in a thread and keeps what it returns."""
+
+    read: Callable[[], T]
+    interval: float = 0.1
+    samples: list[tuple[float, T]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Sampler[T]:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            value = self.read()
+            self.samples.append((round(time.monotonic() - started, 2), value))
+            self._stop.wait(self.interval)
+
+    @property
+    def values(self) -> list[T]:
+        return [value for _, value in self.samples]
+
+
+def ready_count(core: client.CoreV1Api, namespace: str, selector: str) -> Callable[[], int]:
+    return lambda: len(ready_pods(core, namespace, selector))
+
+
+def rollout_object(kube: client.ApiClient, name: str, namespace: str) -> dict[str, Any]:
+    found = client.CustomObjectsApi(kube).get_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", namespace, "rollouts", name
+    )
+    assert isinstance(found, dict)
+    return found
+
+
+def rollout_phase(kubectl: harness.Tool, name: str, namespace: str) -> str | None:
+    found = get(kubectl, "rollout", name, "-n", namespace)
+    if found is None:
+        return None
+    status = found.get("status") or {}
+    # A phase is only current once the controller has seen the latest spec.
+    if status.get("observedGeneration") != str(found["metadata"]["generation"]):
+        return None
+    phase: str | None = status.get("phase")
+    return phase
+
+
+def replica_sets(kubectl: harness.Tool, namespace: str, app: str) -> list[dict[str, Any]]:
+    found = get(kubectl, "replicasets", "-n", namespace, "-l", f"app={app}")
+    return list(found["items"]) if found else []
