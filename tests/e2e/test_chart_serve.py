@@ -1,0 +1,255 @@
+"""`rollout-webhook serve` with the chart's arguments and nothing but the chart's RBAC.
+
+The chart is installed into the real API server; the server then runs on loopback with the
+container's own arguments and environment, authenticated as the chart's ServiceAccount (a
+token from the TokenRequest API), and the chart's two webhook configurations are pointed at
+it. It must become ready (every watch allowed), convert a Deployment end to end (Rollout,
+canary Service, HPA and HTTPRoute written under its own name) and refuse a bad policy: the
+least-privilege rules are enough for what the code really does.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import ssl
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from certs.files import write_bundle_dir
+from certs.pki import self_signed_for_localhost
+from tests.e2e import harness
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "rollout-webhook"
+RELEASE = "rw-serve"
+FULLNAME = f"{RELEASE}-rollout-webhook"
+NAMESPACE = "platform-serve"
+ENABLED = "rollout-webhook.io/enabled"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    process: harness.ManagedProcess
+    team: str
+
+
+def eventually(check: Callable[[], T | None], what: str, process: harness.ManagedProcess) -> T:
+    deadline = time.monotonic() + 30
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}; server log:\n{process.log_tail()}", pytrace=False)
+        time.sleep(0.25)
+
+
+def kubeconfig_for(plane: harness.ControlPlane, token: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "e2e",
+                "cluster": {
+                    "server": plane.url,
+                    "certificate-authority-data": base64.b64encode(plane.ca_pem).decode(),
+                },
+            }
+        ],
+        "users": [{"name": FULLNAME, "user": {"token": token}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": FULLNAME}}],
+        "current-context": "e2e",
+    }
+
+
+def local_argv(container: dict[str, Any], kubeconfig: Path, cert_dir: Path, port: int) -> list[str]:
+    """The container's command line, made to run here: same flags, local paths."""
+    replaced = {"--in-cluster", "--host", "--port", "--cert-dir"}
+    kept = [a for a in container["args"] if a.split("=")[0] not in replaced]
+    env = [f"{e['name']}={e['value']}" for e in container["env"] if "value" in e]
+    binary = str(Path(sys.executable).parent / "rollout-webhook")
+    return [
+        "env",
+        *env,
+        binary,
+        *kept,
+        f"--kubeconfig={kubeconfig}",
+        f"--cert-dir={cert_dir}",
+        "--host=127.0.0.1",
+        f"--port={port}",
+    ]
+
+
+def point_webhooks_at(kubectl: harness.Tool, url: str, ca_pem: str) -> None:
+    bundle = base64.b64encode(ca_pem.encode()).decode()
+    for kind, path in (
+        ("mutatingwebhookconfiguration", "/mutate"),
+        ("validatingwebhookconfiguration", "/validate"),
+    ):
+        stored = json.loads(kubectl("get", kind, FULLNAME, "-o", "json").stdout)
+        patch = [
+            {
+                "op": "replace",
+                "path": f"/webhooks/{i}/clientConfig",
+                "value": {"url": f"{url}{path}", "caBundle": bundle},
+            }
+            for i in range(len(stored["webhooks"]))
+        ]
+        kubectl("patch", kind, FULLNAME, "--type=json", "-p", json.dumps(patch))
+
+
+@pytest.fixture(scope="module")
+def served(
+    control_plane: harness.ControlPlane,
+    kubectl: harness.Tool,
+    helm: harness.Tool,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Served]:
+    workdir = tmp_path_factory.mktemp("chart-serve")
+    helm(
+        "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
+        "--no-hooks", "--set", "webhook.failurePolicy=Fail", timeout=180,
+    )  # fmt: skip
+    deployment = json.loads(
+        kubectl("get", "deployment", FULLNAME, "-n", NAMESPACE, "-o", "json").stdout
+    )
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    token = kubectl("create", "token", FULLNAME, "-n", NAMESPACE, "--duration=1h").stdout.strip()
+    kubeconfig = workdir / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(kubeconfig_for(control_plane, token)))
+    bundle = self_signed_for_localhost(datetime.datetime.now(datetime.UTC))
+    tls = write_bundle_dir(bundle, workdir / "tls")
+    (port,) = harness.free_ports(1)
+    process = harness.ManagedProcess(
+        "rollout-webhook",
+        local_argv(container, kubeconfig, tls.directory, port),
+        workdir / "serve.log",
+    )
+    process.start()
+    url = f"https://127.0.0.1:{port}"
+    context = ssl.create_default_context(cadata=bundle.ca_pem)
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", context=context, timeout=2) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    try:
+        # Ready means every watch the server starts was allowed and has listed once.
+        eventually(ready, "serve never became ready under the chart's RBAC", process)
+        point_webhooks_at(kubectl, url, bundle.ca_pem)
+        team = f"team-{uuid.uuid4().hex[:6]}"
+        kubectl("create", "namespace", team)
+        yield Served(url, process, team)
+    finally:
+        process.stop()
+        helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--no-hooks", check=False)
+
+
+def get(kubectl: harness.Tool, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    result = kubectl(
+        "get", kind, name, "-n", namespace, "-o", "json", "--show-managed-fields", check=False
+    )  # fmt: skip
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def apply(kubectl: harness.Tool, manifest: dict[str, Any]) -> None:
+    kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+def test_a_labelled_deployment_is_converted_with_the_chart_s_rights(
+    kubectl: harness.Tool, served: Served
+) -> None:
+    ns = served.team
+    labels = {"app": "myapp"}
+    apply(kubectl, {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "myapp", "namespace": ns},
+        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
+    })  # fmt: skip
+    apply(kubectl, {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "myapp", "namespace": ns},
+        "spec": {"parentRefs": [{"name": "platform-gateway"}],
+                 "rules": [{"backendRefs": [{"name": "myapp", "port": 80}]}]},
+    })  # fmt: skip
+    apply(kubectl, {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "myapp", "namespace": ns},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "myapp"},
+                 "minReplicas": 2, "maxReplicas": 4},
+    })  # fmt: skip
+    apply(kubectl, {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "myapp", "namespace": ns, "labels": {**labels, ENABLED: "true"}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels},
+                         "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}},
+        },
+    })  # fmt: skip
+
+    deployment = get(kubectl, "deployment", "myapp", ns)
+    assert deployment is not None
+    assert deployment["metadata"]["annotations"]["rollout-webhook.io/rollout-name"] == "myapp"
+
+    def written_by_the_webhook(kind: str, name: str) -> dict[str, Any] | None:
+        obj = get(kubectl, kind, name, ns)
+        managers = {
+            m.get("manager") for m in (obj or {}).get("metadata", {}).get("managedFields", [])
+        }
+        return obj if "rollout-webhook" in managers else None
+
+    rollout = eventually(
+        lambda: written_by_the_webhook("rollout", "myapp"), "no Rollout", served.process
+    )
+    assert rollout["spec"]["workloadRef"]["name"] == "myapp"
+    eventually(
+        lambda: written_by_the_webhook("service", "myapp-canary"),
+        "no canary Service",
+        served.process,
+    )
+    hpa = eventually(
+        lambda: written_by_the_webhook("hpa", "myapp"), "HPA not re-targeted", served.process
+    )
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "Rollout"
+    route = eventually(
+        lambda: written_by_the_webhook("httproute", "myapp"), "route not patched", served.process
+    )
+    names = [ref["name"] for ref in route["spec"]["rules"][0]["backendRefs"]]
+    assert names == ["myapp", "myapp-canary"]
+    # Nothing the server did (watches, writes, the reconciler and its Lease) was refused.
+    log = served.process.log_path.read_text()
+    assert "403" not in log, log
+    assert "forbidden" not in log.lower(), log
+
+
+def test_a_bad_policy_is_refused_by_the_chart_s_validating_webhook(
+    kubectl: harness.Tool, served: Served
+) -> None:
+    policy = json.loads(
+        kubectl("get", "configmap", f"{FULLNAME}-policy", "-n", NAMESPACE, "-o", "json").stdout
+    )
+    document = yaml.safe_load(policy["data"]["policy.yaml"])
+    document["environments"]["prod"]["rollout"]["canary"]["steps"][0] = {"setWeight": 200}
+    policy["data"]["policy.yaml"] = yaml.safe_dump(document)
+    result = kubectl("replace", "-f", "-", input=json.dumps(policy), check=False)
+    assert result.returncode != 0
+    assert "environments.prod.rollout.canary.steps[0].setWeight" in result.stderr
