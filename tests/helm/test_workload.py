@@ -56,6 +56,23 @@ def test_deployment_is_highly_available_and_locked_down(render: Render) -> None:
     assert pdb["spec"]["maxUnavailable"] == 1
 
 
+def test_no_mesh_sidecar_unless_asked(render: Render) -> None:
+    # The API server calls the webhook from outside any mesh; a sidecar in a Job never ends.
+    docs = render()
+    template = find(docs, "Deployment")["spec"]["template"]
+    assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+    for job in all_of(docs, "Job"):
+        annotations = job["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["sidecar.istio.io/inject"] == "false"
+    cron = find(docs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]
+    assert cron["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+    asked = render('json:podAnnotations={"sidecar.istio.io/inject": "true", "team": "platform"}')
+    assert find(asked, "Deployment")["spec"]["template"]["metadata"]["annotations"] == {
+        "sidecar.istio.io/inject": "true",
+        "team": "platform",
+    }
+
+
 def test_one_replica_still_lets_a_node_drain(render: Render) -> None:
     docs = render("replicaCount=1", "priorityClassName=system-cluster-critical")
     assert find(docs, "Deployment")["spec"]["replicas"] == 1
