@@ -299,10 +299,15 @@ def test_a_user_who_may_not_create_rollouts_is_not_converted(
     assert "bob may not create rollouts.argoproj.io in namespace shop" in result.stderr
     stored = get(kubectl, "deployment", "bobs", "-n", "shop")
     assert stored is not None
-    assert f"{KEY}rollout-name" not in stored["metadata"].get("annotations", {})
+    annotations = stored["metadata"].get("annotations", {})
+    assert f"{KEY}rollout-name" not in annotations
+    assert annotations[f"{KEY}refused"] == "bob may not create rollouts.argoproj.io"
     assert stored["spec"]["replicas"] == 2
-    time.sleep(1)
+    time.sleep(2)  # the reconciler runs too: it must leave bob's Deployment alone
     assert get(kubectl, "rollout", "bobs", "-n", "shop") is None
+    assert f"{KEY}rollout-name" not in (
+        (get(kubectl, "deployment", "bobs", "-n", "shop") or {})["metadata"].get("annotations", {})
+    )
 
 
 def test_policy_configmap_is_validated_and_reloaded(
@@ -362,3 +367,27 @@ def test_rotate_certs_bootstraps_the_secret_and_serves_from_it(
         assert f"rollout-webhook.{WEBHOOK_NS}.svc" in dns
     finally:
         server.close()
+
+
+def test_the_reconciler_converts_what_admission_never_saw(
+    cluster_server: tuple[Running, Any, Path],
+) -> None:
+    """A labelled Deployment in a namespace the webhook is not registered for (as when
+    the webhook was down and failurePolicy Ignore let it through) is converted anyway."""
+    _, kubectl, _ = cluster_server
+    kubectl("create", "namespace", "unwatched")
+    kubectl("apply", "-f", "-", input=deployment("late", "unwatched"))
+    rollout = eventually(
+        lambda: get(kubectl, "rollout", "late", "-n", "unwatched"), "the reconciler's Rollout", 30
+    )
+    assert rollout["spec"]["workloadRef"]["name"] == "late"
+
+    def annotated() -> dict[str, Any] | None:
+        found = get(kubectl, "deployment", "late", "-n", "unwatched")
+        annotations = (found or {}).get("metadata", {}).get("annotations", {})
+        return found if annotations.get(f"{KEY}rollout-name") == "late" else None
+
+    eventually(annotated, "the reconciler's patch of the Deployment", 30)
+    lease = get(kubectl, "lease", "rollout-webhook-reconciler", "-n", WEBHOOK_NS)
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"]

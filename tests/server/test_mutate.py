@@ -146,9 +146,17 @@ def test_a_user_who_may_not_create_rollouts_gets_no_conversion(tmp_path: Path) -
     cluster = cluster_with(service())
     cluster.writer.allowed_users = set()
     with serve(tmp_path, cluster=cluster) as running:
-        response = running.review(admission_request(deployment(), user=ALICE))
+        obj = deployment()
+        response = running.review(admission_request(obj, user=ALICE))
         assert response["allowed"] is True
-        assert "patch" not in response
+        # Unconverted; only marked so that the reconciler does not convert it for alice.
+        assert decode_patch(response) == [
+            {
+                "op": "add",
+                "path": "/metadata/annotations",
+                "value": {f"{KEY}refused": "alice may not create rollouts.argoproj.io"},
+            }
+        ]
         assert response["auditAnnotations"]["decision"] == "refuse"
         (warning,) = [w for w in response["warnings"] if "rollouts.argoproj.io" in w]
         assert "alice" in warning
@@ -295,8 +303,13 @@ def test_timeout_query_bounds_the_answer(tmp_path: Path) -> None:
         elapsed = time.monotonic() - started
         assert elapsed < 1.5
         assert response["allowed"] is True
-        assert "patch" not in response
-        assert response["warnings"]
+        assert response["auditAnnotations"]["decision"] == "refuse"
+        (warning,) = [w for w in response["warnings"] if "not converted" in w]
+        assert "timed out" in warning
+        patched = apply_patch(deployment(), decode_patch(response))
+        assert patched["metadata"]["annotations"] == {
+            f"{KEY}refused": "alice may not create rollouts.argoproj.io"
+        }
 
 
 def test_virtualservice_of_a_converted_service_gets_the_canary_destination(
@@ -368,3 +381,20 @@ def test_a_deployment_named_by_generate_name_is_left_to_the_reconciler(tmp_path:
         (record,) = running.records(1)
         assert record["decision"] == "skip"
         assert "generateName" in record["reason"]
+
+
+def test_a_refused_deployment_converts_once_an_allowed_user_applies_it(tmp_path: Path) -> None:
+    cluster = cluster_with(service())
+    cluster.writer.allowed_users = {"admin"}
+    with serve(tmp_path, cluster=cluster) as running:
+        obj = deployment()
+        refused = apply_patch(obj, decode_patch(running.review(admission_request(obj))))
+        assert f"{KEY}refused" in refused["metadata"]["annotations"]
+        update = copy.deepcopy(refused)
+        response = running.review(
+            admission_request(update, operation="UPDATE", old=refused, user={"username": "admin"})
+        )
+        converted = apply_patch(update, decode_patch(response))
+        annotations = converted["metadata"]["annotations"]
+        assert annotations[f"{KEY}rollout-name"] == "web"
+        assert f"{KEY}refused" not in annotations

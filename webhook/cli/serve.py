@@ -45,6 +45,14 @@ def register(subparsers: Any) -> None:
         "--in-cluster", action="store_true", default=None, help="use the Pod's service account"
     )
     parser.add_argument(
+        "--no-reconcile",
+        dest="reconcile",
+        action="store_false",
+        default=None,
+        help="do not run the reconciler in this process (with a cluster it runs by default, "
+        "under a Lease, converting what was admitted unconverted)",
+    )
+    parser.add_argument(
         "--rotate-certs",
         action="store_true",
         default=None,
@@ -85,6 +93,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         "namespace",
         "fail_closed",
         "rotate_certs",
+        "reconcile",
         "controller_service_account",
     )
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}

@@ -16,6 +16,7 @@ already mutated object plans the same object again: the patch is empty.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Literal
@@ -93,12 +94,16 @@ def decide_deployment(
     mutated = None
     if conversion.converted:
         # The conversion saw the object with its namespace filled in; the patch must
-        # not add one the API server fills in itself.
+        # not add one the API server fills in itself. A refusal marker left by an
+        # earlier request (see ``mark_refused``) goes: this request converts.
         mutated = dict(conversion.deployment)
+        meta = dict(mutated.get("metadata") or {})
         if "namespace" not in (obj.get("metadata") or {}):
-            meta = dict(mutated.get("metadata") or {})
             meta.pop("namespace", None)
-            mutated["metadata"] = meta
+        annotations = dict(meta.get("annotations") or {})
+        if annotations.pop(keys.refused, None) is not None:
+            meta["annotations"] = annotations
+        mutated["metadata"] = meta
     return AdmissionPlan(
         decision=conversion.decision,
         reason=conversion.reason,
@@ -108,6 +113,16 @@ def decide_deployment(
         changes=_changes(conversion) if conversion.converted else (),
         warnings=conversion.warnings,
     )
+
+
+def mark_refused(deployment: Mapping[str, Any], why: str, *, keys: Keys) -> dict[str, Any]:
+    """The Deployment as sent, plus the annotation that tells the reconciler to leave it
+    unconverted: its requester may not create Rollouts, and the reconciler, acting under
+    its own name, must not do for them what the webhook would not."""
+    marked = copy.deepcopy(dict(deployment))
+    meta = marked.setdefault("metadata", {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), keys.refused: why}
+    return marked
 
 
 def _converted_deployments(

@@ -51,6 +51,10 @@ class KubeHttp:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
+            if isinstance(body, str | bytes) and "json" in content_type:
+                # The client serialises bodies of JSON types itself: text given here
+                # would be sent as one JSON string ("cannot unmarshal string").
+                body = json.loads(body)
         request = self.api_client.param_serialize(
             method,
             path,

@@ -10,7 +10,6 @@ takes ownership of nothing else.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -103,8 +102,8 @@ class ClusterAdapter:
             "PATCH",
             path,
             query=[("fieldManager", self.field_manager), ("force", "true")],
-            # JSON is YAML: the apply content type takes it as it is.
-            body=json.dumps(body),
+            # JSON is YAML: the client sends the object as JSON under the apply type.
+            body=body,
             content_type=APPLY_CONTENT_TYPE,
             timeout=timeout,
         )

@@ -41,6 +41,7 @@ from webhook.core.admission import (
 from webhook.core.audit import WRITES_KIND, ChangeOutcome, DecisionFacts
 from webhook.core.errors import PolicyInvalid
 from webhook.core.keys import Keys
+from webhook.core.mutation import mark_refused
 from webhook.core.policy import Policy, policy_from_configmap
 from webhook.server.metrics import Metrics
 from webhook.server.ports import AccessDecision, ClusterWriter
@@ -323,7 +324,8 @@ class AdmissionEngine:
         if plan.changes and plan.decision == "convert" and self.access is not None:
             user = request.get("userInfo", {})
             namespace = request.get("namespace", "")
-            remaining = budget - (self.monotonic() - started)
+            # Leave a tenth of a second for the answer and its audit record.
+            remaining = budget - (self.monotonic() - started) - 0.1
             access = await self.access.check(user, namespace, budget=remaining)
             if not access.allowed:
                 plan = self._without_writes(request, plan, access.reason)
@@ -358,7 +360,10 @@ class AdmissionEngine:
             ((old.get("metadata") or {}).get("annotations") or {}).get(self.keys.rollout_name)
         )
         if request_kind(request) == "Deployment" and not already:
-            return plan.unconverted("refuse", denial, f"not converted: {denial}")
+            refused = plan.unconverted("refuse", denial, f"not converted: {denial}")
+            obj = request.get("object") or {}
+            marker = f"{who} may not create rollouts.argoproj.io"
+            return replace(refused, mutated=mark_refused(obj, marker, keys=self.keys))
         return replace(
             plan,
             reason=f"{plan.reason}; no changes written: {denial}",

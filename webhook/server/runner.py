@@ -175,6 +175,11 @@ def _build(
         raise StartupError(f"--audit-file {settings.audit_file}: {err.strerror}") from None
     cleanups.append(audit.close)
 
+    if cluster is not None and settings.reconcile and settings.has_cluster:
+        from webhook.server.reconciling import start_reconciler
+
+        cleanups.append(start_reconciler(settings, cluster, policy_state, audit))
+
     engine = AdmissionEngine(
         settings=settings,
         reader=view,

@@ -40,6 +40,9 @@ class ServeSettings(BaseSettings):
     the referenced Deployment itself, and a webhook that rewrote it would fight it."""
     service_account: str = ""
     """The webhook's own user (empty: system:serviceaccount:<namespace>:rollout-webhook)."""
+    reconcile: bool = True
+    """With a cluster: run the reconciler (under the Lease ``reconciler_lease``)."""
+    reconciler_lease: str = "rollout-webhook-reconciler"
     rotate_certs: bool = False
     """Bootstrap and rotate the serving certificate in a Secret (certs package), writing
     each bundle to --cert-dir; needs a cluster."""
