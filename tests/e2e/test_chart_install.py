@@ -148,6 +148,9 @@ def cluster(kubectl: harness.Tool, helm: harness.Tool) -> Iterator[Cluster]:
         time.sleep(0.5)
     yield state
     helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--no-hooks", check=False)
+    # Whatever happened to the release, no webhook of it may outlive this module.
+    for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+        kubectl("delete", kind, RELEASE, "--ignore-not-found", check=False)
     kubectl("delete", "clusterrolebinding", f"controller-{suffix}", check=False)
 
 
