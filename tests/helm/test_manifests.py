@@ -187,7 +187,6 @@ def test_default_objects(render: Render) -> None:
             "Deployment",
             "PodDisruptionBudget",
             "Lease",
-            "Lease",
             "Job",
             "Job",
             "CronJob",

@@ -70,7 +70,7 @@ def expected_grants(certificates: str) -> set[Grant]:
     grant("cluster", "", "events", "create")
     grant("cluster", actions.REPLICASET.group, actions.REPLICASET.plural, "list delete")
     # Leader election on the Leases the chart creates (certs/leader.py: get, replace).
-    leases = tuple(sorted((f"{RELEASE}-certs", f"{RELEASE}-reconciler")))
+    leases = (f"{RELEASE}-reconciler",)
     grant("namespace", "coordination.k8s.io", "leases", "get update", leases)
     if certificates == "bootstrap":
         # certs/store.py: read, create-or-conflict, replace at resourceVersion.

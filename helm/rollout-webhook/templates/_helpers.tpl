@@ -45,10 +45,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s-tls" (include "rollout-webhook.fullname" .) }}
 {{- end }}
 
-{{- define "rollout-webhook.certsLeaseName" -}}
-{{- printf "%s-certs" (include "rollout-webhook.fullname" .) }}
-{{- end }}
-
 {{- define "rollout-webhook.reconcilerLeaseName" -}}
 {{- printf "%s-reconciler" (include "rollout-webhook.fullname" .) }}
 {{- end }}
