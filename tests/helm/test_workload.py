@@ -102,6 +102,16 @@ def test_serve_arguments_are_accepted_by_the_cli(
     # Its own writes pass through: the user the matchConditions skip is the same.
     assert settings.own_service_account == f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
     assert settings.port == container["ports"][0]["containerPort"]
+    # Every ROLLOUT_WEBHOOK_* variable the chart sets is a setting the server reads (an
+    # unknown one would be ignored without a word), and has the chart's value.
+    from webhook.server.settings import ServeSettings
+
+    for item in container["env"]:
+        name = item["name"]
+        if name.startswith("ROLLOUT_WEBHOOK_"):
+            field = name.removeprefix("ROLLOUT_WEBHOOK_").lower()
+            assert field in ServeSettings.model_fields, f"the server has no setting {field}"
+            assert str(getattr(settings, field)) == item["value"]
 
 
 def test_the_server_mounts_the_serving_pair_but_not_the_ca_key(render: Render) -> None:
