@@ -45,6 +45,8 @@ class FakeWriter:
     allowed_users: set[str] = field(default_factory=lambda: {"alice"})
     review_delay: float = 0.0
     fail_kinds: set[str] = field(default_factory=set)
+    apply_delays: list[float] = field(default_factory=list)
+    """Seconds the next applies take, one entry each (then none)."""
     applied: list[dict[str, Any]] = field(default_factory=list)
     reviews: list[tuple[UserInfo, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -61,6 +63,9 @@ class FakeWriter:
         return AccessDecision(False, "no RBAC rule allows it")
 
     def apply(self, manifest: Mapping[str, Any], *, timeout: float) -> None:
+        with self.lock:
+            delay = self.apply_delays.pop(0) if self.apply_delays else 0.0
+        time.sleep(delay)
         if manifest.get("kind") in self.fail_kinds:
             raise RuntimeError(f"the API server refused the {manifest.get('kind')}")
         with self.lock:

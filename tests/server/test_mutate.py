@@ -398,3 +398,23 @@ def test_a_refused_deployment_converts_once_an_allowed_user_applies_it(tmp_path:
         annotations = converted["metadata"]["annotations"]
         assert annotations[f"{KEY}rollout-name"] == "web"
         assert f"{KEY}refused" not in annotations
+
+
+def test_writes_for_one_object_run_in_admission_order(tmp_path: Path) -> None:
+    cluster = cluster_with(service())
+    cluster.writer.apply_delays = [0.4]  # the first apply is slow: later jobs must wait
+    with serve(tmp_path, cluster=cluster) as running:
+        obj = deployment(replicas=3)
+        stored = apply_patch(obj, decode_patch(running.review(admission_request(obj, uid="u0"))))
+        previous = stored
+        for replicas in range(4, 9):  # `kubectl scale`: each update asks for a new size
+            update = copy.deepcopy(previous)
+            update["spec"]["replicas"] = replicas
+            response = running.review(
+                admission_request(update, uid=f"u{replicas}", operation="UPDATE", old=previous)
+            )
+            previous = apply_patch(update, decode_patch(response))
+        for uid in ("u0", *(f"u{r}" for r in range(4, 9))):
+            running.writes(uid)
+    sizes = [m["spec"]["replicas"] for m in cluster.writer.applied if m["kind"] == "Rollout"]
+    assert sizes == [3, 4, 5, 6, 7, 8]

@@ -181,6 +181,7 @@ class WriteWorker:
     poll_seconds: float = 0.1
     queue: asyncio.Queue[WriteJob] = field(default_factory=asyncio.Queue)
     _locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
+    _holders: dict[tuple[str, str, str], int] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _threads: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="apply")
@@ -203,14 +204,18 @@ class WriteWorker:
 
     async def _run_one(self, job: WriteJob, slots: asyncio.Semaphore) -> None:
         lock = self._locks.setdefault(job.key, asyncio.Lock())
+        self._holders[job.key] = self._holders.get(job.key, 0) + 1
         try:
             async with lock:
                 await self._apply(job)
         except Exception:
             log.exception("write job for %s failed", "/".join(job.key))
         finally:
-            if not lock.locked():
-                self._locks.pop(job.key, None)
+            # The lock goes once no job for this object holds or awaits it.
+            self._holders[job.key] -= 1
+            if not self._holders[job.key]:
+                del self._holders[job.key]
+                del self._locks[job.key]
             slots.release()
             self.queue.task_done()
 
