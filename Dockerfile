@@ -15,9 +15,10 @@ COPY pyproject.toml README.md ./
 COPY webhook ./webhook
 COPY certs ./certs
 # A regular (not editable) install of the runtime dependencies only: no [dev] extra.
-# pip itself is removed afterwards; the image installs nothing at run time.
+# The venv's own pip and setuptools go afterwards (nothing needs them at run time, and
+# the image installs nothing); the last command checks the console script starts.
 RUN /opt/rollout-webhook/bin/pip install --no-cache-dir . \
-    && /opt/rollout-webhook/bin/pip uninstall --yes pip \
+    && /opt/rollout-webhook/bin/pip uninstall --yes setuptools pip \
     && /opt/rollout-webhook/bin/rollout-webhook --help > /dev/null
 
 FROM python:3.11.14-slim-bookworm
