@@ -418,3 +418,42 @@ def test_writes_for_one_object_run_in_admission_order(tmp_path: Path) -> None:
             running.writes(uid)
     sizes = [m["spec"]["replicas"] for m in cluster.writer.applied if m["kind"] == "Rollout"]
     assert sizes == [3, 4, 5, 6, 7, 8]
+
+
+def test_a_route_to_two_converted_services_gets_both_canary_backends(tmp_path: Path) -> None:
+    converted = {f"{KEY}rollout-name": "x", f"{KEY}original-replicas": "2"}
+    web = deployment("web", annotations={**converted, f"{KEY}rollout-name": "web"})
+    api = deployment("api", annotations={**converted, f"{KEY}rollout-name": "api"})
+    other = deployment("other", annotations={**converted, f"{KEY}rollout-name": "other"})
+    cluster = cluster_with(
+        web, api, other, service("web"), service("api", app="api"), service("other", app="other")
+    )
+    route: dict[str, Any] = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "shop", "namespace": "shop"},
+        "spec": {
+            "rules": [
+                {
+                    "matches": [{"path": {"value": "/"}}],
+                    "backendRefs": [{"name": "web", "port": 80}],
+                },
+                {
+                    "matches": [{"path": {"value": "/api"}}],
+                    "backendRefs": [{"name": "api", "port": 80}],
+                },
+            ]
+        },
+    }
+    kind = ("gateway.networking.k8s.io", "v1", "HTTPRoute")
+    with serve(tmp_path, cluster=cluster) as running:
+        response = running.review(admission_request(route, kind=kind, uid="r"))
+        patched = apply_patch(route, decode_patch(response))
+        names = [[r["name"] for r in rule["backendRefs"]] for rule in patched["spec"]["rules"]]
+        assert names == [["web", "web-canary"], ["api", "api-canary"]]
+        (record,) = running.records(1)
+        assert "web" in record["reason"]
+        assert "api" in record["reason"]
+        assert "other" not in record["reason"]
+        rollouts = {c["name"] for c in record["changes"]["wanted"] if c["kind"] == "Rollout"}
+        assert rollouts == {"web", "api"}

@@ -27,6 +27,8 @@ from webhook.core.hpa import retarget_hpa, targets
 from webhook.core.keys import Keys
 from webhook.core.objects import Obj, annotations_of, name_of
 from webhook.core.policy import Policy
+from webhook.core.routes import httproute_references, virtualservice_references
+from webhook.core.services import selects_pods
 
 ROUTE_KINDS = {"HTTPRoute": "http_routes", "VirtualService": "virtual_services"}
 
@@ -181,7 +183,16 @@ def decide_route(
     changes: list[Obj] = []
     served: list[str] = []
     last: Conversion | None = None
-    for deployment in _converted_deployments(reader, namespace, keys, lambda _: True):
+    # Only Deployments behind a Service this route sends traffic to can change it: the
+    # conversion is planned for those alone, however many a namespace holds.
+    references = httproute_references if kind == "HTTPRoute" else virtualservice_references
+    routed = [s for s in neighbours.services if references(current, name_of(s))]
+    behind = {
+        name_of(d)
+        for d in reader.list("Deployment", namespace)
+        if any(selects_pods(s, d) for s in routed)
+    }
+    for deployment in _converted_deployments(reader, namespace, keys, behind.__contains__):
         conversion = plan_conversion(
             deployment,
             _with(neighbours, field_name, current),
