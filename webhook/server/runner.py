@@ -70,8 +70,13 @@ class Server:
         return self.certificate.context
 
     def close(self) -> None:
-        for cleanup in reversed(self.cleanups):
-            cleanup()
+        """Undo everything, last made first; each step runs even if one before it fails."""
+        cleanups, self.cleanups = self.cleanups, []
+        for cleanup in reversed(cleanups):
+            try:
+                cleanup()
+            except Exception:
+                log.exception("shutdown step failed")
 
 
 def build_server(
