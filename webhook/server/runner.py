@@ -7,6 +7,7 @@ itself builds nothing.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import shutil
@@ -207,7 +208,15 @@ def _build(
         worker = engine.worker
         parts.background.append(worker.run)
         parts.on_shutdown.append(lambda: worker.drain(settings.write_timeout_seconds))
-    return Server(create_app(parts), settings, engine, certificate, audit, metrics, cleanups)
+    server = Server(create_app(parts), settings, engine, certificate, audit, metrics, cleanups)
+
+    async def close_at_shutdown() -> None:
+        # In the app's shutdown, not after the server returns: uvicorn re-raises the
+        # SIGTERM it caught once it has shut down, and code after that never runs.
+        await asyncio.to_thread(server.close)
+
+    parts.on_shutdown.append(close_at_shutdown)
+    return server
 
 
 def start_rotation(settings: ServeSettings, cluster: Any, cert_dir: Path) -> Callable[[], None]:
