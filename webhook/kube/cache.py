@@ -6,6 +6,11 @@ watch from the list's resourceVersion with bookmarks; when the watch ends it res
 the last version seen; when that version is too old (410 Gone) it lists again. A kind
 whose CRD is not installed (no Gateway API, no Istio) counts as synced and empty, and is
 looked for again every minute.
+
+The watch calls go through the official client's ApiClient (its kubeconfig / in-cluster
+configuration, TLS and auth) by path, rather than through ``kubernetes.watch.Watch``
+over typed list functions: one generic loop then serves every kind, CRDs included, as the
+raw dicts the core reads, and the 410 and bookmark handling is explicit here.
 """
 
 from __future__ import annotations
