@@ -457,3 +457,16 @@ def test_a_route_to_two_converted_services_gets_both_canary_backends(tmp_path: P
         assert "other" not in record["reason"]
         rollouts = {c["name"] for c in record["changes"]["wanted"] if c["kind"] == "Rollout"}
         assert rollouts == {"web", "api"}
+
+
+def test_a_full_write_queue_leaves_the_writes_to_the_reconciler(tmp_path: Path) -> None:
+    cluster = cluster_with(service())
+    with serve(tmp_path, cluster=cluster) as running:
+        worker = running.server.engine.worker
+        assert worker is not None
+        worker.max_pending = 0  # as if the API server had been failing for a while
+        running.review(admission_request(deployment(), uid="full"))
+        record = running.writes("full")
+        results = {c["result"] for c in record["changes"]["made"]}
+        assert results == {"skipped: 0 writes already waiting; left to the reconciler"}
+    assert cluster.writer.applied == []

@@ -178,6 +178,7 @@ class WriteWorker:
     reader: ClusterReader | None = None
     monotonic: Callable[[], float] = time.monotonic
     parallel: int = 4
+    max_pending: int = 10_000
     poll_seconds: float = 0.1
     queue: asyncio.Queue[WriteJob] = field(default_factory=asyncio.Queue)
     _locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
@@ -191,6 +192,14 @@ class WriteWorker:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     def submit(self, job: WriteJob) -> None:
+        """Queue a job; when the API server has been failing long enough for the queue to
+        fill, the job's writes are skipped at once (the reconciler makes them later)."""
+        if self.queue.qsize() >= self.max_pending:
+            why = f"skipped: {self.max_pending} writes already waiting; left to the reconciler"
+            skipped = tuple(change_outcome(m, why) for m in job.changes)
+            self.metrics.cluster_writes.labels("*", "skipped").inc()
+            self.audit.record(replace(job.facts, changes_made=skipped), kind=WRITES_KIND)
+            return
         self.queue.put_nowait(job)
 
     async def run(self) -> None:
