@@ -26,16 +26,25 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+import yaml
 
 from certs.files import write_bundle_dir
 from certs.pki import self_signed_for_localhost
 from tests.e2e import binaries, harness
-from tests.e2e.rollouts.controllers import Controllers, ControllersError, controller_binaries
+from tests.e2e.rollouts.controllers import (
+    Controllers,
+    ControllersError,
+    controller_binaries,
+    token_kubeconfig,
+)
 
 HERE = Path(__file__).resolve().parent
 POLICY_FILE = HERE / "policy.yaml"
 TIER_LABEL = "rollout-webhook.io/e2e-tier"
 WEBHOOK_NAMESPACE = "rollout-system"
+# The account the server's settings treat as its own (system:serviceaccount:NS:rollout-webhook).
+WEBHOOK_ACCOUNT = "rollout-webhook"
+CHART = HERE.parents[2] / "helm" / "rollout-webhook"
 LOG_TAIL = 15
 
 # Every process this package started, for the failure report.
@@ -95,13 +104,14 @@ class WebhookServer:
 def webhook(
     control_plane: harness.ControlPlane,
     kubectl: harness.Tool,
+    helm: harness.Tool,
     controllers: Controllers,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WebhookServer]:
     workdir = tmp_path_factory.mktemp("rollout-webhook")
     bundle = self_signed_for_localhost(datetime.datetime.now(datetime.UTC))
     tls = write_bundle_dir(bundle, workdir / "tls")
-    kubectl("create", "namespace", WEBHOOK_NAMESPACE, check=False)
+    kubeconfig = _webhook_kubeconfig(control_plane, kubectl, helm, workdir)
     (port,) = harness.free_ports(1)
     audit_file = workdir / "audit.jsonl"
     process = harness.ManagedProcess(
@@ -109,7 +119,7 @@ def webhook(
         [
             str(Path(sys.executable).parent / "rollout-webhook"),
             "serve",
-            f"--kubeconfig={control_plane.kubeconfig}",
+            f"--kubeconfig={kubeconfig}",
             f"--cert-dir={tls.directory}",
             f"--port={port}",
             f"--policy={POLICY_FILE}",
@@ -144,6 +154,41 @@ def webhook(
     yield WebhookServer(url, bundle.ca_pem.encode(), process, audit_file)
     kubectl("delete", "mutatingwebhookconfiguration", stored["metadata"]["name"], check=False)
     process.stop()
+
+
+def _webhook_kubeconfig(
+    plane: harness.ControlPlane, kubectl: harness.Tool, helm: harness.Tool, workdir: Path
+) -> Path:
+    """Credentials of the chart's ServiceAccount, with the chart's own RBAC.
+
+    As in a cluster, the server's writes then come from its ServiceAccount, which its own
+    webhook lets through; with the admin's credentials they would be judged as a user's.
+    """
+    kubectl("create", "namespace", WEBHOOK_NAMESPACE, check=False)
+    rendered = helm(
+        "template",
+        "rollout-webhook",
+        str(CHART),
+        f"--namespace={WEBHOOK_NAMESPACE}",
+        "--show-only=templates/serviceaccount.yaml",
+        "--show-only=templates/rbac.yaml",
+        # The reconciler's Lease: the chart creates it and its RBAC only lets it be updated.
+        "--show-only=templates/leases.yaml",
+    ).stdout
+    kubectl("apply", "-f", "-", input=rendered)
+    accounts = [
+        doc["metadata"]["name"]
+        for doc in yaml.safe_load_all(rendered)
+        if doc and doc["kind"] == "ServiceAccount"
+    ]
+    assert accounts == [WEBHOOK_ACCOUNT], f"the chart names its account {accounts}"
+    token = kubectl(
+        "create", "token", WEBHOOK_ACCOUNT, "-n", WEBHOOK_NAMESPACE, "--duration=12h"
+    ).stdout.strip()
+    path = workdir / "rollout-webhook.kubeconfig"
+    path.write_text(yaml.safe_dump(token_kubeconfig(plane, WEBHOOK_ACCOUNT, token)))
+    path.chmod(0o600)
+    return path
 
 
 def _mutating_configuration() -> dict[str, object]:

@@ -224,7 +224,9 @@ class Controllers:
             "--duration=12h",
         ).stdout.strip()
         kubeconfig = self.workdir / "argo-rollouts.kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(_token_kubeconfig(self.plane, token)))
+        kubeconfig.write_text(
+            yaml.safe_dump(token_kubeconfig(self.plane, ARGO_SERVICE_ACCOUNT, token))
+        )
         kubeconfig.chmod(0o600)
         metrics_port, healthz_port = harness.free_ports(2)
         argo = self._process(
@@ -273,7 +275,8 @@ def _node(name: str) -> dict[str, object]:
     }
 
 
-def _token_kubeconfig(plane: harness.ControlPlane, token: str) -> dict[str, object]:
+def token_kubeconfig(plane: harness.ControlPlane, user: str, token: str) -> dict[str, object]:
+    """A kubeconfig that authenticates with a ServiceAccount token."""
     return {
         "apiVersion": "v1",
         "kind": "Config",

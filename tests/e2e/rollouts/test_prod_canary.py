@@ -9,9 +9,11 @@ share of the pods (25% of 4 is one pod).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from tests.e2e import harness
@@ -133,3 +135,44 @@ def test_an_image_change_walks_the_canary_steps_with_promote_and_undo(
     status = argo("status", "web", "-n", ns, "--timeout", "90s", timeout=120)
     assert status.stdout.strip().endswith("Healthy"), status.stdout
     eventually(lambda: _images_of_ready_pods(core, ns) == {V1}, "only the first version's pods")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: once Argo adds rollouts-pod-template-hash to the Services' selectors, "
+    "webhook/core/services.py selects_pods no longer matches them, so the next Deployment "
+    "update re-plans the Rollout without stableService/canaryService and Argo lets go of them",
+)
+def test_an_image_change_keeps_the_rollouts_services(
+    kubectl: harness.Tool, argo: harness.Tool, kube: client.ApiClient, rollouts_namespace: str
+) -> None:
+    ns = rollouts_namespace
+    apply(kubectl, service("web", ns), deployment("web", ns, replicas=2, image=V1))
+    status = argo("status", "web", "-n", ns, "--timeout", "90s", timeout=120)
+    assert status.stdout.strip().endswith("Healthy"), status.stdout
+    canary = rollout_object(kube, "web", ns)["spec"]["strategy"]["canary"]
+    assert (canary["stableService"], canary["canaryService"]) == ("web", "web-canary")
+    stable_hash = rollout_object(kube, "web", ns)["status"]["stableRS"]
+    eventually(
+        lambda: (
+            (get(kubectl, "service", "web", "-n", ns) or {})["spec"]["selector"].get(
+                "rollouts-pod-template-hash"
+            )
+            == stable_hash
+        ),
+        "Argo to pin the stable Service to the stable pods",
+    )
+    generation = rollout_object(kube, "web", ns)["metadata"]["generation"]
+
+    kubectl("set", "image", "deployment/web", f"app={V2}", "-n", ns)
+    # The webhook re-applies the Rollout after admitting the update; wait for that write (a
+    # correct product may also leave the spec alone, then the wait just runs out).
+    with contextlib.suppress(AssertionError):
+        eventually(
+            lambda: rollout_object(kube, "web", ns)["metadata"]["generation"] > generation,
+            "the webhook's write of the Rollout",
+            timeout=10,
+        )
+    canary = rollout_object(kube, "web", ns)["spec"]["strategy"]["canary"]
+    assert canary.get("stableService") == "web", canary
+    assert canary.get("canaryService") == "web-canary", canary
