@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -470,3 +471,22 @@ def test_a_full_write_queue_leaves_the_writes_to_the_reconciler(tmp_path: Path) 
         results = {c["result"] for c in record["changes"]["made"]}
         assert results == {"skipped: 0 writes already waiting; left to the reconciler"}
     assert cluster.writer.applied == []
+
+
+def test_a_slow_permission_check_does_not_hold_up_other_requests(tmp_path: Path) -> None:
+    cluster = cluster_with(service())
+    cluster.writer.review_delay = 1.5
+    with serve(tmp_path, cluster=cluster) as running:
+        slow = threading.Thread(
+            target=running.review, args=(admission_request(deployment(), uid="slow"),)
+        )
+        slow.start()
+        time.sleep(0.2)  # the slow review is now waiting on the SubjectAccessReview
+        started = time.monotonic()
+        quick = running.review(
+            admission_request(deployment("other", labels={}), uid="quick"), store=False
+        )
+        assert time.monotonic() - started < 0.5
+        assert quick["uid"] == "quick"
+        assert slow.is_alive()
+        slow.join(timeout=10)
