@@ -302,7 +302,7 @@ def test_timeout_query_bounds_the_answer(tmp_path: Path) -> None:
         started = time.monotonic()
         response = running.review(admission_request(deployment()), query="?timeout=1s")
         elapsed = time.monotonic() - started
-        assert elapsed < 1.5
+        assert elapsed < 2.0  # bounded by ?timeout=1s, not by the 3 s check
         assert response["allowed"] is True
         assert response["auditAnnotations"]["decision"] == "refuse"
         (warning,) = [w for w in response["warnings"] if "not converted" in w]
@@ -475,7 +475,7 @@ def test_a_full_write_queue_leaves_the_writes_to_the_reconciler(tmp_path: Path) 
 
 def test_a_slow_permission_check_does_not_hold_up_other_requests(tmp_path: Path) -> None:
     cluster = cluster_with(service())
-    cluster.writer.review_delay = 1.5
+    cluster.writer.review_delay = 3.0
     with serve(tmp_path, cluster=cluster) as running:
         slow = threading.Thread(
             target=running.review, args=(admission_request(deployment(), uid="slow"),)
@@ -486,7 +486,7 @@ def test_a_slow_permission_check_does_not_hold_up_other_requests(tmp_path: Path)
         quick = running.review(
             admission_request(deployment("other", labels={}), uid="quick"), store=False
         )
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 1.0  # not the 3 s the other request waits
         assert quick["uid"] == "quick"
         assert slow.is_alive()
         slow.join(timeout=10)
