@@ -143,3 +143,30 @@ def test_opt_out_runs_to_the_end_with_pods_becoming_available() -> None:
     assert target["kind"] == "Deployment"
     order = [c for c in api.calls if c.startswith(("patch Deployment", "delete Rollout"))]
     assert order.index("patch Deployment web") < order.index("delete Rollout web")
+
+
+class LaggingAPI(FakeAPI):
+    """Writes are recorded but the view does not show them yet (a cache behind the API)."""
+
+    def put(self, obj: dict[str, object]) -> None:
+        if getattr(self, "frozen", False):
+            return
+        super().put(obj)
+
+
+def test_a_write_is_not_repeated_while_the_cache_catches_up() -> None:
+    api = LaggingAPI()
+    api.put(service())
+    api.put(opted_in(uid="u"))
+    api.frozen = True  # type: ignore[attr-defined]
+    policy = builtin_policy()
+    reconciler = Reconciler(api, lambda: policy, api, expectation_seconds=0.3)
+    reconciler.reconcile(("prod", "web"))
+    first = list(api.calls)
+    assert "apply Rollout web" in first
+    reconciler.reconcile(("prod", "web"))  # the cache still shows nothing written
+    assert api.calls == first
+    assert len(reconciler.queue) == 1  # looked at again once the window has passed
+    time.sleep(0.35)
+    reconciler.reconcile(("prod", "web"))  # a write that did not stick is made again
+    assert api.calls.count("apply Rollout web") == 2

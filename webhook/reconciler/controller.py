@@ -10,11 +10,13 @@ this replica holds the leader Lease; the other replicas keep their caches warm.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # namespace, Deployment name
 WRITE_TIMEOUT = 10.0
+EXPECTATION_SECONDS = 5.0
 RECONCILER_USER = "rollout-webhook:reconciler"
 
 
@@ -75,6 +78,11 @@ class ReconcileWriter(Protocol):
         *,
         timeout: float,
     ) -> None: ...
+
+
+def _signature(action: Action) -> str:
+    """A write, as text: the same write planned twice has the same signature."""
+    return json.dumps(asdict(action), sort_keys=True, default=str)
 
 
 def _describe(action: Action) -> tuple[str, str, str, str]:
@@ -115,6 +123,7 @@ class Reconciler:
         is_leader: Callable[[], bool] = lambda: True,
         synced: Callable[[], bool] = lambda: True,
         resync_seconds: float = 600.0,
+        expectation_seconds: float = EXPECTATION_SECONDS,
     ) -> None:
         self.view = view
         self.policy = policy
@@ -126,7 +135,9 @@ class Reconciler:
         self.is_leader = is_leader
         self.synced = synced
         self.resync_seconds = resync_seconds
+        self.expectation_seconds = expectation_seconds
         self._events: dict[Key, tuple[str, str]] = {}
+        self._made: dict[str, float] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.passes = 0
@@ -198,6 +209,18 @@ class Reconciler:
             keys=self.keys,
         )
 
+    def _recently_made(self, action: Action, now: float) -> bool:
+        """Whether this very write was made moments ago and the cache has not caught up.
+
+        The watch events of a pass's own writes arrive one by one, and each queues the key
+        again; planned from a cache that holds some of the writes but not yet all, the
+        next pass would make the rest again. Like controller-runtime's expectations, a
+        write made within ``expectation_seconds`` is not repeated; the key is looked at
+        again once that window has passed, so a write that did not stick is made again.
+        """
+        made_at = self._made.get(_signature(action))
+        return made_at is not None and now - made_at < self.expectation_seconds
+
     def reconcile(self, key: Key) -> ReconcilePlan | None:
         """Plan one key and carry the plan out; raises when a write fails."""
         started = time.monotonic()
@@ -208,6 +231,10 @@ class Reconciler:
         made: list[ChangeOutcome] = []
         error: Exception | None = None
         deployment = self.view.get("Deployment", *key)
+        pending = [a for a in plan.writes if self._recently_made(a, started)]
+        if pending:
+            self.queue.add_after(key, self.expectation_seconds)
+            plan = replace(plan, actions=tuple(a for a in plan.actions if a not in pending))
         for action in plan.actions:
             verb, kind, ns, name = _describe(action)
             try:
@@ -217,6 +244,7 @@ class Reconciler:
                 made.append(ChangeOutcome(kind, ns, name, verb, f"failed: {err}"))
                 break
             if not isinstance(action, Emit):
+                self._made[_signature(action)] = time.monotonic()
                 made.append(ChangeOutcome(kind, ns, name, verb, "applied"))
         if plan.writes:
             self._audit(plan, made, time.monotonic() - started)
@@ -225,7 +253,13 @@ class Reconciler:
             raise error
         if plan.requeue_after is not None:
             self.queue.add_after(key, plan.requeue_after)
+        self._forget_old_writes(started)
         return plan
+
+    def _forget_old_writes(self, now: float) -> None:
+        if len(self._made) > 4 * 1024:
+            window = self.expectation_seconds
+            self._made = {k: t for k, t in self._made.items() if now - t < window}
 
     def _carry_out(self, key: Key, action: Action, deployment: Mapping[str, Any] | None) -> None:
         if isinstance(action, Apply):
