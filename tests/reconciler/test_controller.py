@@ -170,3 +170,17 @@ def test_a_write_is_not_repeated_while_the_cache_catches_up() -> None:
     time.sleep(0.35)
     reconciler.reconcile(("prod", "web"))  # a write that did not stick is made again
     assert api.calls.count("apply Rollout web") == 2
+
+
+def test_excluded_namespaces_are_never_touched() -> None:
+    api = FakeAPI()
+    api.put(opted_in(uid="u", ns="kube-system"))
+    policy = builtin_policy()
+    reconciler = Reconciler(
+        api, lambda: policy, api, excluded_namespaces=frozenset({"kube-system"})
+    )
+    reconciler.on_change("Deployment", opted_in(ns="kube-system"))
+    reconciler.enqueue_all()
+    assert len(reconciler.queue) == 0
+    assert reconciler.reconcile(("kube-system", "web")) is None
+    assert api.calls == []

@@ -124,6 +124,7 @@ class Reconciler:
         synced: Callable[[], bool] = lambda: True,
         resync_seconds: float = 600.0,
         expectation_seconds: float = EXPECTATION_SECONDS,
+        excluded_namespaces: frozenset[str] = frozenset(),
     ) -> None:
         self.view = view
         self.policy = policy
@@ -136,6 +137,7 @@ class Reconciler:
         self.synced = synced
         self.resync_seconds = resync_seconds
         self.expectation_seconds = expectation_seconds
+        self.excluded_namespaces = excluded_namespaces
         self._events: dict[Key, tuple[str, str]] = {}
         self._made: dict[str, float] = {}
         self._stop = threading.Event()
@@ -166,7 +168,8 @@ class Reconciler:
 
     def on_change(self, kind: str, obj: Mapping[str, Any]) -> None:
         for key in self.keys_for(kind, obj):
-            self.queue.add(key)
+            if key[0] not in self.excluded_namespaces:
+                self.queue.add(key)
 
     def enqueue_all(self) -> None:
         """Every Deployment, and every name a generated object was made for (orphans)."""
@@ -177,7 +180,8 @@ class Reconciler:
                 if labels_of(obj).get(self.keys.managed) == "true" and target:
                     keys.add((namespace_of(obj), target))
         for key in sorted(keys):
-            self.queue.add(key)
+            if key[0] not in self.excluded_namespaces:
+                self.queue.add(key)
 
     # --- one pass ---------------------------------------------------------------
 
@@ -192,10 +196,10 @@ class Reconciler:
         )
 
     def plan(self, key: Key) -> ReconcilePlan | None:
-        """None until the policy is known and the caches are synced: an empty cache would
-        make every generated Rollout look orphaned."""
+        """None until the policy is known and the caches are synced (an empty cache would
+        make every generated Rollout look orphaned), and for excluded namespaces."""
         policy = self.policy()
-        if policy is None or not self.synced():
+        if policy is None or not self.synced() or key[0] in self.excluded_namespaces:
             return None
         namespace, name = key
         deployment = self.view.get("Deployment", namespace, name)

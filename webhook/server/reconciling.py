@@ -92,6 +92,7 @@ def start_reconciler(
         audit=audit.record_nowait,
         is_leader=leader.is_leader,
         synced=cluster.view.synced,
+        excluded_namespaces=settings.reconciler_excluded_namespaces,
     )
     cluster.listeners.append(reconciler.on_change)
     leader.start()

@@ -43,6 +43,10 @@ class ServeSettings(BaseSettings):
     reconcile: bool = True
     """With a cluster: run the reconciler (under the Lease ``reconciler_lease``)."""
     reconciler_lease: str = "rollout-webhook-reconciler"
+    excluded_namespaces: tuple[str, ...] = ("kube-system", "kube-node-lease")
+    """Namespaces the reconciler never touches, like the webhook configuration's
+    namespaceSelector (the webhook's own namespace is always excluded). From the
+    environment as a JSON list."""
     rotate_certs: bool = False
     """Bootstrap and rotate the serving certificate in a Secret (certs package), writing
     each bundle to --cert-dir; needs a cluster."""
@@ -71,6 +75,10 @@ class ServeSettings(BaseSettings):
     @property
     def own_service_account(self) -> str:
         return self.service_account or (f"system:serviceaccount:{self.namespace}:rollout-webhook")
+
+    @property
+    def reconciler_excluded_namespaces(self) -> frozenset[str]:
+        return frozenset({*self.excluded_namespaces, self.namespace})
 
     @property
     def passthrough_users(self) -> frozenset[str]:
