@@ -164,3 +164,19 @@ def rollout_phase(kubectl: harness.Tool, name: str, namespace: str) -> str | Non
 def replica_sets(kubectl: harness.Tool, namespace: str, app: str) -> list[dict[str, Any]]:
     found = get(kubectl, "replicasets", "-n", namespace, "-l", f"app={app}")
     return list(found["items"]) if found else []
+
+
+def wait_healthy(kubectl: harness.Tool, name: str, namespace: str, timeout: float = 60) -> None:
+    """Until the Rollout is Healthy, through a first moment of InvalidSpec.
+
+    A Rollout and the Services it names are written within milliseconds; Argo may look at
+    the Rollout before its informer has the Services, call it InvalidSpec ("service not
+    found") and check again about 20 seconds later (argo-rollouts#754, fixed by #814).
+    `kubectl argo rollouts status` gives up at once on that Degraded moment, so the first
+    wait reads the phase instead.
+    """
+    eventually(
+        lambda: rollout_phase(kubectl, name, namespace) == "Healthy",
+        f"Rollout {name} Healthy",
+        timeout,
+    )

@@ -23,6 +23,7 @@ from tests.e2e.rollouts.scenario import (
     replica_sets,
     rollout_object,
     service,
+    wait_healthy,
 )
 
 REPLICAS = 4
@@ -89,8 +90,7 @@ def test_a_failing_analysis_aborts_and_traffic_returns_to_stable(
         service("web", ns),
         deployment("web", ns, replicas=REPLICAS, environment="analysis"),
     )
-    status = argo("status", "web", "-n", ns, "--timeout", "90s", timeout=120)
-    assert status.stdout.strip().endswith("Healthy"), status.stdout
+    wait_healthy(kubectl, "web", ns)
     stable = rollout_object(kube, "web", ns)["status"]["stableRS"]
 
     kubectl("set", "image", "deployment/web", "app=example.invalid/web:2", "-n", ns)

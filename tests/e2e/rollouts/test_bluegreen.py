@@ -13,8 +13,8 @@ from tests.e2e.rollouts.scenario import (
     get,
     ready_pods,
     rollout_object,
-    rollout_phase,
     service,
+    wait_healthy,
 )
 
 REPLICAS = 2
@@ -38,7 +38,7 @@ def test_manual_promotion_switches_the_active_service(
         service("web", ns),
         deployment("web", ns, replicas=REPLICAS, environment="bluegreen"),
     )
-    eventually(lambda: rollout_phase(kubectl, "web", ns) == "Healthy", "a Healthy Rollout")
+    wait_healthy(kubectl, "web", ns)
     rollout = rollout_object(kube, "web", ns)
     assert rollout["spec"]["strategy"]["blueGreen"]["activeService"] == "web"
     assert rollout["spec"]["strategy"]["blueGreen"]["previewService"] == "web-preview"
@@ -87,8 +87,7 @@ def test_an_update_of_a_converted_blue_green_service_is_not_refused(
 ) -> None:
     ns = rollouts_namespace
     apply(kubectl, service("web", ns), deployment("web", ns, replicas=1, environment="bluegreen"))
-    status = argo("status", "web", "-n", ns, "--timeout", "90s", timeout=120)
-    assert status.stdout.strip().endswith("Healthy"), status.stdout
+    wait_healthy(kubectl, "web", ns)
     blue = rollout_object(kube, "web", ns)["status"]["stableRS"]
     eventually(lambda: _selector_hash(kubectl, "web", ns) == blue, "the active Service on blue")
 

@@ -27,6 +27,7 @@ from tests.e2e.rollouts.scenario import (
     replica_sets,
     rollout_object,
     service,
+    wait_healthy,
 )
 
 REPLICAS = 4
@@ -78,8 +79,7 @@ def test_an_image_change_walks_the_canary_steps_with_promote_and_undo(
     core = client.CoreV1Api(kube)
     apply(kubectl, service("web", ns), deployment("web", ns, replicas=REPLICAS, image=V1))
     # The first revision has nothing to compare with: Argo makes it stable at once.
-    status = argo("status", "web", "-n", ns, "--timeout", "90s", timeout=120)
-    assert status.stdout.strip().endswith("Healthy"), status.stdout
+    wait_healthy(kubectl, "web", ns)
     first = get(kubectl, "deployment", "web", "-n", ns)
     assert first is not None
     assert first["spec"]["replicas"] == 0, "a converted Deployment is stored with 0 replicas"
@@ -148,8 +148,7 @@ def test_an_image_change_keeps_the_rollouts_services(
 ) -> None:
     ns = rollouts_namespace
     apply(kubectl, service("web", ns), deployment("web", ns, replicas=2, image=V1))
-    status = argo("status", "web", "-n", ns, "--timeout", "90s", timeout=120)
-    assert status.stdout.strip().endswith("Healthy"), status.stdout
+    wait_healthy(kubectl, "web", ns)
     canary = rollout_object(kube, "web", ns)["spec"]["strategy"]["canary"]
     assert (canary["stableService"], canary["canaryService"]) == ("web", "web-canary")
     stable_hash = rollout_object(kube, "web", ns)["status"]["stableRS"]
