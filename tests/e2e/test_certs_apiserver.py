@@ -3,7 +3,8 @@
 A real API server calls a webhook served on 127.0.0.1 with the bundle's serving
 certificate, verifying it against the caBundle our injector wrote; the calls keep
 succeeding through every step of a CA rotation. Also: racing bootstrappers, the 409 on
-a stale replace, the Lease elector, the CLI. Uses the control plane of tests/e2e.
+a stale replace, the Lease elector, the CLI. Runs on the session control plane of the
+end-to-end tier, in a namespace and under configuration names of its own.
 """
 
 from __future__ import annotations
@@ -31,37 +32,24 @@ from certs.inject import encode_ca_bundle
 from certs.leader import KubeLeaseAPI, LeaseElector, LeaseRef
 from certs.rotation import CertificateRotator, RotationSettings
 from certs.store import KubeSecretAPI, SecretConflict, SecretRef, Target, bundle_to_secret
-from tests.e2e import binaries, harness
+from tests.e2e import harness
 from webhook.cli import main as cli_main
 
 pytestmark = pytest.mark.e2e
 
-NS = "rollout-webhook"
+NS = "certs-e2e"
 SERVICE = "rollout-webhook"
-CONFIG = "rollout-webhook"
+CONFIG = "certs-e2e-webhook"
 # No waiting between rotation steps: each reconcile call takes the next step.
 NO_WAIT = pki.Lifetimes(propagation_delay=timedelta(0), retire_grace=timedelta(0))
 
 
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.ControlPlane]:
-    try:
-        paths = binaries.control_plane_binaries()
-    except binaries.Unavailable as error:
-        if binaries.in_ci():
-            pytest.fail(f"end-to-end tier cannot run under CI=true: {error}", pytrace=False)
-        pytest.skip(f"end-to-end tier skipped: {error}")
-    workdir = tmp_path_factory.mktemp("certs-control-plane")
-    with harness.running_control_plane(paths["etcd"], paths["kube-apiserver"], workdir) as cp:
-        yield cp
-
-
-@pytest.fixture(scope="module")
-def kube(plane: harness.ControlPlane) -> Iterator[Any]:
-    api_client = config.new_client_from_config(config_file=str(plane.kubeconfig))  # type: ignore[no-untyped-call]
-    core_api(api_client).create_namespace({"metadata": {"name": NS}})
-    yield api_client
-    api_client.close()
+@pytest.fixture(scope="module", autouse=True)
+def certs_namespace(kube: Any) -> Iterator[str]:
+    core_api(kube).create_namespace({"metadata": {"name": NS}})
+    yield NS
+    # No namespace controller: the namespace stays Terminating, its name unused again.
+    core_api(kube).delete_namespace(NS)
 
 
 # The client's generated types are strict about bodies and Optional everywhere; these
@@ -78,8 +66,8 @@ def coord_api(kube: Any) -> Any:
     return client.CoordinationV1Api(kube)
 
 
-def new_client(plane: harness.ControlPlane) -> Any:
-    return config.new_client_from_config(config_file=str(plane.kubeconfig))  # type: ignore[no-untyped-call]
+def new_client(control_plane: harness.ControlPlane) -> Any:
+    return config.new_client_from_config(config_file=str(control_plane.kubeconfig))  # type: ignore[no-untyped-call]
 
 
 class AdmissionServer:
@@ -230,7 +218,7 @@ def test_api_server_calls_the_webhook_through_a_whole_ca_rotation(kube: Any) -> 
     settings = BootstrapSettings(
         SecretRef(NS, f"tls-{uuid.uuid4().hex[:6]}"),
         Target(SERVICE, NS, extra_ips=("127.0.0.1",)),
-        default_webhook_configs(),
+        default_webhook_configs((CONFIG,), (CONFIG,)),
         NO_WAIT,
     )
     # The first bundle, then a server with its leaf, then the configurations (no caBundle yet).
@@ -277,7 +265,7 @@ def test_api_server_calls_the_webhook_through_a_whole_ca_rotation(kube: Any) -> 
 
 
 def test_racing_bootstrappers_converge_on_one_bundle(
-    plane: harness.ControlPlane, kube: Any
+    control_plane: harness.ControlPlane, kube: Any
 ) -> None:
     settings = BootstrapSettings(SecretRef(NS, f"race-{uuid.uuid4().hex[:6]}"), Target(SERVICE, NS))
     now = datetime.now(UTC)
@@ -286,7 +274,7 @@ def test_racing_bootstrappers_converge_on_one_bundle(
     errors: list[BaseException] = []
 
     def one() -> None:
-        api_client = new_client(plane)
+        api_client = new_client(control_plane)
         try:
             start.wait(timeout=10)
             report = bootstrap(api_client, settings, now)
@@ -355,7 +343,7 @@ def test_rotator_tick_against_the_api_server(kube: Any, tmp_path: Path) -> None:
 
 
 def test_cli_bootstrap_rotate_check(
-    plane: harness.ControlPlane,
+    control_plane: harness.ControlPlane,
     kube: Any,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -369,14 +357,14 @@ def test_cli_bootstrap_rotate_check(
         secret,
         "--no-inject",
         "--kubeconfig",
-        str(plane.kubeconfig),
+        str(control_plane.kubeconfig),
     ]
     assert cli_main.main(["certs", "bootstrap", *common]) == 0
     assert f"Secret {NS}/{secret}: created (reissue)" in capsys.readouterr().out
     assert cli_main.main(["certs", "rotate", "--force", *common]) == 0
     assert "updated (stage-ca)" in capsys.readouterr().out
     check = ["certs", "check", "--secret", secret, "--service", SERVICE, "--namespace", NS]
-    assert cli_main.main([*check, "--kubeconfig", str(plane.kubeconfig)]) == 0
+    assert cli_main.main([*check, "--kubeconfig", str(control_plane.kubeconfig)]) == 0
     out = capsys.readouterr().out
     assert "action: none" in out
     assert out.count("also trusted:") == 1

@@ -2,9 +2,11 @@
 dry-run, the policy watch and the validating webhook, driven by real `kubectl`.
 
 The server runs in-process with ``--kubeconfig``; the API server calls it through a
-registered MutatingWebhookConfiguration and ValidatingWebhookConfiguration. Uses the
-end-to-end tier's control plane harness (etcd + kube-apiserver, RBAC on) and skips the
-same way when its binaries cannot be had.
+registered MutatingWebhookConfiguration and ValidatingWebhookConfiguration. Runs on the
+session control plane of the end-to-end tier (etcd + kube-apiserver, RBAC on), so its
+namespaces and configuration names are its own, and the module removes its webhook
+configurations and the objects it converted when it is done (the reconcilers of later
+modules watch the whole cluster).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from tests.e2e import binaries, harness
+from tests.e2e import harness
 from tests.server.conftest import Running, serve
 from webhook.core.audit import verify_chain
 from webhook.core.policy import builtin_policy
@@ -30,26 +32,29 @@ from webhook.server.settings import ServeSettings
 
 pytestmark = pytest.mark.e2e
 
-WEBHOOK_NS = "rollout-system"
+# Names of this module only: the control plane is shared by the whole session.
+WEBHOOK_NS = "serve-cluster-system"
+SHOP = "serve-cluster-shop"
+UNWATCHED = "serve-cluster-unwatched"
+POLICY_WEBHOOK = f"rollout-webhook-policy-{WEBHOOK_NS}"
 KEY = "rollout-webhook.io/"
 T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[harness.ControlPlane, Any]]:
-    try:
-        paths = binaries.control_plane_binaries()
-        tools = binaries.kube_tools()
-    except binaries.Unavailable as error:
-        if binaries.in_ci():
-            pytest.fail(f"cannot run under CI=true: {error}", pytrace=False)
-        pytest.skip(f"real control plane unavailable: {error}")
-    workdir = tmp_path_factory.mktemp("server-e2e")
-    with harness.running_control_plane(paths["etcd"], paths["kube-apiserver"], workdir) as cp:
-        kubectl = harness.kubectl_tool(tools["kubectl"], cp.kubeconfig, workdir / "kube")
-        harness.install_crds(kubectl)
-        kubectl("create", "namespace", WEBHOOK_NS)
-        yield cp, kubectl
+def plane(
+    control_plane: harness.ControlPlane, kubectl: harness.Tool
+) -> Iterator[tuple[harness.ControlPlane, Any]]:
+    kubectl("create", "namespace", WEBHOOK_NS)
+    yield control_plane, kubectl
+    # Converted objects left here would be reconciled by every later module's server.
+    for ns in (SHOP, UNWATCHED):
+        kubectl(
+            "delete", "deployments,rollouts.argoproj.io,services,horizontalpodautoscalers",
+            "--all", "-n", ns, "--ignore-not-found", "--wait=false", check=False,
+        )  # fmt: skip
+    for ns in (WEBHOOK_NS, SHOP, UNWATCHED):
+        kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
 
 
 def eventually(check: Callable[[], T | None], what: str, timeout: float = 20) -> T:
@@ -131,7 +136,7 @@ def webhooks(namespace_scope: str) -> tuple[dict[str, Any], dict[str, Any]]:
     }
     validating = {
         "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": "rollout-webhook-policy"},
+        "metadata": {"name": POLICY_WEBHOOK},
         "webhooks": [
             {
                 "name": "policy.rollout-webhook.io",
@@ -177,26 +182,33 @@ def cluster_server(
     cp, kubectl = plane
     tmp = tmp_path_factory.mktemp("serve")
     audit_file = tmp / "audit.jsonl"
-    kubectl("create", "namespace", "shop")
+    kubectl("create", "namespace", SHOP)
+    mutating, validating = webhooks(SHOP)
     with serve(
         tmp, kubeconfig=cp.kubeconfig, namespace=WEBHOOK_NS, audit_file=audit_file
     ) as running:
-        eventually(
-            lambda: running.client.get(f"{running.url}/readyz").status_code == 200,
-            "readiness (policy and caches)",
-        )
-        mutating, validating = webhooks("shop")
-        harness.register_webhook(
-            kubectl, f"{running.url}/mutate", running.ca_pem.encode(), mutating
-        )
-        harness.register_webhook(
-            kubectl, f"{running.url}/validate", running.ca_pem.encode(), validating
-        )
-        yield running, kubectl, audit_file
+        try:
+            eventually(
+                lambda: running.client.get(f"{running.url}/readyz").status_code == 200,
+                "readiness (policy and caches)",
+            )
+            harness.register_webhook(
+                kubectl, f"{running.url}/mutate", running.ca_pem.encode(), mutating
+            )
+            harness.register_webhook(
+                kubectl, f"{running.url}/validate", running.ca_pem.encode(), validating
+            )
+            yield running, kubectl, audit_file
+        finally:
+            # Before the server stops: a configuration calling a stopped server would fail
+            # (or, with Ignore, silently skip) other modules' requests.
+            for manifest in (mutating, validating):
+                name = manifest["metadata"]["name"]
+                kubectl("delete", manifest["kind"].lower(), name, "--ignore-not-found", check=False)
 
 
 def converted(kubectl: Any, name: str) -> dict[str, Any] | None:
-    found = get(kubectl, "deployment", name, "-n", "shop")
+    found = get(kubectl, "deployment", name, "-n", SHOP)
     if found and found["metadata"].get("annotations", {}).get(f"{KEY}rollout-name") == name:
         return found
     return None
@@ -214,7 +226,7 @@ def test_a_labelled_deployment_is_converted_and_its_rollout_applied(
             {
                 "apiVersion": "v1",
                 "kind": "Service",
-                "metadata": {"name": "web", "namespace": "shop"},
+                "metadata": {"name": "web", "namespace": SHOP},
                 "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
             }
         ),
@@ -222,23 +234,23 @@ def test_a_labelled_deployment_is_converted_and_its_rollout_applied(
 
     # The configuration takes about a second to be in force: re-apply until converted.
     def apply_and_check() -> dict[str, Any] | None:
-        kubectl("apply", "-f", "-", input=deployment("web", "shop"))
+        kubectl("apply", "-f", "-", input=deployment("web", SHOP))
         return converted(kubectl, "web")
 
     stored = eventually(apply_and_check, "the Deployment to be converted")
     assert stored["spec"]["replicas"] == 0
     rollout = eventually(
-        lambda: get(kubectl, "rollout", "web", "-n", "shop", "--show-managed-fields"), "the Rollout"
+        lambda: get(kubectl, "rollout", "web", "-n", SHOP, "--show-managed-fields"), "the Rollout"
     )
     assert rollout["spec"]["workloadRef"]["name"] == "web"
     assert rollout["spec"]["replicas"] == 2
     managers = {m["manager"] for m in rollout["metadata"]["managedFields"]}
     assert managers == {"rollout-webhook"}
-    canary = eventually(lambda: get(kubectl, "service", "web-canary", "-n", "shop"), "canary svc")
+    canary = eventually(lambda: get(kubectl, "service", "web-canary", "-n", SHOP), "canary svc")
     assert canary["spec"]["selector"] == {"app": "web"}
 
     # The cache sees what was written: a re-apply of the manifest changes nothing.
-    kubectl("apply", "-f", "-", input=deployment("web", "shop"))
+    kubectl("apply", "-f", "-", input=deployment("web", SHOP))
     assert converted(kubectl, "web") is not None
 
     running.server.audit.flush()
@@ -256,13 +268,13 @@ def test_server_dry_run_returns_the_patch_and_writes_nothing(
     _, kubectl, _ = cluster_server
     eventually(lambda: converted(kubectl, "web"), "the webhook in force")
     result = kubectl(
-        "apply", "--dry-run=server", "-o", "json", "-f", "-", input=deployment("dry", "shop")
+        "apply", "--dry-run=server", "-o", "json", "-f", "-", input=deployment("dry", SHOP)
     )
     shown = json.loads(result.stdout)
     assert shown["metadata"]["annotations"][f"{KEY}rollout-name"] == "dry"
     time.sleep(2)  # give a wrongly queued write time to happen
-    assert get(kubectl, "rollout", "dry", "-n", "shop") is None
-    assert get(kubectl, "deployment", "dry", "-n", "shop") is None
+    assert get(kubectl, "rollout", "dry", "-n", SHOP) is None
+    assert get(kubectl, "deployment", "dry", "-n", SHOP) is None
 
 
 def test_a_user_who_may_not_create_rollouts_is_not_converted(
@@ -273,7 +285,7 @@ def test_a_user_who_may_not_create_rollouts_is_not_converted(
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": {"name": "deployer", "namespace": "shop"},
+        "metadata": {"name": "deployer", "namespace": SHOP},
         "rules": [
             {
                 "apiGroups": ["apps"],
@@ -285,7 +297,7 @@ def test_a_user_who_may_not_create_rollouts_is_not_converted(
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": {"name": "bob-deployer", "namespace": "shop"},
+        "metadata": {"name": "bob-deployer", "namespace": SHOP},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
         "subjects": [{"kind": "User", "name": "bob", "apiGroup": "rbac.authorization.k8s.io"}],
     }
@@ -295,18 +307,18 @@ def test_a_user_who_may_not_create_rollouts_is_not_converted(
         "-",
         input=json.dumps({"kind": "List", "apiVersion": "v1", "items": [role, binding]}),
     )
-    result = kubectl("create", "--as=bob", "-f", "-", input=deployment("bobs", "shop"))
-    assert "bob may not create rollouts.argoproj.io in namespace shop" in result.stderr
-    stored = get(kubectl, "deployment", "bobs", "-n", "shop")
+    result = kubectl("create", "--as=bob", "-f", "-", input=deployment("bobs", SHOP))
+    assert f"bob may not create rollouts.argoproj.io in namespace {SHOP}" in result.stderr
+    stored = get(kubectl, "deployment", "bobs", "-n", SHOP)
     assert stored is not None
     annotations = stored["metadata"].get("annotations", {})
     assert f"{KEY}rollout-name" not in annotations
     assert annotations[f"{KEY}refused"] == "bob may not create rollouts.argoproj.io"
     assert stored["spec"]["replicas"] == 2
     time.sleep(2)  # the reconciler runs too: it must leave bob's Deployment alone
-    assert get(kubectl, "rollout", "bobs", "-n", "shop") is None
+    assert get(kubectl, "rollout", "bobs", "-n", SHOP) is None
     assert f"{KEY}rollout-name" not in (
-        (get(kubectl, "deployment", "bobs", "-n", "shop") or {})["metadata"].get("annotations", {})
+        (get(kubectl, "deployment", "bobs", "-n", SHOP) or {})["metadata"].get("annotations", {})
     )
 
 
@@ -329,8 +341,8 @@ def test_policy_configmap_is_validated_and_reloaded(
     kubectl("apply", "-f", "-", input=policy_configmap("dev"))
 
     def dev_applied() -> dict[str, Any] | None:
-        kubectl("delete", "deployment", "later", "-n", "shop", "--ignore-not-found")
-        kubectl("apply", "-f", "-", input=deployment("later", "shop"))
+        kubectl("delete", "deployment", "later", "-n", SHOP, "--ignore-not-found")
+        kubectl("apply", "-f", "-", input=deployment("later", SHOP))
         found = converted(kubectl, "later")
         if found and found["metadata"]["annotations"][f"{KEY}applied-environment"] == "dev":
             return found
@@ -353,6 +365,9 @@ def test_rotate_certs_bootstraps_the_secret_and_serves_from_it(
         cert_dir=cert_dir,
         rotate_certs=True,
         tls_secret="rotation-e2e-tls",
+        # The module's server already reconciles under this namespace's Lease, and a
+        # second one in this process would share its identity (both would lead).
+        reconcile=False,
     )
     server = build_server(settings, audit_stream=io.StringIO())
     try:
@@ -375,15 +390,15 @@ def test_the_reconciler_converts_what_admission_never_saw(
     """A labelled Deployment in a namespace the webhook is not registered for (as when
     the webhook was down and failurePolicy Ignore let it through) is converted anyway."""
     _, kubectl, _ = cluster_server
-    kubectl("create", "namespace", "unwatched")
-    kubectl("apply", "-f", "-", input=deployment("late", "unwatched"))
+    kubectl("create", "namespace", UNWATCHED)
+    kubectl("apply", "-f", "-", input=deployment("late", UNWATCHED))
     rollout = eventually(
-        lambda: get(kubectl, "rollout", "late", "-n", "unwatched"), "the reconciler's Rollout", 30
+        lambda: get(kubectl, "rollout", "late", "-n", UNWATCHED), "the reconciler's Rollout", 30
     )
     assert rollout["spec"]["workloadRef"]["name"] == "late"
 
     def annotated() -> dict[str, Any] | None:
-        found = get(kubectl, "deployment", "late", "-n", "unwatched")
+        found = get(kubectl, "deployment", "late", "-n", UNWATCHED)
         annotations = (found or {}).get("metadata", {}).get("annotations", {})
         return found if annotations.get(f"{KEY}rollout-name") == "late" else None
 
