@@ -165,6 +165,28 @@ def test_orphaned_rollout_is_deleted_after_a_grace_period() -> None:
     ]
 
 
+def test_the_orphan_grace_is_the_caller_s() -> None:
+    cluster = Cluster(running(opted_in(uid="u1")), service())
+    cluster.carry_out(cluster.plan())
+    del cluster.objs[("Deployment", "web")]
+    neighbours = Neighbours(
+        namespace=None, services=cluster.of("Service"), rollouts=cluster.of("Rollout")
+    )
+
+    def plan(seconds: float, grace: timedelta) -> ReconcilePlan:
+        at = NOW + timedelta(seconds=seconds)
+        return plan_reconcile("prod", "web", None, neighbours, POLICY, now=at, orphan_grace=grace)
+
+    short = timedelta(seconds=3)
+    assert plan(1, short).actions == ()
+    assert plan(1, short).requeue_after == pytest.approx(3)
+    assert {a.kind for a in plan(4, short).actions if isinstance(a, Delete)} == {
+        "Rollout",
+        "Service",
+    }
+    assert plan(4, timedelta(seconds=60)).actions == ()  # the default would still wait
+
+
 def test_gitops_resync_is_drained_with_an_event() -> None:
     cluster = Cluster(opted_in(uid="u1", replicas=3), service())
     cluster.carry_out(cluster.plan())

@@ -49,7 +49,8 @@ POD_TEMPLATE_HASH = "rollouts-pod-template-hash"
 
 ORPHAN_GRACE = timedelta(seconds=60)
 """How long a generated Rollout may exist before its Deployment does (admission writes the
-Rollout moments before the API server stores the Deployment)."""
+Rollout moments before the API server stores the Deployment). The default of
+``plan_reconcile``'s ``orphan_grace`` (serve's ``orphan_grace_seconds``)."""
 
 OPT_OUT_POLL_SECONDS = 2.0
 
@@ -178,7 +179,12 @@ def _generated_for(neighbours: Neighbours, name: str, keys: Keys) -> list[Mappin
 
 
 def _orphans(
-    namespace: str, name: str, neighbours: Neighbours, now: datetime, keys: Keys
+    namespace: str,
+    name: str,
+    neighbours: Neighbours,
+    now: datetime,
+    keys: Keys,
+    grace: timedelta,
 ) -> ReconcilePlan:
     generated = _generated_for(neighbours, name, keys)
     if not generated:
@@ -187,9 +193,9 @@ def _orphans(
     actions: list[Action] = []
     for obj in generated:
         created = _parse_time(meta(obj).get("creationTimestamp"))
-        age = now - created if created is not None else ORPHAN_GRACE
-        if age < ORPHAN_GRACE:
-            waits.append((ORPHAN_GRACE - age).total_seconds())
+        age = now - created if created is not None else grace
+        if age < grace:
+            waits.append((grace - age).total_seconds())
             continue
         actions.append(
             Delete(str(obj["kind"]), namespace, name_of(obj), f"Deployment {name} does not exist")
@@ -442,10 +448,15 @@ def plan_reconcile(
     *,
     now: datetime,
     keys: Keys = DEFAULT_KEYS,
+    orphan_grace: timedelta = ORPHAN_GRACE,
 ) -> ReconcilePlan:
-    """What to do for the service keyed (namespace, name), and when to look again."""
+    """What to do for the service keyed (namespace, name), and when to look again.
+
+    ``orphan_grace``: how old a generated object without its Deployment must be before it
+    is deleted (where no garbage collector follows its ownerReference, this is the clean-up).
+    """
     if deployment is None:
-        return _orphans(namespace, name, neighbours, now, keys)
+        return _orphans(namespace, name, neighbours, now, keys, orphan_grace)
     if meta(deployment).get("deletionTimestamp"):
         return ReconcilePlan(namespace, name, "deleting", "the Deployment is being deleted")
     opt_in = resolve_opt_in(deployment, neighbours.namespace, keys)

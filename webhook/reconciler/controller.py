@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from webhook.core.audit import ChangeOutcome, DecisionFacts
@@ -26,6 +26,7 @@ from webhook.core.keys import DEFAULT_KEYS, Keys
 from webhook.core.objects import labels_of, name_of, namespace_of, spec_of
 from webhook.core.policy import Policy
 from webhook.core.reconcile import (
+    ORPHAN_GRACE,
     Action,
     Apply,
     Delete,
@@ -125,6 +126,7 @@ class Reconciler:
         resync_seconds: float = 600.0,
         expectation_seconds: float = EXPECTATION_SECONDS,
         excluded_namespaces: frozenset[str] = frozenset(),
+        orphan_grace: timedelta = ORPHAN_GRACE,
     ) -> None:
         self.view = view
         self.policy = policy
@@ -138,6 +140,7 @@ class Reconciler:
         self.resync_seconds = resync_seconds
         self.expectation_seconds = expectation_seconds
         self.excluded_namespaces = excluded_namespaces
+        self.orphan_grace = orphan_grace
         self._events: dict[Key, tuple[str, str]] = {}
         self._made: dict[str, float] = {}
         self._stop = threading.Event()
@@ -211,6 +214,7 @@ class Reconciler:
             policy,
             now=self.now(),
             keys=self.keys,
+            orphan_grace=self.orphan_grace,
         )
 
     def _recently_made(self, action: Action, now: float) -> bool:

@@ -93,6 +93,7 @@ def start_reconciler(
         is_leader=leader.is_leader,
         synced=cluster.view.synced,
         excluded_namespaces=settings.reconciler_excluded_namespaces,
+        orphan_grace=dt.timedelta(seconds=settings.orphan_grace_seconds),
     )
     cluster.listeners.append(reconciler.on_change)
     leader.start()

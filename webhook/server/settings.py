@@ -47,6 +47,11 @@ class ServeSettings(BaseSettings):
     """Namespaces the reconciler never touches, like the webhook configuration's
     namespaceSelector (the webhook's own namespace is always excluded). From the
     environment as a JSON list."""
+    orphan_grace_seconds: float = Field(default=60.0, ge=0, le=3600)
+    """How old a generated Rollout or Service whose Deployment is gone must be before the
+    reconciler deletes it. Its ownerReference lets the garbage collector delete it first in
+    a normal cluster; the grace covers the moment between admission's writes and the
+    Deployment being stored."""
     rotate_certs: bool = False
     """Bootstrap and rotate the serving certificate in a Secret (certs package), writing
     each bundle to --cert-dir; needs a cluster."""
