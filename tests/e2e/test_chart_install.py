@@ -25,7 +25,8 @@ from tests.e2e import harness
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "rollout-webhook"
-RELEASE = "rollout-webhook"
+# Unique per module: the session control plane is shared, and ClusterRoles are cluster-wide.
+RELEASE = "install-rollout-webhook"  # holds the chart name: fullname = release
 NAMESPACE = "platform-rollouts"
 ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
 CONTROLLER = "system:serviceaccount:argo-rollouts:argo-rollouts"
