@@ -17,15 +17,16 @@ from typing import Any
 
 from webhook.cli.common import load_policy
 from webhook.cli.errors import UsageError
-from webhook.core.convert import Neighbours
 from webhook.core.errors import PolicyInvalid
 from webhook.core.hpa import hpas_for
 from webhook.core.keys import DEFAULT_KEYS, Keys
+from webhook.core.mutation import neighbours_of
 from webhook.core.objects import annotations_of, is_generated, name_of, namespace_of
 from webhook.core.policy import Policy, builtin_policy, policy_from_configmap
 from webhook.core.reconcile import Emit, plan_reconcile
 from webhook.core.routes import httproute_references, virtualservice_references
 from webhook.core.selection import resolve_opt_in
+from webhook.server.ports import MemoryClusterView
 
 KINDS = (
     "Namespace",
@@ -68,25 +69,13 @@ def service_rows(
     keys: Keys = DEFAULT_KEYS,
 ) -> list[dict[str, Any]]:
     """One row per opted-in or converted Deployment (pure: the tests feed it objects)."""
-    by_ns: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for kind, items in objects.items():
-        for obj in items:
-            by_ns.setdefault(namespace_of(obj), {}).setdefault(kind, []).append(obj)
-    namespaces = {name_of(ns): ns for ns in objects.get("Namespace", [])}
+    view = MemoryClusterView(obj for items in objects.values() for obj in items)
     rows = []
     for deployment in sorted(
-        objects.get("Deployment", []), key=lambda d: (namespace_of(d), name_of(d))
+        view.list("Deployment", ""), key=lambda d: (namespace_of(d), name_of(d))
     ):
         ns, name = namespace_of(deployment), name_of(deployment)
-        local = by_ns.get(ns, {})
-        neighbours = Neighbours(
-            namespace=namespaces.get(ns),
-            services=tuple(local.get("Service", [])),
-            hpas=tuple(local.get("HorizontalPodAutoscaler", [])),
-            http_routes=tuple(local.get("HTTPRoute", [])),
-            virtual_services=tuple(local.get("VirtualService", [])),
-            rollouts=tuple(local.get("Rollout", [])),
-        )
+        neighbours = neighbours_of(view, ns)
         rollout = neighbours.rollout_named(name)
         converted = keys.rollout_name in annotations_of(deployment) or (
             rollout is not None and is_generated(rollout, keys)
@@ -210,13 +199,14 @@ def _cluster_policy(http: Any, args: argparse.Namespace) -> Policy:
 
 
 def run(args: argparse.Namespace) -> int:
-    from webhook.kube.config import api_client
+    from certs.kube import ClusterConfigError, load_api_client
     from webhook.kube.http import KubeHttp
 
     try:
-        http = KubeHttp(api_client(args.kubeconfig, args.in_cluster))
-    except Exception as err:
-        raise UsageError(f"cannot load the cluster configuration: {err}") from None
+        kubeconfig = str(args.kubeconfig) if args.kubeconfig else None
+        http = KubeHttp(load_api_client(kubeconfig, args.in_cluster))
+    except ClusterConfigError as err:
+        raise UsageError(f"cannot reach a cluster: {err}") from None
     policy = _cluster_policy(http, args)
     rows = service_rows(_fetch(http, args.namespace), policy, datetime.now(UTC))
     if args.output == "json":

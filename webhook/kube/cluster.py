@@ -7,8 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes import client, config
-
+from certs.kube import load_api_client
 from webhook.kube.cache import Reflector
 from webhook.kube.http import KubeHttp
 from webhook.kube.resources import CACHED, CONFIGMAP, Resource
@@ -131,11 +130,5 @@ class Cluster:
 
 def connect(settings: ServeSettings) -> Cluster:
     """A Cluster from --kubeconfig or the Pod's service account; nothing is called yet."""
-    configuration = client.Configuration()
-    if settings.in_cluster:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(settings.kubeconfig), client_configuration=configuration
-        )
-    return Cluster(KubeHttp(client.ApiClient(configuration)), settings)
+    kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
+    return Cluster(KubeHttp(load_api_client(kubeconfig, settings.in_cluster)), settings)

@@ -21,8 +21,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from webhook.core.audit import ChangeOutcome, DecisionFacts
-from webhook.core.convert import Neighbours
 from webhook.core.keys import DEFAULT_KEYS, Keys
+from webhook.core.mutation import neighbours_of
 from webhook.core.objects import labels_of, name_of, namespace_of, spec_of
 from webhook.core.policy import Policy
 from webhook.core.reconcile import (
@@ -188,16 +188,6 @@ class Reconciler:
 
     # --- one pass ---------------------------------------------------------------
 
-    def neighbours(self, namespace: str) -> Neighbours:
-        return Neighbours(
-            namespace=self.view.get("Namespace", "", namespace),
-            services=self.view.list("Service", namespace),
-            hpas=self.view.list("HorizontalPodAutoscaler", namespace),
-            http_routes=self.view.list("HTTPRoute", namespace),
-            virtual_services=self.view.list("VirtualService", namespace),
-            rollouts=self.view.list("Rollout", namespace),
-        )
-
     def plan(self, key: Key) -> ReconcilePlan | None:
         """None until the policy is known and the caches are synced (an empty cache would
         make every generated Rollout look orphaned), and for excluded namespaces."""
@@ -210,7 +200,7 @@ class Reconciler:
             namespace,
             name,
             deployment,
-            self.neighbours(namespace),
+            neighbours_of(self.view, namespace),
             policy,
             now=self.now(),
             keys=self.keys,
