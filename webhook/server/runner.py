@@ -228,7 +228,7 @@ def start_rotation(settings: ServeSettings, cluster: Any, cert_dir: Path) -> Cal
     """
     from certs.bootstrap import BootstrapSettings, default_webhook_configs
     from certs.leader import LeaseRef
-    from certs.rotation import DEFAULT_LEASE_NAME, CertificateRotator, RotationSettings
+    from certs.rotation import CertificateRotator, RotationSettings
     from certs.store import SecretRef, Target
 
     namespace = settings.namespace
@@ -236,9 +236,11 @@ def start_rotation(settings: ServeSettings, cluster: Any, cert_dir: Path) -> Cal
         BootstrapSettings(
             SecretRef(namespace, settings.tls_secret),
             Target(settings.service_name, namespace),
-            default_webhook_configs(),
+            default_webhook_configs(
+                (settings.webhook_configuration,), (settings.webhook_configuration,)
+            ),
         ),
-        lease=LeaseRef(namespace, DEFAULT_LEASE_NAME),
+        lease=LeaseRef(namespace, settings.certs_lease),
         cert_dir=cert_dir,
     )
     rotator = CertificateRotator.from_api_client(cluster.http.api_client, rotation)

@@ -58,6 +58,11 @@ class ServeSettings(BaseSettings):
     tls_secret: str = "rollout-webhook-tls"  # noqa: S105  (a Secret's name, not a password)
     service_name: str = "rollout-webhook"
     """The webhook's Service: the certificate's DNS names are made from it."""
+    webhook_configuration: str = "rollout-webhook"
+    """The Mutating- and ValidatingWebhookConfiguration whose caBundle --rotate-certs keeps
+    current (the chart names both after its fullname)."""
+    certs_lease: str = "rollout-webhook-certs"
+    """The Lease (in --namespace) whose holder rotates the certificate."""
     fail_closed: bool = False
     """On an internal error: deny (true) or admit unchanged with a warning (false)."""
     max_body_bytes: int = Field(default=3 * MIB, ge=1024)
