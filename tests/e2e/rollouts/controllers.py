@@ -116,10 +116,6 @@ class Controllers:
     workdir: Path
     processes: list[harness.ManagedProcess] = field(default_factory=list)
 
-    @property
-    def log_paths(self) -> list[Path]:
-        return [process.log_path for process in self.processes]
-
     def start(self) -> None:
         try:
             self._start()
@@ -132,14 +128,6 @@ class Controllers:
             process.stop()
         for name in NODE_NAMES:
             self.kubectl("delete", "node", name, "--ignore-not-found", "--wait=false", check=False)
-
-    def dead(self) -> list[str]:
-        """A line per controller that is no longer running, with its log's place."""
-        return [
-            f"{process.name} exited (log {process.log_path}):\n{process.log_tail()}"
-            for process in self.processes
-            if not process.alive()
-        ]
 
     def plugin_path_env(self) -> dict[str, str]:
         """PATH with the kubectl-argo-rollouts plugin first, so `kubectl argo rollouts` works."""
