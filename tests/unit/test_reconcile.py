@@ -279,6 +279,31 @@ def test_opt_out_restores_first_and_never_leaves_zero_ready_pods() -> None:
     assert (done.state, done.actions) == ("plain", ())
 
 
+def test_opt_out_waits_while_the_orphaning_delete_of_the_rollout_is_in_progress() -> None:
+    """A Rollout deleted with orphaned dependents stays (deletionTimestamp, the orphan
+    finalizer) until the garbage collector has freed its ReplicaSets: no second delete, and
+    no ReplicaSet clean-up before it is gone."""
+    cluster = Cluster(opted_in(uid="u1", replicas=3), service())
+    cluster.carry_out(cluster.plan())
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["metadata"]["labels"][K.enabled] = "false"
+    cluster.carry_out(cluster.plan())
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["status"] = {"availableReplicas": 3}
+    assert "delete Rollout" in kinds(cluster.plan())
+    rollout = cluster.get("Rollout", "web")
+    assert rollout is not None
+    rollout["metadata"]["deletionTimestamp"] = "2026-11-26T12:00:00Z"
+    rollout["metadata"]["finalizers"] = ["orphan"]
+
+    waiting = cluster.plan()
+    assert (waiting.state, waiting.actions) == ("opting-out", ())
+    assert waiting.requeue_after
+    assert "deletion" in waiting.summary
+
+
 def test_refused_deployments_are_left_alone() -> None:
     cluster = Cluster(opted_in(annotations={K.refused: "user may not create rollouts"}), service())
     plan = cluster.plan()

@@ -334,6 +334,17 @@ def _opt_out(
     restoration = plan_opt_out(deployment, neighbours, keys)
     want = restoration.replicas
     actions: list[Action] = []
+    if rollout is not None and meta(rollout).get("deletionTimestamp"):
+        # Deleted with orphaned dependents: the garbage collector is taking its ReplicaSets'
+        # owner references off, then removes it. Deleting again changes nothing, and the
+        # next step (deleting those ReplicaSets) must wait until they have no owner.
+        return ReconcilePlan(
+            namespace,
+            name,
+            "opting-out",
+            "waiting for the Rollout's deletion to finish",
+            requeue_after=OPT_OUT_POLL_SECONDS,
+        )
     if rollout is not None:
         if (spec_of(rollout).get("workloadRef") or {}).get("scaleDown") != "never":
             actions.append(
