@@ -1,0 +1,1 @@
+"""The benchmark harness of `make bench` (docs/benchmarks.md); not part of the product."""

@@ -1,0 +1,156 @@
+"""Start `rollout-webhook serve` for the benchmark, with its caches filled beforehand.
+
+The server is built by the product's own factory (``build_server``) and run with the
+product's own uvicorn settings (``uvicorn_config``: one process, h11, TLS from the
+certificate directory, access log off), which are what the chart's Deployment runs
+(``serve --in-cluster --cert-dir ... --host 0.0.0.0``). What differs, and why:
+
+- The cluster is in memory: a ``MemoryClusterView`` (the very class the watches fill in
+  production) holding the generated services of ``bench.fixtures``, and a writer that
+  allows every SubjectAccessReview and accepts every apply at once. Writes run after the
+  answer (engine.py), so the API server's speed is not what is measured here; with no
+  API server, the write worker, the access-review cache and the audit records still run.
+- ``POST /baseline`` is added to the app here, not in the product: it reads the body and
+  answers a fixed "allowed" review without parsing it, the floor that TLS, HTTP and the
+  framework cost on the same server and the same connections.
+
+Standard output carries the audit records, as in a pod; the harness sends it to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import logging
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import Request
+from fastapi.responses import Response
+
+from bench.fixtures import cluster_objects
+from webhook.core.admission import UserInfo
+from webhook.core.policy import builtin_policy
+from webhook.server.policy_state import PolicyState
+from webhook.server.ports import AccessDecision, MemoryClusterView
+from webhook.server.runner import Server, build_server, uvicorn_config
+from webhook.server.settings import ServeSettings
+
+BASELINE_ANSWER = json.dumps(
+    {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": {"uid": "", "allowed": True},
+    },
+    separators=(",", ":"),
+).encode()
+
+
+@dataclass
+class AcceptingWriter:
+    """Allows every permission check and accepts every apply, counting them."""
+
+    applied: int = 0
+    reviews: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def may_create_rollouts(
+        self, user: UserInfo, namespace: str, *, timeout: float
+    ) -> AccessDecision:
+        with self.lock:
+            self.reviews += 1
+        return AccessDecision(True, "allowed (benchmark)")
+
+    def apply(self, manifest: Mapping[str, Any], *, timeout: float) -> None:
+        with self.lock:
+            self.applied += 1
+
+
+@dataclass
+class PrefilledCluster:
+    """The ``cluster`` shape ``build_server`` takes: view, writer, start, stop."""
+
+    view: MemoryClusterView
+    writer: AcceptingWriter = field(default_factory=AcceptingWriter)
+
+    def start(self, policy: PolicyState | None) -> None:
+        if policy is not None:
+            policy.configmap_absent(deleted=False)  # no ConfigMap: the built-in policy
+
+    def stop(self) -> None:
+        pass
+
+
+def freeze_caches() -> None:
+    """Move everything alive now (the filled caches, the imported modules) out of the
+    cyclic garbage collector's reach: its full collections then no longer walk the
+    caches' hundreds of thousands of dicts while requests wait."""
+    gc.collect()
+    gc.freeze()
+
+
+EXPERIMENTS: dict[str, Callable[[], None]] = {"gc-freeze": freeze_caches}
+
+
+def build(services: int, cert_dir: Path, port: int) -> Server:
+    view = MemoryClusterView(cluster_objects(services, builtin_policy()))
+    settings = ServeSettings(host="127.0.0.1", port=port, cert_dir=cert_dir)
+    server = build_server(settings, cluster=PrefilledCluster(view))
+
+    async def baseline(request: Request) -> Response:
+        await request.body()
+        return Response(BASELINE_ANSWER, media_type="application/json")
+
+    server.app.add_api_route("/baseline", baseline, methods=["POST"])
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.launcher", description=__doc__)
+    parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--cert-dir", type=Path, required=True)
+    parser.add_argument("--port", type=int, default=8443)
+    parser.add_argument("--profile", type=Path, help="cProfile the event loop into this file")
+    parser.add_argument("--profile-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--experiment",
+        choices=sorted(EXPERIMENTS),
+        action="append",
+        default=[],
+        help="a what-if not in the product (docs/benchmarks.md): measured beside the product",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level="INFO", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    server = build(args.services, args.cert_dir, args.port)
+    for name in args.experiment:
+        EXPERIMENTS[name]()
+    runner = uvicorn.Server(uvicorn_config(server))
+    if args.profile is None:
+        try:
+            runner.run()
+        finally:
+            server.close()
+        return 0
+    # Profiled runs end by themselves: uvicorn re-raises the SIGTERM it caught after its
+    # shutdown, which would end the process before the profile is written.
+    threading.Timer(args.profile_seconds, lambda: setattr(runner, "should_exit", True)).start()
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(runner.run)
+    finally:
+        profiler.dump_stats(args.profile)
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""The reconciler's full resync of many services against a real control plane.
+
+The control plane is the end-to-end tier's (tests/e2e/harness.py: etcd and kube-apiserver
+built from Go modules, cached under ~/.cache/rollout-webhook/bin, the shared CRDs). The
+services are created with no webhook registered, so they are stored unconverted; then
+the reconciler starts exactly as `serve --kubeconfig` starts it (``connect``, the watches,
+``start_reconciler``: the Lease, two workers, a resync of everything once leader), and
+the time is taken until every Deployment is converted and its Rollout is in the caches.
+Requests are counted twice: in the product's HTTP adapter (every call it makes, by
+verb) and by the API server itself (``apiserver_request_total``, by verb and resource;
+the Lease goes through the official client and is seen only there). A second pass
+(``enqueue_all`` on a converted cluster, as the periodic resync does) shows what a
+resync with nothing to do costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import json
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from bench.fixtures import PER_NAMESPACE, deployment, namespace, namespace_name, service
+from tests.e2e import binaries, harness
+from webhook.core.keys import DEFAULT_KEYS
+from webhook.kube.cluster import connect
+from webhook.reconciler.controller import Reconciler
+from webhook.server.audit_trail import AuditTrail
+from webhook.server.policy_state import PolicyState
+from webhook.server.reconciling import start_reconciler
+from webhook.server.settings import ServeSettings
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+WEBHOOK_NAMESPACE = "rollout-webhook"
+SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+
+
+def request_totals(exposition: str) -> dict[str, float]:
+    """``apiserver_request_total`` summed by "VERB resource" (resource requests only)."""
+    totals: dict[str, float] = collections.defaultdict(float)
+    for line in exposition.splitlines():
+        match = SAMPLE.match(line)
+        if match is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+        if not labels.get("resource"):
+            continue
+        resource = labels["resource"]
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        totals[f"{labels.get('verb', '?')} {resource}"] += float(match["value"])
+    return dict(totals)
+
+
+def difference(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
+    keys = sorted(set(after) | set(before))
+    return {
+        k: int(after.get(k, 0) - before.get(k, 0))
+        for k in keys
+        if after.get(k, 0) > before.get(k, 0)
+    }
+
+
+class Counted:
+    """Counts calls through the product's HTTP adapter, by method (thread-safe enough:
+    the GIL makes each Counter increment atomic for our purpose of counting)."""
+
+    def __init__(self) -> None:
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def wrap(self, http: Any) -> None:
+        request: Callable[..., Any] = http.request
+        watch: Callable[..., Any] = http.watch
+
+        def counted_request(method: str, path: str, **kwargs: Any) -> Any:
+            self.calls[method] += 1
+            return request(method, path, **kwargs)
+
+        def counted_watch(path: str, **kwargs: Any) -> Any:
+            self.calls["WATCH"] += 1
+            return watch(path, **kwargs)
+
+        # Instance attributes shadow the methods: the adapter itself is unchanged.
+        setattr(http, "request", counted_request)  # noqa: B010
+        setattr(http, "watch", counted_watch)  # noqa: B010
+
+
+def _post_all(plane: harness.ControlPlane, objects: Iterable[tuple[str, dict[str, Any]]]) -> int:
+    context = plane.ssl_context()
+
+    def post(item: tuple[str, dict[str, Any]]) -> None:
+        path, body = item
+        request = urllib.request.Request(  # noqa: S310  (the control plane's https URL)
+            f"{plane.url}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, context=context, timeout=30) as answer:  # noqa: S310
+            answer.read()
+
+    items = list(objects)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(post, items))
+    return len(items)
+
+
+def _metrics(plane: harness.ControlPlane) -> dict[str, float]:
+    with urllib.request.urlopen(  # noqa: S310  (the control plane's https URL)
+        f"{plane.url}/metrics", context=plane.ssl_context(), timeout=30
+    ) as answer:
+        return request_totals(answer.read().decode())
+
+
+def _converted(reconciler: Reconciler) -> int:
+    rollouts = {
+        (r["metadata"].get("namespace"), r["metadata"]["name"])
+        for r in reconciler.view.list("Rollout", "")
+    }
+    return sum(
+        1
+        for d in reconciler.view.list("Deployment", "")
+        if ((d["metadata"].get("annotations") or {}).get(DEFAULT_KEYS.rollout_name))
+        and (d["metadata"].get("namespace"), d["metadata"]["name"]) in rollouts
+    )
+
+
+def _wait(what: str, done: Callable[[], bool], timeout: float) -> float:
+    started = time.monotonic()
+    while not done():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{what}: not done within {timeout:.0f} s")
+        time.sleep(0.25)
+    return time.monotonic() - started
+
+
+def measure_resync(services: int, workdir: Path, timeout: float = 600.0) -> dict[str, Any]:
+    paths = binaries.control_plane_binaries()
+    tools = binaries.kube_tools()
+    with harness.running_control_plane(
+        paths["etcd"], paths["kube-apiserver"], workdir / "control-plane"
+    ) as plane:
+        kubectl = harness.kubectl_tool(tools["kubectl"], plane.kubeconfig, workdir / "kube")
+        harness.install_crds(kubectl)
+        namespaces = [namespace(namespace_name(i)) for i in range(0, services, PER_NAMESPACE)]
+        _post_all(
+            plane,
+            [("/api/v1/namespaces", ns) for ns in [*namespaces, namespace(WEBHOOK_NAMESPACE)]],
+        )
+        created_at = time.monotonic()
+        objects: list[tuple[str, dict[str, Any]]] = []
+        for i in range(services):
+            ns = namespace_name(i)
+            objects.append(
+                (f"/apis/apps/v1/namespaces/{ns}/deployments", deployment(f"svc-{i:04d}", ns))
+            )
+            objects.append((f"/api/v1/namespaces/{ns}/services", service(f"svc-{i:04d}", ns)))
+        created = _post_all(plane, objects)
+        create_seconds = time.monotonic() - created_at
+
+        settings = ServeSettings(kubeconfig=plane.kubeconfig, namespace=WEBHOOK_NAMESPACE)
+        cluster = connect(settings)
+        counted = Counted()
+        counted.wrap(cluster.http)
+        before = _metrics(plane)
+        with (workdir / "resync-audit.jsonl").open("w") as audit_file:
+            audit = AuditTrail(stream=audit_file)
+            policy = PolicyState()
+            started = time.monotonic()
+            cluster.start(policy)
+            stop = start_reconciler(settings, cluster, policy, audit)
+            try:
+                # The reconciler start_reconciler made: the listener it registered.
+                reconciler = cluster.listeners[-1].__self__  # type: ignore[attr-defined]
+                assert isinstance(reconciler, Reconciler)
+                synced_seconds = _wait("caches synced", cluster.view.synced, timeout)
+                _wait(
+                    f"{services} services converted",
+                    lambda: _converted(reconciler) >= services,
+                    timeout,
+                )
+                full_seconds = time.monotonic() - started
+                full_calls = dict(counted.calls)
+                # Requests the API server saw; the watches still open are not counted yet
+                # (a request is counted when it ends).
+                after_full = _metrics(plane)
+                passes_before = reconciler.passes
+                # Let the events of the pass's own writes settle before the idle resync.
+                _wait("queue drained", lambda: len(reconciler.queue) == 0, timeout)
+                time.sleep(2)
+                counted.calls.clear()
+                idle_before = _metrics(plane)
+                idle_started = time.monotonic()
+                target = reconciler.passes + services
+                reconciler.enqueue_all()
+                _wait("idle resync", lambda: reconciler.passes >= target, timeout)
+                idle_seconds = time.monotonic() - idle_started
+                idle_after = _metrics(plane)
+                idle_calls = dict(counted.calls)
+            finally:
+                stop()
+                cluster.stop()
+                audit.close()
+        return {
+            "services": services,
+            "objects_created": created,
+            "create_seconds": round(create_seconds, 2),
+            "full": {
+                "seconds": round(full_seconds, 2),
+                "caches_synced_seconds": round(synced_seconds, 2),
+                "reconcile_passes": passes_before,
+                "adapter_calls": full_calls,
+                "apiserver_requests": difference(after_full, before),
+            },
+            "idle": {
+                "seconds": round(idle_seconds, 2),
+                "adapter_calls": idle_calls,
+                "apiserver_requests": difference(idle_after, idle_before),
+            },
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.resync", description=__doc__)
+    parser.add_argument(
+        "--label", default="latest", help="adds 'resync' to bench/results/LABEL.json"
+    )
+    parser.add_argument("--services", type=int, default=1000)
+    args = parser.parse_args(argv)
+    try:
+        paths_ok = binaries.control_plane_binaries()
+    except binaries.Unavailable as err:
+        sys.stderr.write(f"bench resync: {err}\n")
+        return 1
+    del paths_ok
+    with tempfile.TemporaryDirectory(prefix="rollout-webhook-resync-") as tmp:
+        result = measure_resync(args.services, Path(tmp))
+    target = RESULTS / f"{args.label}.json"
+    document: dict[str, Any] = json.loads(target.read_text()) if target.exists() else {}
+    document["resync"] = result
+    target.write_text(json.dumps(document, indent=2) + "\n")
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
