@@ -10,6 +10,7 @@ the shared control plane reaches it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import json
@@ -38,7 +39,8 @@ ENABLED = f"{PREFIX}enabled"
 TIER_LABEL = f"{PREFIX}e2e-tier"
 TIER = "scenarios"
 WEBHOOK_NAMESPACE = "scenarios-system"
-POLICY_CONFIGMAP = "rollout-webhook-policy"
+RELEASE = "scenarios"  # the chart's objects are named scenarios-rollout-webhook...
+POLICY_CONFIGMAP = f"{RELEASE}-rollout-webhook-policy"
 ROLLOUT_API = "argoproj.io/v1alpha1"
 POLL = 0.25
 T = TypeVar("T")
@@ -156,7 +158,42 @@ def holds(check: Callable[[], bool], what: str, seconds: float) -> None:
         time.sleep(POLL)
 
 
-# --- the chart's webhook configurations ---------------------------------------------------
+# --- the chart ----------------------------------------------------------------------------
+
+
+def render_chart(helm: harness.Tool, *templates_and_flags: str) -> str:
+    """`helm template` of the chart's named templates (and any --set flags) for RELEASE."""
+    shown = [f"--show-only=templates/{t}" for t in templates_and_flags if not t.startswith("-")]
+    flags = [f for f in templates_and_flags if f.startswith("-")]
+    return helm(
+        "template", RELEASE, str(CHART), f"--namespace={WEBHOOK_NAMESPACE}", *shown, *flags
+    ).stdout
+
+
+def chart_env(helm: harness.Tool) -> dict[str, str]:
+    """The ROLLOUT_WEBHOOK_* settings the chart gives the server's container."""
+    [chart_deployment] = [d for d in yaml.safe_load_all(render_chart(helm, "deployment.yaml")) if d]
+    [container] = chart_deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def token_kubeconfig(plane: harness.ControlPlane, user: str, token: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "e2e",
+                "cluster": {
+                    "server": plane.url,
+                    "certificate-authority-data": base64.b64encode(plane.ca_pem).decode(),
+                },
+            }
+        ],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": user}}],
+        "current-context": "e2e",
+    }
 
 
 def chart_webhooks(helm: harness.Tool, failure_policy: str) -> tuple[Manifest, Manifest]:
@@ -165,10 +202,7 @@ def chart_webhooks(helm: harness.Tool, failure_policy: str) -> tuple[Manifest, M
     Each mutating webhook also requires the package's namespace label, so only the
     scenarios' namespaces reach the server (the control plane is shared by the session).
     """
-    rendered = helm(
-        "template", "rollout-webhook", str(CHART), "--namespace", WEBHOOK_NAMESPACE,
-        "--show-only", "templates/webhooks.yaml", "--set", f"webhook.failurePolicy={failure_policy}",
-    ).stdout  # fmt: skip
+    rendered = render_chart(helm, "webhooks.yaml", f"--set=webhook.failurePolicy={failure_policy}")
     documents = {d["kind"]: d for d in yaml.safe_load_all(rendered) if d}
     mutating = documents["MutatingWebhookConfiguration"]
     validating = documents["ValidatingWebhookConfiguration"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import harness
-from tests.e2e.scenarios.conftest import ORPHAN_GRACE_SECONDS
+from tests.e2e.scenarios.conftest import Identity
 from tests.e2e.scenarios.support import (
     PREFIX,
     Webhook,
@@ -43,20 +43,18 @@ def fail_open_count(kubectl: harness.Tool) -> int:
 
 @pytest.fixture(scope="module")
 def stopped_webhook(
-    control_plane: harness.ControlPlane,
+    identity: Identity,
     kubectl: harness.Tool,
     helm: harness.Tool,
-    webhook_namespace: str,
     audit_file: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Webhook]:
     """Registered but not started: its port is chosen and nothing listens on it."""
-    del webhook_namespace
     server = Webhook(
         tmp_path_factory.mktemp("serve-down"),
-        control_plane.kubeconfig,
+        identity.kubeconfig,
         audit_file,
-        env={"ROLLOUT_WEBHOOK_ORPHAN_GRACE_SECONDS": ORPHAN_GRACE_SECONDS},
+        env=identity.env,
     )
     server.prepare()
     try:

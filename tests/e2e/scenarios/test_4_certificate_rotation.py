@@ -32,7 +32,7 @@ from certs.bootstrap import BootstrapSettings, bootstrap, default_webhook_config
 from certs.files import write_bundle_dir
 from certs.store import SecretRef, Target
 from tests.e2e import harness
-from tests.e2e.scenarios.conftest import ORPHAN_GRACE_SECONDS
+from tests.e2e.scenarios.conftest import Identity
 from tests.e2e.scenarios.support import (
     PREFIX,
     Webhook,
@@ -95,7 +95,7 @@ def wait_served(server: Webhook, bundle: pki.Bundle, step: str) -> None:
 
 @pytest.fixture(scope="module")
 def rotating(
-    control_plane: harness.ControlPlane,
+    identity: Identity,
     kube: client.ApiClient,
     kubectl: harness.Tool,
     helm: harness.Tool,
@@ -115,9 +115,9 @@ def rotating(
     assert first is not None
     server = Webhook(
         tmp_path_factory.mktemp("serve-rotation"),
-        control_plane.kubeconfig,
+        identity.kubeconfig,
         audit_file,
-        env={"ROLLOUT_WEBHOOK_ORPHAN_GRACE_SECONDS": ORPHAN_GRACE_SECONDS},
+        env=identity.env,
     )
     write_bundle_dir(first, server.cert_dir)
     server.start()
