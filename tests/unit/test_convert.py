@@ -518,3 +518,32 @@ def test_warnings_are_plain_strings() -> None:
     result = plan(opted_in())
     assert all(isinstance(w, str) for w in result.warnings)
     yaml.safe_dump(list(result.warnings))
+
+
+def test_services_argo_pinned_still_belong_to_the_deployment() -> None:
+    """Argo adds rollouts-pod-template-hash to the Services' selectors; a later update of the
+    converted Deployment must still find them (and never copy the pin to the canary)."""
+    first = plan(opted_in(), neighbours=Neighbours(services=(service(),)))
+    pinned = service()
+    pinned["spec"]["selector"]["rollouts-pod-template-hash"] = "6d4f"
+    canary = {
+        **first.services[0],
+        "spec": {
+            **first.services[0]["spec"],
+            "selector": {"app": "web", "rollouts-pod-template-hash": "77aa"},
+        },
+    }
+    again = plan(
+        first.deployment,
+        neighbours=Neighbours(services=(pinned, canary), rollouts=(first.rollout,)),
+        operation="UPDATE",
+        old_deployment=first.deployment,
+    )
+    assert again.converted
+    assert again.rollout == first.rollout
+    assert again.services == first.services
+    bluegreen = plan(
+        opted_in(annotations={K.strategy: "bluegreen"}), neighbours=Neighbours(services=(pinned,))
+    )
+    assert bluegreen.converted
+    assert bluegreen.services[0]["spec"]["selector"] == {"app": "web"}

@@ -43,9 +43,7 @@ from webhook.core.objects import (
 from webhook.core.optout import plan_opt_out
 from webhook.core.policy import Policy
 from webhook.core.selection import resolve_opt_in
-
-POD_TEMPLATE_HASH = "rollouts-pod-template-hash"
-"""The selector key Argo Rollouts adds to the stable/canary/active/preview Services."""
+from webhook.core.services import POD_TEMPLATE_HASH, selects_pods
 
 ORPHAN_GRACE = timedelta(seconds=60)
 """How long a generated Rollout may exist before its Deployment does (admission writes the
@@ -411,7 +409,7 @@ def _opt_out(
                 )
             continue
         selector = spec_of(svc).get("selector") or {}
-        if POD_TEMPLATE_HASH in selector and _selects(selector, deployment):
+        if POD_TEMPLATE_HASH in selector and selects_pods(svc, deployment):
             actions.append(
                 Patch(
                     "Service",
@@ -442,12 +440,6 @@ def _opt_out(
         actions.append(Emit("OptedOut", f"{reason}: back to a plain Deployment"))
     state = "opting-out" if actions else "plain"
     return ReconcilePlan(namespace, name, state, reason, tuple(actions))
-
-
-def _selects(selector: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
-    template = spec_of(deployment).get("template") or {}
-    pods = labels_of(template)
-    return all(pods.get(k) == v for k, v in selector.items() if k != POD_TEMPLATE_HASH)
 
 
 def plan_reconcile(

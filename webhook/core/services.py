@@ -19,11 +19,27 @@ from webhook.core.objects import (
     spec_of,
 )
 
+POD_TEMPLATE_HASH = "rollouts-pod-template-hash"
+"""The selector key Argo Rollouts adds to the stable/canary/active/preview Services to pin
+each to one ReplicaSet's pods. The Deployment's template never has it."""
+
+
+def own_selector(service: Mapping[str, Any]) -> dict[str, Any]:
+    """The Service's selector as its owner wrote it, without the key Argo Rollouts adds."""
+    selector = spec_of(service).get("selector")
+    if not isinstance(selector, Mapping):
+        return {}
+    return {k: v for k, v in selector.items() if k != POD_TEMPLATE_HASH}
+
 
 def selects_pods(service: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
-    """Argo's rule: a Service fronts the pods when its selector is a subset of their labels."""
-    selector = spec_of(service).get("selector")
-    if not isinstance(selector, Mapping) or not selector:
+    """Argo's rule: a Service fronts the pods when its selector is a subset of their labels.
+
+    Judged on the owner's selector: once Argo has pinned a converted service's Services to
+    a ReplicaSet, they still belong to the Deployment.
+    """
+    selector = own_selector(service)
+    if not selector:
         return False
     labels = pod_labels(deployment)
     return all(labels.get(k) == v for k, v in selector.items())
@@ -77,7 +93,9 @@ def clone_service(
         "metadata": metadata,
         "spec": {
             "type": "ClusterIP",
-            "selector": copy.deepcopy(dict(spec.get("selector") or {})),
+            # Never the stable Service's pinned hash: the canary Service would point at
+            # the stable pods (Argo pins each Service to its own ReplicaSet itself).
+            "selector": copy.deepcopy(own_selector(stable)),
             "ports": ports,
         },
     }

@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from webhook.core.services import POD_TEMPLATE_HASH
 from webhook.kube.http import KubeError
 from webhook.kube.resources import Resource, resource_for
 from webhook.kube.writer import ClusterAdapter
 
 REPLICASET = Resource("ReplicaSet", "apps", "v1", "replicasets")
 EVENT = Resource("Event", "", "v1", "events")
-POD_TEMPLATE_HASH = "rollouts-pod-template-hash"
 MERGE_PATCH = "application/merge-patch+json"
 COMPONENT = "rollout-webhook"
 

@@ -113,9 +113,7 @@ def test_a_failing_analysis_aborts_and_traffic_returns_to_stable(
     shown = argo("status", "web", "-n", ns, "--watch=false", check=False)
     assert shown.stdout.strip() == "Degraded", shown.stdout
 
-    # Stable and canary Services should both select the stable pods again; but the webhook
-    # drops the Services from the Rollout on the image change (see the xfail test in
-    # test_prod_canary.py), so Argo lets go of their selectors: no hash is then also accepted.
+    # Stable and canary Services both select the stable pods again.
     seen: list[object] = []
 
     def back_on_stable() -> bool:
@@ -134,8 +132,8 @@ def test_a_failing_analysis_aborts_and_traffic_returns_to_stable(
         return (
             state["canary pods"] == 0
             and state["stable pods"] == REPLICAS
-            and state["web"] in (stable, None)
-            and state["web-canary"] in (stable, None)
+            and state["web"] == stable
+            and state["web-canary"] == stable
         )
 
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from kubernetes import client
 
 from tests.e2e import harness
@@ -76,12 +75,6 @@ def test_manual_promotion_switches_the_active_service(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: with rollouts-pod-template-hash added by Argo to the active Service's "
-    "selector, webhook/core/services.py selects_pods finds no Service, so every later update of "
-    "a converted blue-green Deployment is refused ('blue-green needs a Service')",
-)
 def test_an_update_of_a_converted_blue_green_service_is_not_refused(
     kubectl: harness.Tool, argo: harness.Tool, kube: client.ApiClient, rollouts_namespace: str
 ) -> None:

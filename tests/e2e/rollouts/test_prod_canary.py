@@ -13,7 +13,6 @@ import contextlib
 import re
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from tests.e2e import harness
@@ -137,12 +136,6 @@ def test_an_image_change_walks_the_canary_steps_with_promote_and_undo(
     eventually(lambda: _images_of_ready_pods(core, ns) == {V1}, "only the first version's pods")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: once Argo adds rollouts-pod-template-hash to the Services' selectors, "
-    "webhook/core/services.py selects_pods no longer matches them, so the next Deployment "
-    "update re-plans the Rollout without stableService/canaryService and Argo lets go of them",
-)
 def test_an_image_change_keeps_the_rollouts_services(
     kubectl: harness.Tool, argo: harness.Tool, kube: client.ApiClient, rollouts_namespace: str
 ) -> None:
