@@ -13,7 +13,6 @@ from webhook.core.convert import Neighbours
 from webhook.core.keys import DEFAULT_KEYS as K
 from webhook.core.policy import builtin_policy, parse_policy_text
 from webhook.core.reconcile import (
-    POD_TEMPLATE_HASH,
     Apply,
     Delete,
     DeleteOrphanReplicaSets,
@@ -23,6 +22,7 @@ from webhook.core.reconcile import (
     contains,
     plan_reconcile,
 )
+from webhook.core.services import POD_TEMPLATE_HASH
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 POLICY = builtin_policy()

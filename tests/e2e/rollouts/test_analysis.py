@@ -129,7 +129,7 @@ def test_a_failing_analysis_aborts_and_traffic_returns_to_stable(
             },
         }
         seen[:] = [state]
-        return (
+        return bool(
             state["canary pods"] == 0
             and state["stable pods"] == REPLICAS
             and state["web"] == stable
