@@ -214,6 +214,12 @@ def converted(kubectl: Any, name: str) -> dict[str, Any] | None:
     return None
 
 
+def written_after(kubectl: Any, name: str) -> None:
+    """Convert a Deployment `name` and wait for its Rollout: a barrier for earlier writes."""
+    kubectl("apply", "-f", "-", input=deployment(name, SHOP))
+    eventually(lambda: get(kubectl, "rollout", name, "-n", SHOP), f"{name}'s Rollout")
+
+
 def test_a_labelled_deployment_is_converted_and_its_rollout_applied(
     cluster_server: tuple[Running, Any, Path],
 ) -> None:
@@ -272,7 +278,9 @@ def test_server_dry_run_returns_the_patch_and_writes_nothing(
     )
     shown = json.loads(result.stdout)
     assert shown["metadata"]["annotations"][f"{KEY}rollout-name"] == "dry"
-    time.sleep(2)  # give a wrongly queued write time to happen
+    # A real conversion after it goes through the same write queue: once its Rollout is
+    # there, a write wrongly queued for the dry run would have been made too.
+    written_after(kubectl, "after-dry")
     assert get(kubectl, "rollout", "dry", "-n", SHOP) is None
     assert get(kubectl, "deployment", "dry", "-n", SHOP) is None
 
@@ -315,7 +323,9 @@ def test_a_user_who_may_not_create_rollouts_is_not_converted(
     assert f"{KEY}rollout-name" not in annotations
     assert annotations[f"{KEY}refused"] == "bob may not create rollouts.argoproj.io"
     assert stored["spec"]["replicas"] == 2
-    time.sleep(2)  # the reconciler runs too: it must leave bob's Deployment alone
+    # The reconciler runs too and must leave bob's Deployment alone: once a later
+    # Deployment is converted, bob's (queued before it) has been looked at.
+    written_after(kubectl, "after-bob")
     assert get(kubectl, "rollout", "bobs", "-n", SHOP) is None
     assert f"{KEY}rollout-name" not in (
         (get(kubectl, "deployment", "bobs", "-n", SHOP) or {})["metadata"].get("annotations", {})
