@@ -14,10 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import harness
 from tests.e2e.scenarios.support import BINARY, audit_records
 
 
-def test_every_audit_record_of_the_run_verifies(audit_file: Path) -> None:
+def test_every_audit_record_of_the_run_verifies(
+    control_plane: harness.ControlPlane, audit_file: Path
+) -> None:
+    del control_plane  # skips (or fails under CI=true) with the tier when it cannot run
     records = audit_records(audit_file)
     if not records:
         pytest.skip("no scenario of this package ran before this test: nothing to verify")
