@@ -87,6 +87,15 @@ def test_opt_out_restores_replicas_and_hpa_then_removes_the_rollout(
             return {"gone": True}
         return found if found["metadata"].get("deletionTimestamp") else None
 
+    def rollout_deletes() -> int:
+        return sum(
+            1
+            for r in audit_records(webhook.audit_file)
+            if r["operation"] == "RECONCILE" and (r["namespace"], r["name"]) == (team, "web")
+            for c in r["changes"]["made"]
+            if (c["action"], c["kind"]) == ("delete", "Rollout")
+        )
+
     deleted = eventually(
         rollout_deleted, "the Rollout to be deleted once the Deployment serves", webhook
     )
@@ -95,6 +104,8 @@ def test_opt_out_restores_replicas_and_hpa_then_removes_the_rollout(
         # server left the orphan finalizer for the garbage collector, which does not run
         # here. Do its part, as the status above did the Deployment controller's.
         assert deleted["metadata"]["finalizers"] == ["orphan"]
+        # Meanwhile the reconciler waits (it looks again every 2 s) instead of deleting again.
+        holds(lambda: rollout_deletes() == 1, "one delete of the Rollout", 3)
         kubectl(
             "patch", "rollout", "web", "-n", team, "--type=merge",
             "-p", json.dumps({"metadata": {"finalizers": None}}),
