@@ -165,8 +165,8 @@ def resync_table(resync: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render(document: Mapping[str, Any]) -> str:
-    """The generated part of the page for one results file."""
+def render(document: Mapping[str, Any], what_if: Mapping[str, Any] | None = None) -> str:
+    """The generated part of the page for one results file (and a what-if run)."""
     try:
         machine = document["machine"]
         settings = document["settings"]
@@ -216,6 +216,50 @@ def render(document: Mapping[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def what_if_table(product: Mapping[str, Any], what_if: Mapping[str, Any]) -> str:
+    """The product beside a run of the launcher's what-ifs, case by case, at each
+    connection count both runs measured."""
+    head = [
+        "case",
+        "connections",
+        "server CPU ms/req: product",
+        "what-if",
+        "req/s: product",
+        "what-if",
+        "p99 ms: product",
+        "what-if",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case, by_connections in (product.get("matrix") or {}).items():
+        other = (what_if.get("matrix") or {}).get(case, {})
+        for connections in sorted(by_connections, key=int):
+            if connections not in other:
+                continue
+            a, b = median_of(by_connections[connections]), median_of(other[connections])
+            cells = [
+                case,
+                connections,
+                f"{a['cpu_ms']:.2f}" if "cpu_ms" in a else "-",
+                f"{b['cpu_ms']:.2f}" if "cpu_ms" in b else "-",
+                f"{a['rps']:.0f}",
+                f"{b['rps']:.0f}",
+                f"{a['p99_ms']:.1f}",
+                f"{b['p99_ms']:.1f}",
+            ]
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    rate = (what_if.get("settings") or {}).get("rate", 500)
+    for label, runs in (what_if.get("rate") or {}).items():
+        mine = (product.get("rate") or {}).get(label)
+        if not mine:
+            continue
+        a, b = median_of(mine), median_of(runs)
+        lines.append(
+            f"| {label} | {rate} req/s | {a.get('cpu_ms', 0):.2f} | {b.get('cpu_ms', 0):.2f} "
+            f"| {a['rps']:.0f} | {b['rps']:.0f} | {a['p99_ms']:.1f} | {b['p99_ms']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def splice(page: str, generated: str) -> str:
     """The page with the text between the markers replaced by ``generated``."""
     if BEGIN not in page or END not in page:
@@ -228,11 +272,15 @@ def splice(page: str, generated: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
     parser.add_argument("--label", default="latest")
+    parser.add_argument("--what-if", help="also compare with bench/results/WHAT_IF.json")
     args = parser.parse_args(argv)
-    source = REPO / "bench" / "results" / f"{args.label}.json"
+    results = REPO / "bench" / "results"
     try:
-        document = json.loads(source.read_text())
-        DOC.write_text(splice(DOC.read_text(), render(document)))
+        document = json.loads((results / f"{args.label}.json").read_text())
+        what_if = (
+            json.loads((results / f"{args.what_if}.json").read_text()) if args.what_if else None
+        )
+        DOC.write_text(splice(DOC.read_text(), render(document, what_if)))
     except (OSError, ValueError) as err:
         sys.stderr.write(f"bench report: {err}\n")
         return 1
