@@ -63,6 +63,6 @@ def test_subtree_patch_of_equal_objects_is_empty() -> None:
 
 @pytest.mark.parametrize("key", ["a/b", "a~b"])
 def test_subtree_patch_escapes_keys_as_json_pointer(key: str) -> None:
-    original = {"metadata": {"annotations": {}}}
+    original: dict[str, Any] = {"metadata": {"annotations": {}}}
     mutated = {"metadata": {"annotations": {key: "x"}}}
     assert apply_patch(original, changed_subtrees_patch(original, mutated)) == mutated
