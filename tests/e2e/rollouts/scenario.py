@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -14,6 +15,8 @@ from kubernetes import client
 from tests.e2e import harness
 
 KEY = "rollout-webhook.io/"
+# The webhook's warnings when it finds no Service for a Deployment's pods.
+SERVICE_MISSING = ("no Service selects the pods", "needs a Service")
 T = TypeVar("T")
 
 
@@ -42,12 +45,44 @@ def get(kubectl: harness.Tool, *args: str) -> dict[str, Any] | None:
 
 
 def apply(kubectl: harness.Tool, *manifests: dict[str, Any]) -> None:
+    """Apply the manifests; Deployments last, once the webhook sees the Services before them.
+
+    The webhook decides from watch-fed caches. A Deployment admitted a few milliseconds after
+    its Service can be planned without it ("no Service selects the pods"), and that plan
+    may be written after the reconciler's better one: applied together, a test would depend
+    on that race. A server-side dry run of each Deployment tells when the webhook's answer no
+    longer lacks the Service.
+    """
+    first = [m for m in manifests if m["kind"] != "Deployment"]
+    deployments = [m for m in manifests if m["kind"] == "Deployment"]
+    if first:
+        _apply_list(kubectl, first)
+    if any(m["kind"] == "Service" for m in first):
+        for manifest in deployments:
+            name = manifest["metadata"]["name"]
+            eventually(
+                functools.partial(_webhook_sees_services, kubectl, manifest),
+                f"the webhook to see the Services of Deployment {name}",
+                timeout=20,
+            )
+    if deployments:
+        _apply_list(kubectl, deployments)
+
+
+def _apply_list(kubectl: harness.Tool, manifests: list[dict[str, Any]]) -> None:
     kubectl(
         "apply",
         "-f",
         "-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)}),
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}),
     )
+
+
+def _webhook_sees_services(kubectl: harness.Tool, manifest: dict[str, Any]) -> bool:
+    answer = kubectl(
+        "create", "--dry-run=server", "-o", "name", "-f", "-", input=json.dumps(manifest)
+    )
+    return not any(text in answer.stderr for text in SERVICE_MISSING)
 
 
 def deployment(
