@@ -333,3 +333,25 @@ def test_policy_change_follows_rollout_updates(mode: str, follows: bool) -> None
         assert applied and applied[0]["spec"]["strategy"]["canary"]["steps"] == [{"setWeight": 33}]
     else:
         assert applied == []
+
+
+def test_a_kept_strategy_still_gets_the_services_the_cluster_has() -> None:
+    """Under rolloutUpdates nextChange the reconciler keeps a Rollout's steps, but which
+    Services and routes it uses is the cluster's to decide: a Rollout written from a plan
+    that had not seen the Service yet (admission racing the Service's creation) is repaired."""
+    cluster = Cluster(running(opted_in(uid="u1")))
+    cluster.carry_out(cluster.plan())
+    rollout = cluster.get("Rollout", "web")
+    assert rollout is not None
+    assert "stableService" not in rollout["spec"]["strategy"]["canary"]
+    cluster.objs[("Service", "web")] = service()
+    cluster.objs[("HTTPRoute", "web")] = httproute()
+    plan = cluster.plan()
+    applied = [
+        a.manifest for a in plan.actions if isinstance(a, Apply) and a.manifest["kind"] == "Rollout"
+    ]
+    assert applied, kinds(plan)
+    canary = applied[0]["spec"]["strategy"]["canary"]
+    assert (canary["stableService"], canary["canaryService"]) == ("web", "web-canary")
+    assert "trafficRouting" in canary
+    assert canary["steps"] == rollout["spec"]["strategy"]["canary"]["steps"]

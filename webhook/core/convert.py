@@ -47,7 +47,6 @@ from webhook.core.routes import (
     virtualservice_references,
 )
 from webhook.core.selection import (
-    StrategyChoice,
     resolve_environment,
     resolve_opt_in,
     resolve_strategy,
@@ -240,14 +239,15 @@ def _traffic_dependent_settings(block: Mapping[str, Any], has_traffic: bool) -> 
 
 
 def _strategy_spec(
-    choice: StrategyChoice,
+    strategy: Strategy,
+    block: Mapping[str, Any],
     deployment: Mapping[str, Any],
     stable: str | None,
     second: str | None,
     traffic: _Traffic,
 ) -> Obj:
-    settings = copy.deepcopy(dict(choice.block))
-    if choice.strategy == "bluegreen":
+    settings = copy.deepcopy(dict(block))
+    if strategy == "bluegreen":
         assert stable is not None
         assert second is not None
         return {"blueGreen": {"activeService": stable, "previewService": second, **settings}}
@@ -264,6 +264,40 @@ def _strategy_spec(
     canary.update(settings)
     canary.setdefault("steps", [])
     return {"canary": canary}
+
+
+# What the cluster decides in a strategy (which Services, which routes), as opposed to
+# what the policy decides (steps, analysis, promotion): recomputed on every plan, even
+# when a Rollout keeps its policy settings.
+STRUCTURAL_KEYS = {
+    "canary": ("stableService", "canaryService", "trafficRouting"),
+    "blueGreen": ("activeService", "previewService"),
+}
+
+
+def _kept_strategy(
+    existing: Mapping[str, Any] | None, policy: Policy, update_strategy: bool
+) -> tuple[Strategy, dict[str, Any]] | None:
+    """The strategy an existing Rollout keeps (its kind and policy settings), if it keeps it.
+
+    A Rollout in the middle of a rollout keeps its steps; so does every Rollout under
+    ``rolloutUpdates: never``, and, when the caller says so, under ``nextChange``.
+    """
+    if existing is None:
+        return None
+    strategy = spec_of(existing).get("strategy")
+    if not isinstance(strategy, Mapping) or not strategy:
+        return None
+    phase = (existing.get("status") or {}).get("phase")
+    keep = not update_strategy or policy.rollout_updates == "never"
+    if not keep and phase not in ACTIVE_PHASES:
+        return None
+    field_name = "blueGreen" if "blueGreen" in strategy else "canary"
+    block = strategy.get(field_name) or {}
+    settings = {
+        k: copy.deepcopy(v) for k, v in block.items() if k not in STRUCTURAL_KEYS[field_name]
+    }
+    return ("bluegreen" if field_name == "blueGreen" else "canary"), settings
 
 
 def _skip(
@@ -391,55 +425,51 @@ def plan_conversion(
             )
         )
 
+    existing = neighbours.rollout_named(name)
+    kept = _kept_strategy(existing, policy, update_strategy)
+    strategy, settings = kept if kept is not None else (choice.strategy, dict(choice.block))
+
     stable_svc, svc_findings = _stable_service(deployment, neighbours, keys)
     findings.extend(svc_findings)
     stable = name_of(stable_svc) if stable_svc is not None else None
     second: str | None = None
     if stable is not None:
-        second = dns_label(stable, "canary" if choice.strategy == "canary" else "preview")
+        second = dns_label(stable, "canary" if strategy == "canary" else "preview")
 
-    if choice.strategy == "bluegreen" and stable_svc is None:
+    if strategy == "bluegreen" and stable_svc is None:
         findings.append(
             error("no-service", "blue-green needs a Service that selects the pods; none does")
         )
         return _skip("refuse", "no Service for blue-green", deployment, findings, env.name, version)
-    if choice.strategy == "canary" and stable_svc is None:
+    if strategy == "canary" and stable_svc is None:
         findings.append(
             warning("no-service", "no Service selects the pods: canary by replica count only")
         )
 
     traffic = (
         _traffic(env, stable, second, neighbours, ns)
-        if choice.strategy == "canary"
+        if strategy == "canary"
         else _Traffic(None, ())
     )
     findings.extend(traffic.findings)
-    if choice.strategy == "canary":
-        findings.extend(_traffic_dependent_settings(choice.block, traffic.config is not None))
+    if strategy == "canary":
+        findings.extend(_traffic_dependent_settings(settings, traffic.config is not None))
     if any(f.is_error for f in findings):
         return _skip("refuse", "pre-flight checks failed", deployment, findings, env.name, version)
 
     wanted, stored = _replicas(deployment, old_deployment, operation, keys)
     hpas = hpas_for(neighbours.hpas, name)
-    existing = neighbours.rollout_named(name)
     rollout_replicas = clamp_to_hpa(wanted, hpas[0]) if hpas else wanted
     if hpas and existing is not None and isinstance(spec_of(existing).get("replicas"), int):
         # The HPA owns the Rollout's size once it scales it.
         rollout_replicas = spec_of(existing)["replicas"]
 
-    strategy_spec = _strategy_spec(choice, deployment, stable, second, traffic)
-    applied_strategy: Strategy = choice.strategy
+    strategy_spec = _strategy_spec(strategy, settings, deployment, stable, second, traffic)
+    applied_strategy: Strategy = strategy
     applied_version = version
-    if existing is not None:
-        existing_strategy = spec_of(existing).get("strategy")
-        phase = (existing.get("status") or {}).get("phase")
-        keep = not update_strategy or policy.rollout_updates == "never"
-        if existing_strategy and (keep or phase in ACTIVE_PHASES):
-            # Never change the steps under a rollout in progress; "never" keeps them always.
-            strategy_spec = copy.deepcopy(dict(existing_strategy))
-            applied_strategy = "bluegreen" if "blueGreen" in strategy_spec else "canary"
-            # The version recorded is the one that decided the strategy in force.
-            applied_version = annotations_of(existing).get(keys.policy_version, version)
+    if kept is not None and existing is not None:
+        # The version recorded is the one that decided the strategy in force.
+        applied_version = annotations_of(existing).get(keys.policy_version, version)
 
     dep = copy.deepcopy(dict(deployment))
     metadata = dep.setdefault("metadata", {})
