@@ -19,8 +19,9 @@ def merge(target: Obj, patch: Mapping[str, Any]) -> Obj:
     for key, value in patch.items():
         if value is None:
             out.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+        elif isinstance(value, Mapping):  # RFC 7386: nulls inside a new object add nothing
+            current = out.get(key)
+            out[key] = merge(current if isinstance(current, dict) else {}, value)
         else:
             out[key] = copy.deepcopy(value)
     return out

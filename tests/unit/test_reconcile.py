@@ -33,8 +33,9 @@ def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     for key, value in patch.items():
         if value is None:
             out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+        elif isinstance(value, dict):  # RFC 7386: nulls inside a new object add nothing
+            current = out.get(key)
+            out[key] = merge(current if isinstance(current, dict) else {}, value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -255,16 +256,27 @@ def test_opt_out_restores_first_and_never_leaves_zero_ready_pods() -> None:
     assert "1 of 3 available" in waiting.summary
 
     dep_now["status"] = {"availableReplicas": 3}
+    release = cluster.plan()
+    assert kinds(release) == ["patch Rollout"]
+    cluster.carry_out(release)
+    released = cluster.get("Rollout", "web")
+    assert released is not None
+    assert released["spec"]["strategy"] == {"canary": {"steps": []}} or set(
+        released["spec"]["strategy"]["canary"]
+    ).isdisjoint({"stableService", "canaryService", "trafficRouting"})
+
     delete = cluster.plan()
-    assert kinds(delete) == ["delete Rollout", "delete Service"]
+    # The stable Service selects the Deployment's pods before the Rollout goes.
+    assert kinds(delete) == ["patch Service", "delete Rollout", "delete Service"]
     assert all(
         a.orphan_dependents for a in delete.actions if isinstance(a, Delete) and a.kind == "Rollout"
     )
     cluster.carry_out(delete)
+    stable_now = cluster.get("Service", "web")
+    assert stable_now is not None and POD_TEMPLATE_HASH not in stable_now["spec"]["selector"]
 
     cleanup = cluster.plan()
     assert kinds(cleanup) == [
-        "patch Service",
         "delete orphan ReplicaSets",
         "patch Deployment",
         "event OptedOut",
@@ -292,6 +304,7 @@ def test_opt_out_waits_while_the_orphaning_delete_of_the_rollout_is_in_progress(
     dep = cluster.get("Deployment", "web")
     assert dep is not None
     dep["status"] = {"availableReplicas": 3}
+    cluster.carry_out(cluster.plan())  # the Rollout lets go of the Services
     assert "delete Rollout" in kinds(cluster.plan())
     rollout = cluster.get("Rollout", "web")
     assert rollout is not None
@@ -355,3 +368,24 @@ def test_a_kept_strategy_still_gets_the_services_the_cluster_has() -> None:
     assert (canary["stableService"], canary["canaryService"]) == ("web", "web-canary")
     assert "trafficRouting" in canary
     assert canary["steps"] == rollout["spec"]["strategy"]["canary"]["steps"]
+
+
+def test_a_blue_green_rollout_lets_go_of_its_services_before_it_goes() -> None:
+    cluster = Cluster(
+        opted_in(uid="u1", replicas=2, annotations={K.strategy: "bluegreen"}), service()
+    )
+    cluster.carry_out(cluster.plan())
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["metadata"]["labels"][K.enabled] = "false"
+    cluster.carry_out(cluster.plan())
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["status"] = {"availableReplicas": 2}
+    release = cluster.plan()
+    assert kinds(release) == ["patch Rollout"]
+    cluster.carry_out(release)
+    rollout = cluster.get("Rollout", "web")
+    assert rollout is not None
+    assert rollout["spec"]["strategy"] == {"canary": {"steps": []}}
+    assert "delete Rollout" in kinds(cluster.plan())

@@ -15,11 +15,13 @@ Deployment at 0 replicas):
    Deployment gets its replicas back, the HPA targets it again, routes lose the canary
    backend;
 2. wait until the Deployment's pods are available;
-3. delete the Rollout, orphaning its ReplicaSets so its pods keep serving, and the
-   generated Services;
+3. the Rollout stops naming the Services and routes (Argo then lets go of them);
 4. drop the ``rollouts-pod-template-hash`` Argo added to the stable Service's selector, so
-   it selects the Deployment's pods too; only then delete the orphaned ReplicaSets, and
-   remove the product's annotations from the Deployment.
+   it selects the Deployment's pods too; delete the Rollout, orphaning its ReplicaSets so
+   its pods keep serving, and the generated Services;
+5. once the Rollout is gone, delete its orphaned ReplicaSets (where the Deployment
+   controller has not adopted them already) and remove the product's annotations from
+   the Deployment.
 """
 
 from __future__ import annotations
@@ -389,6 +391,29 @@ def _opt_out(
                 f"waiting for the Deployment's pods: {available} of {want} available",
                 requeue_after=OPT_OUT_POLL_SECONDS,
             )
+        if _references_services(rollout):
+            # While the Rollout names the Services, Argo pins their selectors to its own
+            # pods; once it names none, Argo lets go of them and re-pins nothing.
+            return ReconcilePlan(
+                namespace,
+                name,
+                "opting-out",
+                reason,
+                (
+                    Patch(
+                        "Rollout",
+                        namespace,
+                        name,
+                        {"spec": {"strategy": RELEASE_SERVICES}},
+                        "the Rollout lets go of the Services and routes",
+                    ),
+                ),
+                OPT_OUT_POLL_SECONDS,
+            )
+        # The Services select the Deployment's pods before the Rollout goes: once it is
+        # deleted, the Deployment controller adopts its orphaned ReplicaSets and scales
+        # them down, and a Service still pinned to them would have no endpoints.
+        actions.extend(_unpin_services(deployment, neighbours, keys))
         actions.append(
             Delete(
                 "Rollout", namespace, name, "the Deployment serves again", orphan_dependents=True
@@ -402,23 +427,9 @@ def _opt_out(
             namespace, name, "opting-out", reason, tuple(actions), OPT_OUT_POLL_SECONDS
         )
     for svc in neighbours.services:
-        if is_generated(svc, keys):
-            if labels_of(svc).get(keys.generated_for) == name:
-                actions.append(
-                    Delete("Service", namespace, name_of(svc), "generated for the Rollout")
-                )
-            continue
-        selector = spec_of(svc).get("selector") or {}
-        if POD_TEMPLATE_HASH in selector and selects_pods(svc, deployment):
-            actions.append(
-                Patch(
-                    "Service",
-                    namespace,
-                    name_of(svc),
-                    {"spec": {"selector": {POD_TEMPLATE_HASH: None}}},
-                    "select the Deployment's pods again",
-                )
-            )
+        if is_generated(svc, keys) and labels_of(svc).get(keys.generated_for) == name:
+            actions.append(Delete("Service", namespace, name_of(svc), "generated for the Rollout"))
+    actions.extend(_unpin_services(deployment, neighbours, keys))
     match_labels = (spec_of(deployment).get("selector") or {}).get("matchLabels") or {}
     if keys.rollout_name in annotations_of(deployment):
         if match_labels:
@@ -440,6 +451,48 @@ def _opt_out(
         actions.append(Emit("OptedOut", f"{reason}: back to a plain Deployment"))
     state = "opting-out" if actions else "plain"
     return ReconcilePlan(namespace, name, state, reason, tuple(actions))
+
+
+RELEASE_SERVICES: Obj = {
+    "blueGreen": None,
+    "canary": {
+        "stableService": None,
+        "canaryService": None,
+        "trafficRouting": None,
+        "steps": [],
+    },
+}
+"""The merge patch of a Rollout's strategy that leaves it naming no Service and no route
+(a blue-green Rollout cannot name none: it becomes a canary without steps, which starts
+no new revision since the pod template does not change)."""
+
+
+def _references_services(rollout: Mapping[str, Any]) -> bool:
+    strategy = spec_of(rollout).get("strategy") or {}
+    canary = strategy.get("canary") or {}
+    return "blueGreen" in strategy or any(
+        canary.get(k) for k in ("stableService", "canaryService", "trafficRouting")
+    )
+
+
+def _unpin_services(
+    deployment: Mapping[str, Any], neighbours: Neighbours, keys: Keys
+) -> list[Action]:
+    """Drop the pod-template hash Argo added from the Services of the Deployment's pods."""
+    namespace = str(meta(deployment).get("namespace", ""))
+    return [
+        Patch(
+            "Service",
+            namespace,
+            name_of(svc),
+            {"spec": {"selector": {POD_TEMPLATE_HASH: None}}},
+            "select the Deployment's pods again",
+        )
+        for svc in neighbours.services
+        if not is_generated(svc, keys)
+        and POD_TEMPLATE_HASH in (spec_of(svc).get("selector") or {})
+        and selects_pods(svc, deployment)
+    ]
 
 
 def plan_reconcile(

@@ -2,9 +2,10 @@
 
 The reconciler in `serve` undoes the conversion in the order docs/migration.md gives: the
 Rollout stops scaling the Deployment down, the Deployment gets its replicas back and the HPA
-targets it again; once its pods are available the Rollout goes (its pods orphaned, still
-serving), the stable Service loses Argo's hash, the generated Service and the Rollout's
-ReplicaSets are deleted. Written last: it needs the reconciler wired into serve.
+targets it again; once its pods are available the Rollout lets go of the Services, the
+stable Service loses Argo's hash (it selects the Deployment's pods), and only then the
+Rollout goes (its pods orphaned), with the generated Service and the Rollout's ReplicaSets.
+The stable Service's ready endpoints are sampled throughout: never zero. Written last: it needs the reconciler wired into serve.
 """
 
 from __future__ import annotations
@@ -74,7 +75,25 @@ def test_opting_out_returns_a_plain_deployment_with_its_hpa_and_no_downtime(
         lambda: ready_count(core, ns, f"app=web,{HASH}")() == REPLICAS, "the Rollout's pods ready"
     )
 
-    with Sampler(ready_count(core, ns, "app=web"), interval=0.1) as sampler:
+    discovery = client.DiscoveryV1Api(kube)
+
+    def serving_endpoints() -> int:
+        """Ready endpoints of the stable Service: what traffic reaches, not just pods."""
+        slices = discovery.list_namespaced_endpoint_slice(
+            ns, label_selector="kubernetes.io/service-name=web"
+        )
+        return sum(
+            1
+            for item in slices.items
+            for endpoint in item.endpoints or []
+            if endpoint.conditions is not None and endpoint.conditions.ready
+        )
+
+    eventually(lambda: serving_endpoints() == REPLICAS, "the stable Service's endpoints")
+    with (
+        Sampler(ready_count(core, ns, "app=web"), interval=0.1) as sampler,
+        Sampler(serving_endpoints, interval=0.1) as endpoints,
+    ):
         kubectl("label", "deployment", "web", "-n", ns, f"{KEY}enabled=false", "--overwrite")
         state: list[dict[str, object]] = []
 
@@ -116,6 +135,9 @@ def test_opting_out_returns_a_plain_deployment_with_its_hpa_and_no_downtime(
             raise AssertionError(f"{error}; last seen {state}") from None
 
     assert min(sampler.values) > 0, f"a moment with no ready pod: {sampler.samples}"
+    assert min(endpoints.values) > 0, (
+        f"a moment when the Service had no ready endpoint: {endpoints.samples}"
+    )
     dep = get(kubectl, "deployment", "web", "-n", ns)
     assert dep is not None
     left = [k for k in dep["metadata"].get("annotations", {}) if k.startswith(KEY)]
