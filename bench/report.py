@@ -165,7 +165,11 @@ def resync_table(resync: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render(document: Mapping[str, Any], what_if: Mapping[str, Any] | None = None) -> str:
+def render(
+    document: Mapping[str, Any],
+    what_if: Mapping[str, Any] | None = None,
+    attribution: Mapping[str, Any] | None = None,
+) -> str:
     """The generated part of the page for one results file (and a what-if run)."""
     try:
         machine = document["machine"]
@@ -212,6 +216,26 @@ def render(document: Mapping[str, Any], what_if: Mapping[str, Any] | None = None
             f"{resync['full']['caches_synced_seconds']} s after the start.",
             "",
             resync_table(resync),
+        ]
+    if what_if:
+        parts += [
+            "",
+            f"### What-ifs (`{what_if.get('label')}`: "
+            f"{', '.join(what_if.get('experiments') or []) or 'none'}), beside the product",
+            "",
+            f"Run {what_if.get('started')} to {what_if.get('finished')}, load average "
+            f"{what_if.get('load_average_start')} to {what_if.get('load_average_end')}.",
+            "",
+            what_if_table(document, what_if),
+        ]
+    if attribution:
+        parts += [
+            "",
+            "### Each what-if alone (1,000 services cached, median of 3 runs of 5 s; "
+            f"load average {attribution.get('load_average_start')} to "
+            f"{attribution.get('load_average_end')})",
+            "",
+            attribution_table(attribution),
         ]
     return "\n".join(parts) + "\n"
 
@@ -260,6 +284,21 @@ def what_if_table(product: Mapping[str, Any], what_if: Mapping[str, Any]) -> str
     return "\n".join(lines)
 
 
+def attribution_table(attribution: Mapping[str, Any]) -> str:
+    """Each what-if alone (bench/attribution.py): the conversion's CPU per request."""
+    lines = [
+        "| server | conversion CPU ms/req | baseline CPU ms/req | conversion vs baseline "
+        "| conversion p99 ms (8 connections) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in (attribution.get("variants") or {}).items():
+        lines.append(
+            f"| {name} | {row['convert_cpu_ms']:.2f} | {row['baseline_cpu_ms']:.2f} "
+            f"| {row['cpu_vs_baseline']:.1f}x | {row['convert_p99_ms']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def splice(page: str, generated: str) -> str:
     """The page with the text between the markers replaced by ``generated``."""
     if BEGIN not in page or END not in page:
@@ -280,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         what_if = (
             json.loads((results / f"{args.what_if}.json").read_text()) if args.what_if else None
         )
-        DOC.write_text(splice(DOC.read_text(), render(document, what_if)))
+        split = results / f"{args.label}-attribution.json"
+        attribution = json.loads(split.read_text()) if split.exists() else None
+        DOC.write_text(splice(DOC.read_text(), render(document, what_if, attribution)))
     except (OSError, ValueError) as err:
         sys.stderr.write(f"bench report: {err}\n")
         return 1

@@ -98,3 +98,24 @@ def test_splice_replaces_only_the_generated_part() -> None:
 def test_splice_without_markers_is_refused() -> None:
     with pytest.raises(ReportError, match="markers"):
         splice("# no markers\n", "x")
+
+
+def test_what_if_and_attribution_sections_when_given() -> None:
+    product = document(p99=8, convert_rps=800, rss_kib=100 * 1024, resync_s=30)
+    what_if = document(p99=4, convert_rps=1000, rss_kib=100 * 1024, resync_s=30)
+    what_if["label"], what_if["experiments"] = "w", ["json-copy"]
+    attribution = {
+        "variants": {
+            "product": {
+                "convert_cpu_ms": 1.7,
+                "baseline_cpu_ms": 0.25,
+                "cpu_vs_baseline": 6.8,
+                "convert_p99_ms": 30.0,
+            }
+        }
+    }
+    text = render(product, what_if, attribution)
+    assert "### What-ifs (`w`: json-copy), beside the product" in text
+    assert "| convert | 8 | - | - | 800 | 1000 | 4.0 | 4.0 |" in text
+    assert "| convert, 1000 services | 500 req/s | 0.00 | 0.00 | 500 | 500 | 8.0 | 4.0 |" in text
+    assert "| product | 1.70 | 0.25 | 6.8x | 30.0 |" in text
