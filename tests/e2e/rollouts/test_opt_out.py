@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from tests.e2e import harness
@@ -56,12 +57,17 @@ def _hpa(ns: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("environment", ["dev", "bluegreen"])
 def test_opting_out_returns_a_plain_deployment_with_its_hpa_and_no_downtime(
-    kubectl: harness.Tool, kube: client.ApiClient, rollouts_namespace: str
+    kubectl: harness.Tool, kube: client.ApiClient, rollouts_namespace: str, environment: str
 ) -> None:
     ns = rollouts_namespace
     core = client.CoreV1Api(kube)
-    apply(kubectl, service("web", ns), deployment("web", ns, replicas=REPLICAS, environment="dev"))
+    apply(
+        kubectl,
+        service("web", ns),
+        deployment("web", ns, replicas=REPLICAS, environment=environment),
+    )
     wait_healthy(kubectl, "web", ns)
     apply(kubectl, _hpa(ns))
     eventually(
@@ -90,6 +96,8 @@ def test_opting_out_returns_a_plain_deployment_with_its_hpa_and_no_downtime(
         )
 
     eventually(lambda: serving_endpoints() == REPLICAS, "the stable Service's endpoints")
+    generated = "web-preview" if environment == "bluegreen" else "web-canary"
+    assert get(kubectl, "service", generated, "-n", ns) is not None
     with (
         Sampler(ready_count(core, ns, "app=web"), interval=0.1) as sampler,
         Sampler(serving_endpoints, interval=0.1) as endpoints,
@@ -103,7 +111,7 @@ def test_opting_out_returns_a_plain_deployment_with_its_hpa_and_no_downtime(
             stable = get(kubectl, "service", "web", "-n", ns) or {}
             current = {
                 "rollout": get(kubectl, "rollout", "web", "-n", ns) is not None,
-                "canary service": get(kubectl, "service", "web-canary", "-n", ns) is not None,
+                "canary service": get(kubectl, "service", generated, "-n", ns) is not None,
                 "deployment replicas": dep.get("spec", {}).get("replicas"),
                 "deployment ready": dep.get("status", {}).get("readyReplicas"),
                 "hpa target": hpa.get("spec", {}).get("scaleTargetRef", {}).get("kind"),
