@@ -6,8 +6,8 @@ a constant 500 requests/s (vegeta, open loop: a slow answer does not slow the se
 so the tail is not hidden). With 1,000 services, every case is also driven by wrk at
 fixed concurrency next to the baseline endpoint, each run of a case followed by a run of
 the baseline, so the ratios compare numbers taken under the same machine load. Then a
-profiled server gives the hot path, and bench/resync.py measures the reconciler against
-a real control plane. Results go to bench/results/<label>.json.
+profiled server gives the hot path (bench/results/<label>-profile.txt). Results go to
+bench/results/<label>.json; bench/resync.py adds the reconciler's resync to it.
 """
 
 from __future__ import annotations
