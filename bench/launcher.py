@@ -201,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # Profiled runs end by themselves: uvicorn re-raises the SIGTERM it caught after its
     # shutdown, which would end the process before the profile is written.
-    threading.Timer(args.profile_seconds, lambda: setattr(runner, "should_exit", True)).start()
+    stop = threading.Timer(args.profile_seconds, lambda: setattr(runner, "should_exit", True))
+    stop.daemon = True  # a server that fails to start must not wait for the timer
+    stop.start()
     profiler = cProfile.Profile()
     try:
         profiler.runcall(runner.run)

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 
-from fastapi.testclient import TestClient
+import httpx
 
 from bench.fixtures import request_bodies
-from bench.launcher import BASELINE_ANSWER, build
+from bench.launcher import BASELINE_ANSWER, AcceptingWriter, build
 from certs.files import write_localhost_bundle
 
 HEADERS = {"Content-Type": "application/json"}
+EXPECTED = {"convert": "convert", "not-opted-in": "skip", "hpa-update": "convert"}
+
+
+async def exercise(app: object) -> str:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    bodies = request_bodies()
+    async with httpx.AsyncClient(transport=transport, base_url="https://bench") as client:
+        assert (await client.get("/readyz")).text == "ready\n"
+        for case, decision in EXPECTED.items():
+            answer = await client.post("/mutate", content=bodies[case], headers=HEADERS)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["response"]["auditAnnotations"]["decision"] == decision, case
+        # Not parsed: even a body that is no review gets the fixed answer.
+        for body in (bodies["baseline"], b"not json"):
+            answer = await client.post("/baseline", content=body, headers=HEADERS)
+            assert answer.status_code == 200
+            assert answer.content == BASELINE_ANSWER
+        return (await client.get("/metrics")).text
 
 
 def test_cases_get_their_decisions_and_the_baseline_answers_without_parsing(
@@ -19,28 +38,13 @@ def test_cases_get_their_decisions_and_the_baseline_answers_without_parsing(
 ) -> None:
     write_localhost_bundle(dt.datetime.now(dt.UTC), tmp_path)
     server = build(10, tmp_path, 8443)  # not bound: the client calls the app directly
-    bodies = request_bodies()
     try:
-        with TestClient(server.app) as client:
-            assert client.get("/readyz").text == "ready\n"
-            expected = {"convert": "convert", "not-opted-in": "skip", "hpa-update": "convert"}
-            for case, decision in expected.items():
-                answer = client.post("/mutate", content=bodies[case], headers=HEADERS)
-                assert answer.status_code == 200, answer.text
-                response = answer.json()["response"]
-                assert response["auditAnnotations"]["decision"] == decision, case
-            # Not parsed: even a body that is no review gets the fixed answer.
-            for body in (bodies["baseline"], b"not json"):
-                answer = client.post("/baseline", content=body, headers=HEADERS)
-                assert answer.status_code == 200
-                assert answer.content == BASELINE_ANSWER
-            # The baseline is outside the admission path: nothing counted, nothing audited.
-            metrics = client.get("/metrics").text
-            assert 'endpoint="baseline"' not in metrics
+        metrics = asyncio.run(exercise(server.app))
     finally:
         server.close()
-    writer = server.engine.writer
-    assert writer is not None
-    # The converting cases were allowed and their writes accepted (Rollout + canary Service,
-    # and the HPA's Rollout), so the write path ran as in a cluster.
-    assert getattr(writer, "reviews", 0) >= 1
+    # The baseline is outside the admission path: counted nowhere, audited nowhere.
+    assert 'endpoint="baseline"' not in metrics
+    assert "rollout_webhook_admission_requests_total" in metrics
+    # The converting cases went through the permission check, as in a cluster.
+    assert isinstance(server.engine.writer, AcceptingWriter)
+    assert server.engine.writer.reviews >= 1
