@@ -34,11 +34,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         files[case] = workdir / f"{case}.json"
         files[case].write_bytes(request_bodies()[case])
     out: dict[str, Any] = {"load_average_start": load_average(), "variants": {}}
-    variants: list[list[str]] = [[], *([name] for name in sorted(EXPERIMENTS)), sorted(EXPERIMENTS)]
-    for experiments in variants:
+    variants: list[tuple[list[str], bool]] = [
+        ([], False),
+        *(([name], False) for name in sorted(EXPERIMENTS)),
+        (sorted(EXPERIMENTS), False),
+        # The worst case for one request: its namespace holds every service.
+        ([], True),
+    ]
+    for experiments, crowded in variants:
         name = "+".join(experiments) or "product"
+        if crowded:
+            name += f", all {args.services} services in the request's namespace"
         runs: dict[str, list[dict[str, Any]]] = {"convert": [], "baseline": []}
-        with launched(args.services, workdir, cert_dir, experiments=experiments) as server:
+        with launched(
+            args.services, workdir, cert_dir, experiments=experiments, crowded=crowded
+        ) as server:
             for _ in range(args.runs):
                 for case, path in (("convert", "/mutate"), ("baseline", "/baseline")):
                     runs[case].append(wrk_run(wrk, server, path, files[case], 8, args.seconds))

@@ -182,13 +182,18 @@ def converted_service(name: str, ns: str, policy: Policy) -> list[dict[str, Any]
     return list(objects.values())
 
 
-def cluster_objects(services: int, policy: Policy) -> Iterator[dict[str, Any]]:
+def cluster_objects(
+    services: int, policy: Policy, *, crowded: bool = False
+) -> Iterator[dict[str, Any]]:
     """``services`` converted services in namespaces of ``PER_NAMESPACE``, their Namespaces,
-    and the measured requests' namespace (its one Service, HPA and stored Deployments)."""
+    and the measured requests' namespace (its one Service, HPA and stored Deployments).
+
+    ``crowded``: every service in the requests' namespace instead, the worst case for a
+    request, whose planning reads its whole namespace."""
     serial = 0
     for index in range(services):
-        ns = namespace_name(index)
-        if index % PER_NAMESPACE == 0:
+        ns = REQUEST_NAMESPACE if crowded else namespace_name(index)
+        if not crowded and index % PER_NAMESPACE == 0:
             serial += 1
             yield _stored(namespace(ns), serial)
         for obj in converted_service(f"svc-{index:04d}", ns, policy):

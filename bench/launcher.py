@@ -158,8 +158,8 @@ EXPERIMENTS: dict[str, Callable[[], None]] = {
 }
 
 
-def build(services: int, cert_dir: Path, port: int) -> Server:
-    view = MemoryClusterView(cluster_objects(services, builtin_policy()))
+def build(services: int, cert_dir: Path, port: int, *, crowded: bool = False) -> Server:
+    view = MemoryClusterView(cluster_objects(services, builtin_policy(), crowded=crowded))
     settings = ServeSettings(host="127.0.0.1", port=port, cert_dir=cert_dir)
     server = build_server(settings, cluster=PrefilledCluster(view))
 
@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--cert-dir", type=Path, required=True)
     parser.add_argument("--port", type=int, default=8443)
+    parser.add_argument(
+        "--crowded", action="store_true", help="every service in the requests' namespace"
+    )
     parser.add_argument("--profile", type=Path, help="cProfile the event loop into this file")
     parser.add_argument("--profile-seconds", type=float, default=20.0)
     parser.add_argument(
@@ -189,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level="INFO", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    server = build(args.services, args.cert_dir, args.port)
+    server = build(args.services, args.cert_dir, args.port, crowded=args.crowded)
     for name in args.experiment:
         EXPERIMENTS[name]()
     runner = uvicorn.Server(uvicorn_config(server))

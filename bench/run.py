@@ -122,6 +122,7 @@ def launched(
     profile: Path | None = None,
     seconds: float = 0,
     experiments: Sequence[str] = (),
+    crowded: bool = False,
 ) -> Iterator[Launched]:
     port = free_port()
     argv = [
@@ -135,6 +136,8 @@ def launched(
     if profile is not None:
         argv += [f"--profile={profile}", f"--profile-seconds={seconds}"]
     argv += [f"--experiment={name}" for name in experiments]
+    if crowded:
+        argv.append("--crowded")
     with (
         (workdir / f"audit-{services}.jsonl").open("wb") as audit,
         (workdir / f"server-{services}.log").open("wb") as log,

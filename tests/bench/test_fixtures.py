@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import json
 
+import pytest
+
 from bench.fixtures import (
     PER_NAMESPACE,
     REQUEST_NAMESPACE,
@@ -41,8 +43,9 @@ def test_each_service_is_cached_converted_with_its_neighbours() -> None:
     assert len(keys) == len(set(keys)), "every object is generated once"
 
 
-def test_each_case_body_gets_the_decision_it_is_meant_to_measure() -> None:
-    view = MemoryClusterView(cluster_objects(10, builtin_policy()))
+@pytest.mark.parametrize("crowded", [False, True])
+def test_each_case_body_gets_the_decision_it_is_meant_to_measure(crowded: bool) -> None:
+    view = MemoryClusterView(cluster_objects(10, builtin_policy(), crowded=crowded))
     expected = {"convert": "convert", "not-opted-in": "skip", "hpa-update": "convert"}
     bodies = request_bodies()
     for case, decision in expected.items():
@@ -60,3 +63,10 @@ def test_the_converted_deployment_the_create_waits_for_is_in_the_cache() -> None
     stored = view.get("Deployment", REQUEST_NAMESPACE, "web")
     assert stored is not None
     assert stored["metadata"]["annotations"][DEFAULT_KEYS.rollout_name] == "web"
+
+
+def test_crowded_puts_every_service_in_the_requests_namespace() -> None:
+    view = MemoryClusterView(cluster_objects(25, builtin_policy(), crowded=True))
+    rollouts = view.list("Rollout", REQUEST_NAMESPACE)
+    assert len(rollouts) == 25 + 1  # and the "api" service of the HPA case
+    assert [n["metadata"]["name"] for n in view.list("Namespace", "")] == [REQUEST_NAMESPACE]
