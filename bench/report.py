@@ -169,6 +169,7 @@ def render(
     document: Mapping[str, Any],
     what_if: Mapping[str, Any] | None = None,
     attribution: Mapping[str, Any] | None = None,
+    breakdown: Mapping[str, Any] | None = None,
 ) -> str:
     """The generated part of the page for one results file (and a what-if run)."""
     try:
@@ -227,6 +228,14 @@ def render(
             f"{what_if.get('load_average_start')} to {what_if.get('load_average_end')}.",
             "",
             what_if_table(document, what_if),
+        ]
+    if breakdown:
+        parts += [
+            "",
+            "### Where a request's CPU goes (1,000 services cached, 8 connections; load average "
+            f"{breakdown.get('load_average_start')} to {breakdown.get('load_average_end')})",
+            "",
+            breakdown_table(breakdown),
         ]
     if attribution:
         parts += [
@@ -299,6 +308,29 @@ def attribution_table(attribution: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def breakdown_table(breakdown: Mapping[str, Any]) -> str:
+    """Where the CPU goes (bench/breakdown.py): by thread, then the pure steps alone."""
+    lines = [
+        "| case | event loop CPU ms/req | other threads CPU ms/req |",
+        "|---|---|---|",
+    ]
+    for case, row in (breakdown.get("by_thread") or {}).items():
+        lines.append(f"| {case} | {row['event_loop_ms']:.2f} | {row['other_threads_ms']:.2f} |")
+    steps = breakdown.get("by_step") or {}
+    if steps:
+        lines += ["", "| pure step of a conversion, alone | CPU ms |", "|---|---|"]
+        names = {
+            "parse_ms": "parse the body and check the review",
+            "decide_ms": "`decide_mutation` (the plan: `plan_conversion` and its copies)",
+            "patch_ms": "`patch_for` (`jsonpatch.make_patch`)",
+            "audit_record_ms": "one audit record (build, canonical JSON, SHA-256)",
+        }
+        for key, label in names.items():
+            if key in steps:
+                lines.append(f"| {label} | {steps[key]:.3f} |")
+    return "\n".join(lines)
+
+
 def splice(page: str, generated: str) -> str:
     """The page with the text between the markers replaced by ``generated``."""
     if BEGIN not in page or END not in page:
@@ -321,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         split = results / f"{args.label}-attribution.json"
         attribution = json.loads(split.read_text()) if split.exists() else None
-        DOC.write_text(splice(DOC.read_text(), render(document, what_if, attribution)))
+        where = results / f"{args.label}-breakdown.json"
+        breakdown = json.loads(where.read_text()) if where.exists() else None
+        DOC.write_text(splice(DOC.read_text(), render(document, what_if, attribution, breakdown)))
     except (OSError, ValueError) as err:
         sys.stderr.write(f"bench report: {err}\n")
         return 1

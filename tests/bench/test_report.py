@@ -119,3 +119,14 @@ def test_what_if_and_attribution_sections_when_given() -> None:
     assert "| convert | 8 | - | - | 800 | 1000 | 4.0 | 4.0 |" in text
     assert "| convert, 1000 services | 500 req/s | 0.00 | 0.00 | 500 | 500 | 8.0 | 4.0 |" in text
     assert "| product | 1.70 | 0.25 | 6.8x | 30.0 |" in text
+
+
+def test_breakdown_section_lists_threads_and_steps() -> None:
+    product = document(p99=8, convert_rps=800, rss_kib=100 * 1024, resync_s=30)
+    breakdown = {
+        "by_thread": {"convert": {"event_loop_ms": 1.35, "other_threads_ms": 0.32}},
+        "by_step": {"decide_ms": 0.141, "patch_ms": 0.15},
+    }
+    text = render(product, breakdown=breakdown)
+    assert "| convert | 1.35 | 0.32 |" in text
+    assert "| `patch_for` (`jsonpatch.make_patch`) | 0.150 |" in text
