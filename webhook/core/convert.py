@@ -416,18 +416,17 @@ def plan_conversion(
             "refuse", "the service's overrides are invalid", deployment, findings, env.name, version
         )
 
+    existing = neighbours.rollout_named(name)
+    kept = _kept_strategy(existing, policy, update_strategy)
+    strategy, settings = kept if kept is not None else (choice.strategy, dict(choice.block))
+
     if (spec_of(deployment).get("strategy") or {}).get("type") == "Recreate":
         findings.append(
             warning(
                 "recreate",
-                f"Deployment strategy Recreate has no Rollout equivalent; "
-                f"{choice.strategy} replaces it",
+                f"Deployment strategy Recreate has no Rollout equivalent; {strategy} replaces it",
             )
         )
-
-    existing = neighbours.rollout_named(name)
-    kept = _kept_strategy(existing, policy, update_strategy)
-    strategy, settings = kept if kept is not None else (choice.strategy, dict(choice.block))
 
     stable_svc, svc_findings = _stable_service(deployment, neighbours, keys)
     findings.extend(svc_findings)
