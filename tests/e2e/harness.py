@@ -326,6 +326,27 @@ class ControlPlane:
         self.kubeconfig.chmod(0o600)
 
 
+def token_kubeconfig(plane: ControlPlane, user: str, token: str) -> dict[str, Any]:
+    """A kubeconfig for the plane that authenticates as ``user`` with a bearer token (a
+    ServiceAccount's, from `kubectl create token`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "e2e",
+                "cluster": {
+                    "server": plane.url,
+                    "certificate-authority-data": base64.b64encode(plane.ca_pem).decode(),
+                },
+            }
+        ],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": user}}],
+        "current-context": "e2e",
+    }
+
+
 class CommandFailed(AssertionError):
     """A kubectl or helm command failed; the message has its command line and stderr."""
 

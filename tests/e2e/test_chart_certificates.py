@@ -9,7 +9,6 @@ server's account. Then `helm upgrade` must leave the injected caBundle in place.
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
@@ -28,30 +27,6 @@ RELEASE = "rw-certs"
 FULLNAME = f"{RELEASE}-rollout-webhook"
 NAMESPACE = "platform-certs"
 BINARY = Path(sys.executable).parent / "rollout-webhook"
-
-
-def token_kubeconfig(plane: harness.ControlPlane, token: str, path: Path) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "e2e",
-                        "cluster": {
-                            "server": plane.url,
-                            "certificate-authority-data": base64.b64encode(plane.ca_pem).decode(),
-                        },
-                    }
-                ],
-                "users": [{"name": "job", "user": {"token": token}}],
-                "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "job"}}],
-                "current-context": "e2e",
-            }
-        )
-    )
-    return path
 
 
 def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +55,8 @@ class Jobs:
         token = self.kubectl(
             "create", "token", account, "-n", NAMESPACE, "--duration=1h"
         ).stdout.strip()
-        kubeconfig = token_kubeconfig(self.plane, token, self.workdir / f"{account}.kubeconfig")
+        kubeconfig = self.workdir / f"{account}.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(harness.token_kubeconfig(self.plane, "job", token)))
         [container] = pod["containers"]
         args = [a for a in container["args"] if a != "--in-cluster"]
         return subprocess.run(

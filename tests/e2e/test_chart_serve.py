@@ -57,25 +57,6 @@ def eventually(check: Callable[[], T | None], what: str, process: harness.Manage
         time.sleep(0.25)
 
 
-def kubeconfig_for(plane: harness.ControlPlane, token: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "e2e",
-                "cluster": {
-                    "server": plane.url,
-                    "certificate-authority-data": base64.b64encode(plane.ca_pem).decode(),
-                },
-            }
-        ],
-        "users": [{"name": FULLNAME, "user": {"token": token}}],
-        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": FULLNAME}}],
-        "current-context": "e2e",
-    }
-
-
 def local_argv(container: dict[str, Any], kubeconfig: Path, cert_dir: Path, port: int) -> list[str]:
     """The container's command line, made to run here: same flags, local paths."""
     replaced = {"--in-cluster", "--host", "--port", "--cert-dir"}
@@ -130,7 +111,7 @@ def served(
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     token = kubectl("create", "token", FULLNAME, "-n", NAMESPACE, "--duration=1h").stdout.strip()
     kubeconfig = workdir / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(kubeconfig_for(control_plane, token)))
+    kubeconfig.write_text(yaml.safe_dump(harness.token_kubeconfig(control_plane, FULLNAME, token)))
     bundle = self_signed_for_localhost(datetime.datetime.now(datetime.UTC))
     tls = write_bundle_dir(bundle, workdir / "tls")
     (port,) = harness.free_ports(1)

@@ -9,21 +9,13 @@ from tests.unit.builders import deployment, hpa, httproute, opted_in, service
 from webhook.cli.status import _table, service_rows
 from webhook.core.policy import builtin_policy
 from webhook.reconciler.controller import Reconciler
+from webhook.server.ports import CACHED_KINDS
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 
 
 def snapshot(api: FakeAPI) -> dict[str, list[dict[str, object]]]:
-    kinds = (
-        "Namespace",
-        "Deployment",
-        "Service",
-        "HorizontalPodAutoscaler",
-        "HTTPRoute",
-        "VirtualService",
-        "Rollout",
-    )
-    return {k: list(api.list(k, "")) for k in kinds}
+    return {k: list(api.list(k, "")) for k in CACHED_KINDS}
 
 
 def test_rows_show_state_and_drift() -> None:

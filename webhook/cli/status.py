@@ -26,17 +26,7 @@ from webhook.core.policy import Policy, builtin_policy, policy_from_configmap
 from webhook.core.reconcile import Emit, plan_reconcile
 from webhook.core.routes import httproute_references, virtualservice_references
 from webhook.core.selection import resolve_opt_in
-from webhook.server.ports import MemoryClusterView
-
-KINDS = (
-    "Namespace",
-    "Deployment",
-    "Service",
-    "HorizontalPodAutoscaler",
-    "HTTPRoute",
-    "VirtualService",
-    "Rollout",
-)
+from webhook.server.ports import CACHED_KINDS, MemoryClusterView
 
 
 def register(subparsers: Any) -> None:
@@ -155,7 +145,7 @@ def _fetch(http: Any, namespace: str | None) -> dict[str, list[dict[str, Any]]]:
     from webhook.kube.resources import BY_KIND
 
     objects: dict[str, list[dict[str, Any]]] = {}
-    for kind in KINDS:
+    for kind in CACHED_KINDS:
         resource = BY_KIND[kind]
         path = resource.collection_path("" if kind == "Namespace" else namespace or "")
         items: list[dict[str, Any]] = []

@@ -12,7 +12,7 @@ import copy
 import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Literal, cast
@@ -186,6 +186,17 @@ def _list(value: object, path: str, errors: Errors, *, non_empty: bool = False) 
     return value
 
 
+def _entries(
+    value: object, path: str, errors: Errors, *, non_empty: bool = False
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Each mapping of a list with its path (``path[i]``); other items are reported."""
+    for i, item in enumerate(_list(value, path, errors, non_empty=non_empty)):
+        item_path = f"{path}[{i}]"
+        mapping = _mapping(item, item_path, errors)
+        if mapping is not None:
+            yield item_path, mapping
+
+
 def _int_or_percent(value: object, path: str, errors: Errors) -> None:
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
@@ -222,11 +233,7 @@ STEP_ACTIONS = ("setWeight", "pause", "analysis", "setCanaryScale", "experiment"
 
 
 def _analysis_args(value: object, path: str, errors: Errors) -> None:
-    for i, arg in enumerate(_list(value, path, errors)):
-        arg_path = f"{path}[{i}]"
-        arg_map = _mapping(arg, arg_path, errors)
-        if arg_map is None:
-            continue
+    for arg_path, arg_map in _entries(value, path, errors):
         _known_keys(arg_map, ("name", "value", "valueFrom"), arg_path, errors)
         _str(arg_map.get("name"), _join(arg_path, "name"), errors)
         has_value = "value" in arg_map
@@ -254,12 +261,8 @@ def _analysis(value: object, path: str, errors: Errors, *, background: bool = Fa
     if background:
         allowed = (*allowed, "startingStep")
     _known_keys(block, allowed, path, errors)
-    templates = _list(block.get("templates"), _join(path, "templates"), errors, non_empty=True)
-    for i, template in enumerate(templates):
-        t_path = f"{_join(path, 'templates')}[{i}]"
-        t_map = _mapping(template, t_path, errors)
-        if t_map is None:
-            continue
+    templates = block.get("templates")
+    for t_path, t_map in _entries(templates, _join(path, "templates"), errors, non_empty=True):
         _known_keys(t_map, ("templateName", "clusterScope"), t_path, errors)
         _str(t_map.get("templateName"), _join(t_path, "templateName"), errors)
         if "clusterScope" in t_map:
@@ -303,12 +306,8 @@ def _experiment(value: object, path: str, errors: Errors) -> None:
             parse_go_duration(duration)
         except DurationError as err:
             errors.append(FieldError(_join(path, "duration"), str(err)))
-    templates = _list(block.get("templates"), _join(path, "templates"), errors, non_empty=True)
-    for i, template in enumerate(templates):
-        t_path = f"{_join(path, 'templates')}[{i}]"
-        t_map = _mapping(template, t_path, errors)
-        if t_map is None:
-            continue
+    templates = block.get("templates")
+    for t_path, t_map in _entries(templates, _join(path, "templates"), errors, non_empty=True):
         _known_keys(t_map, ("name", "specRef", "replicas", "weight"), t_path, errors)
         _str(t_map.get("name"), _join(t_path, "name"), errors)
         _choice(t_map.get("specRef"), ("stable", "canary"), _join(t_path, "specRef"), errors)
@@ -316,11 +315,7 @@ def _experiment(value: object, path: str, errors: Errors) -> None:
             _int(t_map["replicas"], _join(t_path, "replicas"), errors, minimum=0)
         if "weight" in t_map:
             _int(t_map["weight"], _join(t_path, "weight"), errors, minimum=0, maximum=100)
-    for i, analysis in enumerate(_list(block.get("analyses", []), _join(path, "analyses"), errors)):
-        a_path = f"{_join(path, 'analyses')}[{i}]"
-        a_map = _mapping(analysis, a_path, errors)
-        if a_map is None:
-            continue
+    for a_path, a_map in _entries(block.get("analyses", []), _join(path, "analyses"), errors):
         _known_keys(
             a_map,
             ("name", "templateName", "clusterScope", "args", "requiredForCompletion"),
@@ -496,11 +491,7 @@ def _validate_document(doc: object) -> list[FieldError]:
     ):
         errors.append(FieldError("defaultEnvironment", f"names no environment: {default!r}"))
 
-    for i, rule in enumerate(_list(top.get("namespaces", []), "namespaces", errors)):
-        path = f"namespaces[{i}]"
-        rule_map = _mapping(rule, path, errors)
-        if rule_map is None:
-            continue
+    for path, rule_map in _entries(top.get("namespaces", []), "namespaces", errors):
         _known_keys(rule_map, ("pattern", "environment"), path, errors)
         _str(rule_map.get("pattern"), f"{path}.pattern", errors)
         env = rule_map.get("environment")

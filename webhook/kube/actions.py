@@ -8,7 +8,6 @@ selector), so they take nothing else over.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -72,7 +71,7 @@ class ReconcileAdapter(ClusterAdapter):
             "PATCH",
             path,
             query=[("fieldManager", self.field_manager)],
-            body=json.dumps(patch),
+            body=dict(patch),
             content_type=MERGE_PATCH,
             timeout=timeout,
         )

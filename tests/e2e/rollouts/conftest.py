@@ -41,7 +41,6 @@ from tests.e2e.rollouts.controllers import (
     Controllers,
     ControllersError,
     controller_binaries,
-    token_kubeconfig,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -210,7 +209,7 @@ def _webhook_kubeconfig(
         "create", "token", WEBHOOK_ACCOUNT, "-n", WEBHOOK_NAMESPACE, "--duration=12h"
     ).stdout.strip()
     path = workdir / "rollout-webhook.kubeconfig"
-    path.write_text(yaml.safe_dump(token_kubeconfig(plane, WEBHOOK_ACCOUNT, token)))
+    path.write_text(yaml.safe_dump(harness.token_kubeconfig(plane, WEBHOOK_ACCOUNT, token)))
     path.chmod(0o600)
     return path
 

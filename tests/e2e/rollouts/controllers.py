@@ -11,7 +11,6 @@ lacks shows up here as it would in a cluster.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -213,7 +212,7 @@ class Controllers:
         ).stdout.strip()
         kubeconfig = self.workdir / "argo-rollouts.kubeconfig"
         kubeconfig.write_text(
-            yaml.safe_dump(token_kubeconfig(self.plane, ARGO_SERVICE_ACCOUNT, token))
+            yaml.safe_dump(harness.token_kubeconfig(self.plane, ARGO_SERVICE_ACCOUNT, token))
         )
         kubeconfig.chmod(0o600)
         metrics_port, healthz_port = harness.free_ports(2)
@@ -260,24 +259,4 @@ def _node(name: str) -> dict[str, object]:
             "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
         },
         "spec": {},
-    }
-
-
-def token_kubeconfig(plane: harness.ControlPlane, user: str, token: str) -> dict[str, object]:
-    """A kubeconfig that authenticates with a ServiceAccount token."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "e2e",
-                "cluster": {
-                    "server": plane.url,
-                    "certificate-authority-data": base64.b64encode(plane.ca_pem).decode(),
-                },
-            }
-        ],
-        "users": [{"name": ARGO_SERVICE_ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": ARGO_SERVICE_ACCOUNT}}],
-        "current-context": "e2e",
     }

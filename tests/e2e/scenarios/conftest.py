@@ -29,7 +29,6 @@ from tests.e2e.scenarios.support import (
     chart_env,
     registered,
     render_chart,
-    token_kubeconfig,
     wait_in_force,
 )
 
@@ -84,7 +83,7 @@ def identity(
             "create", "token", account, "-n", webhook_namespace, "--duration=2h"
         ).stdout.strip()
         path = tmp_path_factory.mktemp("identity") / "kubeconfig"
-        path.write_text(yaml.safe_dump(token_kubeconfig(control_plane, account, token)))
+        path.write_text(yaml.safe_dump(harness.token_kubeconfig(control_plane, account, token)))
         path.chmod(0o600)
         env = chart_env(helm)
         # No garbage collector runs here: the reconciler's orphan clean-up is what deletes

@@ -10,7 +10,6 @@ the shared control plane reaches it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime
 import json
@@ -175,25 +174,6 @@ def chart_env(helm: harness.Tool) -> dict[str, str]:
     [chart_deployment] = [d for d in yaml.safe_load_all(render_chart(helm, "deployment.yaml")) if d]
     [container] = chart_deployment["spec"]["template"]["spec"]["containers"]
     return {e["name"]: e["value"] for e in container["env"] if "value" in e}
-
-
-def token_kubeconfig(plane: harness.ControlPlane, user: str, token: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "e2e",
-                "cluster": {
-                    "server": plane.url,
-                    "certificate-authority-data": base64.b64encode(plane.ca_pem).decode(),
-                },
-            }
-        ],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": user}}],
-        "current-context": "e2e",
-    }
 
 
 def chart_webhooks(helm: harness.Tool, failure_policy: str) -> tuple[Manifest, Manifest]:
