@@ -133,12 +133,19 @@ def _stable_service(
         return None, []
     name = name_of(deployment)
     by_name = [s for s in candidates if name_of(s) == name]
-    routed = [
-        s
-        for s in candidates
-        if any(httproute_references(r, name_of(s)) for r in neighbours.http_routes)
-        or any(virtualservice_references(v, name_of(s)) for v in neighbours.virtual_services)
-    ]
+    # Which candidates a route sends traffic to matters only when none is named as the
+    # Deployment: left unread otherwise, so a crowded namespace's routes are read once
+    # per plan (by the traffic routing), not once per candidate.
+    routed = (
+        []
+        if by_name
+        else [
+            s
+            for s in candidates
+            if any(httproute_references(r, name_of(s)) for r in neighbours.http_routes)
+            or any(virtualservice_references(v, name_of(s)) for v in neighbours.virtual_services)
+        ]
+    )
     chosen = (by_name or routed or candidates)[0]
     findings: list[Finding] = []
     if len(candidates) > 1 and not by_name and len(routed) != 1:

@@ -38,23 +38,25 @@ def selects_pods(service: Mapping[str, Any], deployment: Mapping[str, Any]) -> b
     Judged on the owner's selector: once Argo has pinned a converted service's Services to
     a ReplicaSet, they still belong to the Deployment.
     """
+    return _selects(service, pod_labels(deployment))
+
+
+def _selects(service: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     selector = own_selector(service)
-    if not selector:
-        return False
-    labels = pod_labels(deployment)
-    return all(labels.get(k) == v for k, v in selector.items())
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
 def candidate_services(
     deployment: Mapping[str, Any], services: Sequence[Mapping[str, Any]], keys: Keys
 ) -> list[Mapping[str, Any]]:
     """Services that select the Deployment's pods, excluding the ones this product generated."""
+    labels = pod_labels(deployment)  # read once, not once per Service of the namespace
     found = [
         svc
         for svc in services
         if not is_generated(svc, keys)
         and spec_of(svc).get("type", "ClusterIP") != "ExternalName"
-        and selects_pods(svc, deployment)
+        and _selects(svc, labels)
     ]
     return sorted(found, key=name_of)
 
