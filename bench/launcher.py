@@ -26,7 +26,6 @@ import json
 import logging
 import sys
 import threading
-import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +36,9 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from bench.fixtures import cluster_objects
-from webhook.core import admission as core_admission
-from webhook.core import convert as core_convert
-from webhook.core import hpa as core_hpa
-from webhook.core import mutation as core_mutation
-from webhook.core import routes as core_routes
-from webhook.core import selection as core_selection
 from webhook.core.admission import UserInfo
 from webhook.core.policy import builtin_policy
+from webhook.kube.cluster import freeze_caches
 from webhook.server.policy_state import PolicyState
 from webhook.server.ports import AccessDecision, MemoryClusterView
 from webhook.server.runner import Server, build_server, uvicorn_config
@@ -90,71 +84,20 @@ class PrefilledCluster:
     def start(self, policy: PolicyState | None) -> None:
         if policy is not None:
             policy.configmap_absent(deleted=False)  # no ConfigMap: the built-in policy
+        freeze_caches()  # what the product's Cluster does once its caches have synced
 
     def stop(self) -> None:
         pass
 
 
-def freeze_caches() -> None:
-    """Move everything alive now (the filled caches, the imported modules) out of the
-    cyclic garbage collector's reach: its full collections then no longer walk the
-    caches' hundreds of thousands of dicts while requests wait."""
-    gc.collect()
-    gc.freeze()
-
-
-def json_copy(value: Any) -> Any:
-    """A deep copy for JSON data (dicts, lists, scalars): what the core copies."""
-    if isinstance(value, dict):
-        return {k: json_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_copy(v) for v in value]
-    return value
-
-
-def json_copies() -> None:
-    """The core's modules copy with ``json_copy`` instead of ``copy.deepcopy``, which
-    keeps a memo and dispatches on every type, most of the conversion's time."""
-    copier = types.SimpleNamespace(deepcopy=json_copy)
-    for module in (core_convert, core_hpa, core_mutation, core_routes, core_selection):
-        module.copy = copier  # type: ignore[attr-defined]
-
-
-def changed_subtrees_patch(
-    original: Mapping[str, Any], mutated: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    """The same difference as ``jsonpatch.make_patch``, computed only below the keys
-    whose values differ: equal subtrees (the pod template, nearly all of a Deployment)
-    are skipped by one C-level comparison instead of walked member by member."""
-    ops: list[dict[str, Any]] = []
-
-    def walk(a: Any, b: Any, path: str) -> None:
-        if a == b:
-            return
-        if not (isinstance(a, dict) and isinstance(b, dict)):
-            ops.append({"op": "replace", "path": path, "value": b})
-            return
-        for key in sorted(set(a) | set(b)):
-            here = f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}"
-            if key not in b:
-                ops.append({"op": "remove", "path": here})
-            elif key not in a:
-                ops.append({"op": "add", "path": here, "value": b[key]})
-            else:
-                walk(a[key], b[key], here)
-
-    walk(dict(original), dict(mutated), "")
-    return ops
-
-
-def subtree_patches() -> None:
-    core_admission.make_patch = changed_subtrees_patch
+def unfreeze() -> None:
+    """Give the cached objects back to the cyclic garbage collector, as before the product
+    froze them once its caches synced: what that freeze buys, measured."""
+    gc.unfreeze()
 
 
 EXPERIMENTS: dict[str, Callable[[], None]] = {
-    "gc-freeze": freeze_caches,
-    "json-copy": json_copies,
-    "subtree-patch": subtree_patches,
+    "gc-unfrozen": unfreeze,
 }
 
 

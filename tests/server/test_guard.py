@@ -128,3 +128,27 @@ def test_not_ready_until_policy_and_caches(tmp_path: Path) -> None:
         cluster.policy.configmap_absent(deleted=False)
         cluster.view.mark_synced()
         assert running.client.get(f"{running.url}/readyz").status_code == 200
+
+
+def test_past_max_connections_a_request_is_503_at_once(tmp_path: Path) -> None:
+    """Idle keep-alive connections count: past the cap the server answers 503 rather than
+    taking more, and the API server applies the failure policy."""
+    with serve(tmp_path, max_connections=8) as server:
+        context = ssl.create_default_context(cadata=server.ca_pem)
+        held: list[httpx.Client] = []
+        try:
+            for _ in range(7):  # with the fixture's own client: 8 open connections
+                client = httpx.Client(verify=context, timeout=5)
+                assert client.get(f"{server.url}/healthz").status_code == 200
+                held.append(client)
+            extra = httpx.Client(verify=context, timeout=5)
+            held.append(extra)
+            answer = extra.get(f"{server.url}/healthz")
+            assert answer.status_code == 503
+            held.pop().close()
+            held.pop().close()
+            with httpx.Client(verify=context, timeout=5) as again:
+                assert again.get(f"{server.url}/healthz").status_code == 200
+        finally:
+            for client in held:
+                client.close()

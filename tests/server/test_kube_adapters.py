@@ -304,3 +304,40 @@ def test_listeners_hear_every_change_and_list_all_namespaces() -> None:
     ]
     store.upsert(dep("d", "5", namespace="pay"))
     assert sorted(o["metadata"]["name"] for o in view.list("Deployment", "")) == ["c", "d"]
+
+
+def test_the_caches_are_frozen_once_when_every_watch_has_synced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from webhook.kube import cluster as cluster_module
+    from webhook.server.settings import ServeSettings
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(cluster_module, "freeze_caches", lambda: frozen.append(True))
+    cluster = cluster_module.Cluster(None, ServeSettings())  # type: ignore[arg-type]
+    events = [threading.Event(), threading.Event()]
+    cluster.reflectors = [SimpleNamespace(synced=e) for e in events]  # type: ignore[misc]
+    events[0].set()
+    cluster._check_synced()
+    assert not cluster.view.synced() and not frozen
+    events[1].set()
+    cluster._check_synced()
+    cluster._check_synced()  # a re-list after an expired watch: frozen already
+    assert cluster.view.synced() and frozen == [True]
+
+
+def test_freezing_keeps_live_objects_out_of_the_collector() -> None:
+    import gc
+
+    from webhook.kube.cluster import freeze_caches
+
+    cached = [{"metadata": {"name": str(i)}} for i in range(1000)]
+    before = gc.get_freeze_count()
+    try:
+        freeze_caches()
+        assert gc.get_freeze_count() >= before + len(cached)
+        assert all(id(o) not in {id(x) for x in gc.get_objects()} for o in cached[:3])
+    finally:
+        gc.unfreeze()

@@ -19,7 +19,6 @@ Facts it rests on (see docs/architecture.md):
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,6 +31,7 @@ from webhook.core.objects import (
     annotations_of,
     carried_labels,
     dns_label,
+    json_copy,
     labels_of,
     name_of,
     namespace_of,
@@ -253,7 +253,7 @@ def _strategy_spec(
     second: str | None,
     traffic: _Traffic,
 ) -> Obj:
-    settings = copy.deepcopy(dict(block))
+    settings = json_copy(dict(block))
     if strategy == "bluegreen":
         assert stable is not None
         assert second is not None
@@ -301,9 +301,7 @@ def _kept_strategy(
         return None
     field_name = "blueGreen" if "blueGreen" in strategy else "canary"
     block = strategy.get(field_name) or {}
-    settings = {
-        k: copy.deepcopy(v) for k, v in block.items() if k not in STRUCTURAL_KEYS[field_name]
-    }
+    settings = {k: json_copy(v) for k, v in block.items() if k not in STRUCTURAL_KEYS[field_name]}
     return ("bluegreen" if field_name == "blueGreen" else "canary"), settings
 
 
@@ -318,7 +316,7 @@ def _skip(
     return Conversion(
         decision=decision,
         reason=reason,
-        deployment=copy.deepcopy(dict(deployment)),
+        deployment=json_copy(dict(deployment)),
         environment=environment,
         findings=tuple(findings),
         policy_version=version,
@@ -477,7 +475,7 @@ def plan_conversion(
         # The version recorded is the one that decided the strategy in force.
         applied_version = annotations_of(existing).get(keys.policy_version, version)
 
-    dep = copy.deepcopy(dict(deployment))
+    dep = json_copy(dict(deployment))
     metadata = dep.setdefault("metadata", {})
     annotations = metadata.setdefault("annotations", {})
     annotations.update(
@@ -511,7 +509,7 @@ def plan_conversion(
     spec = spec_of(deployment)
     rollout_spec: Obj = {"replicas": rollout_replicas}
     if "selector" in spec:
-        rollout_spec["selector"] = copy.deepcopy(spec["selector"])
+        rollout_spec["selector"] = json_copy(spec["selector"])
     for key in ("revisionHistoryLimit", "minReadySeconds", "progressDeadlineSeconds"):
         if key in spec:
             rollout_spec[key] = spec[key]

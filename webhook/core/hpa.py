@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from webhook.core.objects import Obj, spec_of
+from webhook.core.objects import Obj, json_copy, spec_of
 
 ROLLOUT_REF = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout"}
 DEPLOYMENT_REF = {"apiVersion": "apps/v1", "kind": "Deployment"}
@@ -29,14 +28,14 @@ def hpas_for(hpas: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, 
 
 def retarget_hpa(hpa: Mapping[str, Any], rollout_name: str) -> Obj:
     """A copy of the HPA scaling the Rollout instead of the Deployment; nothing else changes."""
-    updated = copy.deepcopy(dict(hpa))
+    updated = json_copy(dict(hpa))
     updated["spec"]["scaleTargetRef"] = {**ROLLOUT_REF, "name": rollout_name}
     return updated
 
 
 def restore_hpa(hpa: Mapping[str, Any], deployment_name: str) -> Obj:
     """The reverse of retarget_hpa, for opt-out."""
-    updated = copy.deepcopy(dict(hpa))
+    updated = json_copy(dict(hpa))
     updated["spec"]["scaleTargetRef"] = {**DEPLOYMENT_REF, "name": deployment_name}
     return updated
 

@@ -16,7 +16,6 @@ already mutated object plans the same object again: the patch is empty.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Literal
@@ -25,7 +24,7 @@ from webhook.core.admission import AdmissionPlan, AdmissionRequest, ClusterReade
 from webhook.core.convert import Conversion, Neighbours, plan_conversion
 from webhook.core.hpa import retarget_hpa, targets
 from webhook.core.keys import Keys
-from webhook.core.objects import Obj, annotations_of, name_of
+from webhook.core.objects import Obj, annotations_of, json_copy, name_of
 from webhook.core.policy import Policy
 from webhook.core.routes import httproute_references, virtualservice_references
 from webhook.core.services import selects_pods
@@ -121,7 +120,7 @@ def mark_refused(deployment: Mapping[str, Any], why: str, *, keys: Keys) -> dict
     """The Deployment as sent, plus the annotation that tells the reconciler to leave it
     unconverted: its requester may not create Rollouts, and the reconciler, acting under
     its own name, must not do for them what the webhook would not."""
-    marked = copy.deepcopy(dict(deployment))
+    marked = json_copy(dict(deployment))
     meta = marked.setdefault("metadata", {})
     meta["annotations"] = {**(meta.get("annotations") or {}), keys.refused: why}
     return marked

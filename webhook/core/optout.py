@@ -8,7 +8,6 @@ Rollout first leaves the Deployment at 0 replicas and takes the service down
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,15 @@ from typing import Any
 from webhook.core.convert import Neighbours
 from webhook.core.hpa import clamp_to_hpa, restore_hpa, targets
 from webhook.core.keys import DEFAULT_KEYS, Keys
-from webhook.core.objects import Obj, annotations_of, is_generated, labels_of, name_of, spec_of
+from webhook.core.objects import (
+    Obj,
+    annotations_of,
+    is_generated,
+    json_copy,
+    labels_of,
+    name_of,
+    spec_of,
+)
 from webhook.core.routes import (
     remove_canary_backend_httproute,
     remove_canary_destination_virtualservice,
@@ -46,7 +53,7 @@ def plan_opt_out(
         replicas = clamp_to_hpa(replicas, hpas[0])
     replicas = max(replicas, current if isinstance(current, int) else 0)
 
-    restored = copy.deepcopy(dict(deployment))
+    restored = json_copy(dict(deployment))
     restored.setdefault("spec", {})["replicas"] = replicas
     kept = {k: v for k, v in annotations.items() if k not in keys.written_annotations()}
     restored.setdefault("metadata", {})["annotations"] = kept

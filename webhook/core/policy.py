@@ -8,7 +8,6 @@ a typo such as ``setWieght`` is refused rather than silently ignored.
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import json
@@ -22,6 +21,7 @@ import yaml
 from webhook.core.default_policy import DEFAULT_POLICY_YAML
 from webhook.core.durations import DurationError, parse_go_duration, pause_seconds
 from webhook.core.errors import FieldError, PolicyInvalid
+from webhook.core.objects import json_copy
 
 Strategy = Literal["canary", "bluegreen"]
 ScaleDown = Literal["never", "onsuccess", "progressively"]
@@ -517,7 +517,7 @@ def parse_policy(
     environments = {
         str(env_name): Environment(
             name=str(env_name),
-            rollout=copy.deepcopy(dict(env["rollout"])),
+            rollout=json_copy(dict(env["rollout"])),
             scale_down=env.get("scaleDown", "onsuccess"),
             allow_service_overrides=env.get("allowServiceOverrides", True),
             traffic_routing=env.get("trafficRouting", "auto"),
@@ -534,7 +534,7 @@ def parse_policy(
         namespaces=rules,
         rollout_updates=top.get("rolloutUpdates", "nextChange"),
         version=PolicyVersion(name, resource_version, policy_digest(top)),
-        document=copy.deepcopy(dict(top)),
+        document=json_copy(dict(top)),
     )
 
 

@@ -13,13 +13,12 @@ canary backend keeps its weight (Argo may be in the middle of moving traffic).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.core.errors import Finding, error
-from webhook.core.objects import Obj, name_of, namespace_of, spec_of
+from webhook.core.objects import Obj, json_copy, name_of, namespace_of, spec_of
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def httproute_references(route: Mapping[str, Any], service: str) -> bool:
 
 
 def add_canary_backend_httproute(route: Mapping[str, Any], stable: str, canary: str) -> RoutePatch:
-    updated = copy.deepcopy(dict(route))
+    updated = json_copy(dict(route))
     ns = namespace_of(route)
     where = f"HTTPRoute {name_of(route)}"
     findings: list[Finding] = []
@@ -80,7 +79,7 @@ def add_canary_backend_httproute(route: Mapping[str, Any], stable: str, canary: 
         stable_ref = stable_refs[0]
         if not canary_refs:
             stable_ref["weight"] = 100
-            new_ref = {k: copy.deepcopy(v) for k, v in stable_ref.items() if k != "filters"}
+            new_ref = {k: json_copy(v) for k, v in stable_ref.items() if k != "filters"}
             new_ref["name"] = canary
             new_ref["weight"] = 0
             refs.append(new_ref)
@@ -103,7 +102,7 @@ def remove_canary_backend_httproute(
     route: Mapping[str, Any], stable: str, canary: str
 ) -> RoutePatch:
     """Opt-out: drop the canary backendRef; the stable one takes all traffic again."""
-    updated = copy.deepcopy(dict(route))
+    updated = json_copy(dict(route))
     ns = namespace_of(route)
     changed = False
     for rule in updated.get("spec", {}).get("rules") or []:
@@ -149,7 +148,7 @@ def virtualservice_references(vs: Mapping[str, Any], service: str) -> bool:
 def add_canary_destination_virtualservice(
     vs: Mapping[str, Any], stable: str, canary: str
 ) -> RoutePatch:
-    updated = copy.deepcopy(dict(vs))
+    updated = json_copy(dict(vs))
     ns = namespace_of(vs)
     where = f"VirtualService {name_of(vs)}"
     findings: list[Finding] = []
@@ -194,7 +193,7 @@ def add_canary_destination_virtualservice(
         if not canary_dests:
             form = _matching_host(stable_dest["destination"]["host"], stable, ns)
             assert form is not None
-            new_dest = copy.deepcopy(stable_dest)
+            new_dest = json_copy(stable_dest)
             new_dest["destination"]["host"] = _hosts(canary, ns)[form]
             new_dest["destination"].pop("subset", None)
             new_dest.pop("headers", None)
@@ -219,7 +218,7 @@ def add_canary_destination_virtualservice(
 def remove_canary_destination_virtualservice(
     vs: Mapping[str, Any], stable: str, canary: str
 ) -> RoutePatch:
-    updated = copy.deepcopy(dict(vs))
+    updated = json_copy(dict(vs))
     ns = namespace_of(vs)
     changed = False
     for http in updated.get("spec", {}).get("http") or []:

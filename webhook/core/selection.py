@@ -12,7 +12,6 @@ The rules of docs/labels.md, as pure functions:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ import yaml
 
 from webhook.core.errors import Finding, error, warning
 from webhook.core.keys import Keys
-from webhook.core.objects import annotations_of, labels_of, name_of, namespace_of
+from webhook.core.objects import annotations_of, json_copy, labels_of, name_of, namespace_of
 from webhook.core.policy import STRATEGIES, Environment, Policy, Strategy, validate_rollout_block
 
 
@@ -87,12 +86,12 @@ def resolve_environment(
 
 def merge_blocks(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Deep merge: mappings merge key by key, anything else (lists included) is replaced."""
-    merged = copy.deepcopy(dict(base))
+    merged = json_copy(dict(base))
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = merge_blocks(merged[key], value)
         else:
-            merged[key] = copy.deepcopy(value)
+            merged[key] = json_copy(value)
     return merged
 
 
@@ -127,7 +126,7 @@ def _parse_rollout_annotation(text: str, keys: Keys) -> tuple[dict[str, Any] | N
 def resolve_strategy(deployment: Mapping[str, Any], env: Environment, keys: Keys) -> StrategyChoice:
     annotations = annotations_of(deployment)
     findings: list[Finding] = []
-    block: dict[str, Any] = copy.deepcopy(dict(env.rollout))
+    block: dict[str, Any] = json_copy(dict(env.rollout))
     strategy_override = annotations.get(keys.strategy)
     rollout_override = annotations.get(keys.rollout)
     overrides = [
@@ -167,6 +166,6 @@ def resolve_strategy(deployment: Mapping[str, Any], env: Environment, keys: Keys
     return StrategyChoice(
         enabled=bool(block.get("enabled", True)) and env.enabled,
         strategy=strategy,
-        block=copy.deepcopy(settings),
+        block=json_copy(settings),
         findings=tuple(findings),
     )

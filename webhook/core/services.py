@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,6 +10,7 @@ from webhook.core.objects import (
     Obj,
     carried_labels,
     is_generated,
+    json_copy,
     labels_of,
     name_of,
     namespace_of,
@@ -77,7 +77,7 @@ def clone_service(
     for port in spec.get("ports") or []:
         ports.append(
             {
-                k: copy.deepcopy(v)
+                k: json_copy(v)
                 for k, v in port.items()
                 if k in ("name", "port", "targetPort", "protocol", "appProtocol")
             }
@@ -97,7 +97,7 @@ def clone_service(
             "type": "ClusterIP",
             # Never the stable Service's pinned hash: the canary Service would point at
             # the stable pods (Argo pins each Service to its own ReplicaSet itself).
-            "selector": copy.deepcopy(own_selector(stable)),
+            "selector": json_copy(own_selector(stable)),
             "ports": ports,
         },
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -81,6 +82,19 @@ class PolicyStore:
         self.present = False
 
 
+def freeze_caches() -> None:
+    """Take everything alive now (the synced caches, the imported code) out of the cyclic
+    garbage collector's reach.
+
+    With a thousand services cached the collector tracks some 110,000 containers, and each
+    full collection walked them all (~100 ms) while requests waited: the largest part of
+    the admission latency's tail (docs/benchmarks.md). Cached objects are JSON, free of
+    reference cycles, so reference counting still frees them when a watch replaces them.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class Cluster:
     def __init__(self, http: KubeHttp, settings: ServeSettings) -> None:
         self.http = http
@@ -94,9 +108,10 @@ class Cluster:
 
     def _check_synced(self) -> None:
         with self._lock:
-            if all(r.synced.is_set() for r in self.reflectors):
+            if all(r.synced.is_set() for r in self.reflectors) and not self.view.synced():
                 self.view.mark_synced()
                 log.info("caches synced")
+                freeze_caches()
 
     def start(self, policy: PolicyState | None) -> None:
         """Start every watch; with a policy state, also watch the policy ConfigMap."""

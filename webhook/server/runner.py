@@ -262,6 +262,7 @@ def uvicorn_config(server: Server, **overrides: Any) -> uvicorn.Config:
         "access_log": False,
         "ssl_context_factory": lambda config, default: server.ssl_context(),
         "timeout_graceful_shutdown": 10,
+        "limit_concurrency": server.settings.max_connections,
     }
     options.update(overrides)
     return uvicorn.Config(server.app, **options)
