@@ -281,3 +281,43 @@ def test_records_from_many_threads_share_commits_and_keep_one_chain(tmp_path: Pa
     assert len(lines) == 200
     assert verify_chain(lines).broken is None
     assert {json.loads(line)["uid"] for line in lines} == {f"u{i}" for i in range(200)}
+
+
+def test_waiters_on_the_event_loop_complete_once_their_records_are_on_disk(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    path = tmp_path / "audit.jsonl"
+    sink = AuditTrail(file=path, stream=io.StringIO(), clock=lambda: T0)
+
+    async def admit(uid: str) -> int:
+        await sink.record_on_loop(facts(uid))
+        # The answer may leave only now: the record is already in the file.
+        return sum(json.loads(line)["uid"] == uid for line in path.read_text().splitlines())
+
+    async def many() -> list[int]:
+        return await asyncio.gather(*(admit(f"u{i}") for i in range(100)))
+
+    assert asyncio.run(many()) == [1] * 100
+    sink.record_nowait(facts("after"), kind=WRITES_KIND)
+    sink.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 101 and json.loads(lines[-1])["kind"] == WRITES_KIND
+    assert verify_chain(lines).broken is None
+
+
+def test_a_waiter_that_gave_up_does_not_stop_the_trail(tmp_path: Path) -> None:
+    import asyncio
+
+    sink = AuditTrail(stream=io.StringIO(), clock=lambda: T0)
+    sink._queue.put(("not facts", T0, RECORD_KIND, None))  # a record that cannot be built
+
+    async def run() -> None:
+        waiting = sink.record_on_loop(facts("late"))
+        waiting.cancel()  # the request's budget ran out: it answered without the record
+        await sink.record_on_loop(facts("next"))
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+    sink.close()
+    assert sink.written == 2

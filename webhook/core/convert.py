@@ -33,6 +33,7 @@ from webhook.core.objects import (
     dns_label,
     json_copy,
     labels_of,
+    meta,
     name_of,
     namespace_of,
     owner_reference,
@@ -475,8 +476,10 @@ def plan_conversion(
         # The version recorded is the one that decided the strategy in force.
         applied_version = annotations_of(existing).get(keys.policy_version, version)
 
-    dep = json_copy(dict(deployment))
-    metadata = dep.setdefault("metadata", {})
+    # Only the metadata is copied: the pod template, nearly all of the object, is shared
+    # with the request (nothing changes a conversion's Deployment in place afterwards).
+    metadata = json_copy(dict(meta(deployment)))
+    dep = {**deployment, "metadata": metadata}
     annotations = metadata.setdefault("annotations", {})
     annotations.update(
         {
@@ -488,7 +491,7 @@ def plan_conversion(
         }
     )
     if stored is not None:
-        dep.setdefault("spec", {})["replicas"] = stored
+        dep["spec"] = {**spec_of(deployment), "replicas": stored}
 
     labels = carried_labels(labels_of(deployment), keys)
     labels[keys.managed] = "true"

@@ -126,7 +126,9 @@ def _parse_rollout_annotation(text: str, keys: Keys) -> tuple[dict[str, Any] | N
 def resolve_strategy(deployment: Mapping[str, Any], env: Environment, keys: Keys) -> StrategyChoice:
     annotations = annotations_of(deployment)
     findings: list[Finding] = []
-    block: dict[str, Any] = json_copy(dict(env.rollout))
+    # A shallow copy: only top-level keys are set below, merge_blocks makes new dicts, and
+    # the settings returned are copied.
+    block: dict[str, Any] = dict(env.rollout)
     strategy_override = annotations.get(keys.strategy)
     rollout_override = annotations.get(keys.rollout)
     overrides = [

@@ -11,6 +11,8 @@ last one already there.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -20,7 +22,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from webhook import __version__
 from webhook.core.audit import (
@@ -35,6 +37,18 @@ from webhook.core.audit import (
 log = logging.getLogger(__name__)
 
 _STOP = object()
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    """On the event loop: complete the waiters of one written batch (a waiter whose
+    request stopped waiting is already cancelled and left alone)."""
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def _utcnow() -> dt.datetime:
@@ -88,10 +102,20 @@ class AuditTrail:
         self._queue.put((facts, self._clock(), kind, done))
         return done
 
+    def record_on_loop(
+        self, facts: DecisionFacts, *, kind: str = RECORD_KIND
+    ) -> asyncio.Future[None]:
+        """``record`` for the event loop: the future is the loop's own, and every waiter of
+        a written batch is woken by one call into the loop (a thread-safe future per
+        record, chained to the loop, cost more than building and writing the record)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put((facts, self._clock(), kind, done))
+        return done
+
     def record_nowait(self, facts: DecisionFacts, *, kind: str = RECORD_KIND) -> None:
-        """Queue a record and do not wait for it (callers off the request path, such as
-        the reconciler, whose records are about writes already made)."""
-        self.record(facts, kind=kind)
+        """Queue a record and wait for nothing (records about writes already made: the
+        reconciler's, and what became of an admission's writes)."""
+        self._queue.put((facts, self._clock(), kind, None))
 
     def _run(self) -> None:
         while True:
@@ -114,7 +138,7 @@ class AuditTrail:
 
     def _write_batch(self, entries: list[object]) -> None:
         lines: list[str] = []
-        futures: list[Future[None]] = []
+        futures: list[Any] = []
         for entry in entries:
             assert isinstance(entry, tuple)
             facts, at, kind, done = entry
@@ -124,7 +148,7 @@ class AuditTrail:
                 )
             except Exception as err:
                 log.exception("audit record not built")
-                done.set_exception(err)
+                self._complete([done], err)
                 continue
             lines.append(canonical_json(record) + "\n")
             self._prev = record_hash(record)
@@ -140,12 +164,26 @@ class AuditTrail:
         except Exception as err:
             # An audit sink that fails silently would be worse than a loud one.
             log.exception("%d audit record(s) not written", len(futures))
-            for done in futures:
-                done.set_exception(err)
+            self._complete(futures, err)
             return
         self.written += len(futures)
+        self._complete(futures, None)
+
+    @staticmethod
+    def _complete(futures: list[Any], error: BaseException | None) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for done in futures:
-            done.set_result(None)
+            if isinstance(done, asyncio.Future):
+                by_loop.setdefault(done.get_loop(), []).append(done)
+            elif isinstance(done, Future):
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
+        for loop, waiting in by_loop.items():
+            # A loop closed meanwhile has nobody waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, waiting, error)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued record is written (tests, shutdown)."""

@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -61,8 +61,12 @@ class Decide(Protocol):
 
 
 class AuditSink(Protocol):
-    def record(self, facts: DecisionFacts, *, kind: str = ...) -> Future[None]:
-        """Queue a record; the future completes once it is written."""
+    def record_on_loop(self, facts: DecisionFacts, *, kind: str = ...) -> asyncio.Future[None]:
+        """Queue a record (on the event loop); the future completes once it is written."""
+        ...
+
+    def record_nowait(self, facts: DecisionFacts, *, kind: str = ...) -> None:
+        """Queue a record (from any thread) and wait for nothing."""
         ...
 
 
@@ -198,7 +202,7 @@ class WriteWorker:
             why = f"skipped: {self.max_pending} writes already waiting; left to the reconciler"
             skipped = tuple(change_outcome(m, why) for m in job.changes)
             self.metrics.cluster_writes.labels("*", "skipped").inc()
-            self.audit.record(replace(job.facts, changes_made=skipped), kind=WRITES_KIND)
+            self.audit.record_nowait(replace(job.facts, changes_made=skipped), kind=WRITES_KIND)
             return
         self.queue.put_nowait(job)
 
@@ -246,19 +250,22 @@ class WriteWorker:
                 "(refused by a later admission step?)"
             )
             skipped = tuple(change_outcome(m, why) for m in job.changes)
-            self.audit.record(replace(job.facts, changes_made=skipped), kind=WRITES_KIND)
+            self.audit.record_nowait(replace(job.facts, changes_made=skipped), kind=WRITES_KIND)
             return
+        # One hand-off to a thread for all of a job's writes: the event loop's part of a
+        # conversion's writes is this call, whatever their number.
+        await asyncio.get_running_loop().run_in_executor(
+            self._threads, functools.partial(self._apply_all, job)
+        )
+
+    def _apply_all(self, job: WriteJob) -> None:
+        """On an apply thread: each change in turn (each bounded by the writer's own
+        timeout), then the record of what became of them."""
         made: list[ChangeOutcome] = []
         for manifest in job.changes:
             kind = str(manifest.get("kind", ""))
             try:
-                await asyncio.wait_for(
-                    asyncio.get_running_loop().run_in_executor(
-                        self._threads,
-                        functools.partial(self.writer.apply, manifest, timeout=self.timeout),
-                    ),
-                    timeout=self.timeout,
-                )
+                self.writer.apply(manifest, timeout=self.timeout)
             except Exception as err:
                 reason = str(err).splitlines()[0] if str(err) else type(err).__name__
                 made.append(change_outcome(manifest, f"failed: {reason}"))
@@ -267,7 +274,7 @@ class WriteWorker:
             else:
                 made.append(change_outcome(manifest, "applied"))
                 self.metrics.cluster_writes.labels(kind, "applied").inc()
-        self.audit.record(replace(job.facts, changes_made=tuple(made)), kind=WRITES_KIND)
+        self.audit.record_nowait(replace(job.facts, changes_made=tuple(made)), kind=WRITES_KIND)
 
     async def drain(self, timeout: float) -> None:
         try:
@@ -416,7 +423,7 @@ class AdmissionEngine:
         patch: list[dict[str, Any]],
         response: AdmissionResponse,
         started: float,
-    ) -> Future[None]:
+    ) -> asyncio.Future[None]:
         """Count and audit the decision; the future completes once its record is written."""
         latency = self.monotonic() - started
         dry_run = bool(request.get("dryRun", False))
@@ -450,27 +457,28 @@ class AdmissionEngine:
             # The decision is recorded now with its writes pending; an AdmissionWrites
             # record with the same uid says what became of them.
             pending = tuple(change_outcome(m, "pending") for m in plan.changes)
-            written = self.audit.record(replace(facts, changes_made=pending))
+            written = self.audit.record_on_loop(replace(facts, changes_made=pending))
             key = (request_kind(request), facts.namespace, facts.name)
             creating = request["operation"] == "CREATE" and bool(request.get("name"))
             self.worker.submit(WriteJob(facts, plan.changes, started, key, creating))
             return written
         why = "dry run" if dry_run else "no cluster"
         skipped = tuple(change_outcome(m, f"skipped: {why}") for m in plan.changes)
-        return self.audit.record(replace(facts, changes_made=skipped))
+        return self.audit.record_on_loop(replace(facts, changes_made=skipped))
 
     def left(self, started: float, budget: float) -> float:
         """Seconds left of a request's budget (never less than a sliver)."""
         return max(0.05, budget - (self.monotonic() - started))
 
-    async def recorded(self, written: Future[None], remaining: float) -> None:
+    async def recorded(self, written: asyncio.Future[None], remaining: float) -> None:
         """Wait until the decision's record is written, before the answer leaves.
 
         Bounded by what is left of the request's budget: a stalled disk delays answers
         but never turns them into API server timeouts; the record still follows.
         """
         try:
-            await asyncio.wait_for(asyncio.wrap_future(written), remaining)
+            async with asyncio.timeout(remaining):
+                await written
         except TimeoutError:
             self.metrics.audit_late.inc()
             log.warning("audit record not written within %.3gs; answering anyway", remaining)
