@@ -16,12 +16,14 @@ changes were wanted and which were made.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from webhook.core.admission import (
@@ -164,103 +166,147 @@ class WriteJob:
     """On CREATE: apply only once the admitted object is stored (seen by the watch)."""
 
 
-@dataclass
 class WriteWorker:
-    """Applies the changes of admitted decisions, then audits each decision.
+    """Applies the changes of admitted decisions, then audits what became of them.
 
-    Jobs for different objects run side by side (up to ``parallel``); jobs for the same
-    object run in the order they were admitted, so an older plan never overwrites a newer
-    one. On CREATE the worker first waits until the admitted object shows up in the cache:
-    a later admission step may still refuse it (the reason sideEffects is NoneOnDryRun
-    and not None), and a Rollout for a Deployment that never existed would be an orphan.
+    Everything runs on the worker's own threads; the event loop's part of a decision's
+    writes is ``submit``, a few list operations under a lock. Jobs for different objects
+    run side by side (``parallel`` threads); jobs for the same object run in the order
+    they were admitted, so an older plan never overwrites a newer one. On CREATE a job
+    waits until the admitted object shows up in the cache: a later admission step may
+    still refuse it (the reason sideEffects is NoneOnDryRun and not None), and a Rollout
+    for a Deployment that never existed would be an orphan. A waiting job holds no
+    thread: it is put back with the time of its next look.
     """
 
-    writer: ClusterWriter
-    audit: AuditSink
-    metrics: Metrics
-    timeout: float
-    reader: ClusterReader | None = None
-    monotonic: Callable[[], float] = time.monotonic
-    parallel: int = 4
-    max_pending: int = 10_000
-    poll_seconds: float = 0.1
-    queue: asyncio.Queue[WriteJob] = field(default_factory=asyncio.Queue)
-    _locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
-    _holders: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    _threads: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="apply")
-    )
+    def __init__(
+        self,
+        writer: ClusterWriter,
+        audit: AuditSink,
+        metrics: Metrics,
+        timeout: float,
+        *,
+        reader: ClusterReader | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        parallel: int = 4,
+        max_pending: int = 10_000,
+        poll_seconds: float = 0.1,
+    ) -> None:
+        self.writer = writer
+        self.audit = audit
+        self.metrics = metrics
+        self.timeout = timeout
+        self.reader = reader
+        self.monotonic = monotonic
+        self.parallel = parallel
+        self.max_pending = max_pending
+        self.poll_seconds = poll_seconds
+        self._lock = threading.Condition()
+        self._ready: collections.deque[tuple[float, WriteJob]] = collections.deque()
+        """Jobs a thread may take, each with the time it may be taken from."""
+        self._later: dict[tuple[str, str, str], collections.deque[WriteJob]] = {}
+        """Per object with a job in progress: its next jobs, in admission order."""
+        self._pending = 0
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+
+    def qsize(self) -> int:
+        with self._lock:
+            return self._pending
+
+    def start(self) -> None:
+        for number in range(self.parallel):
+            thread = threading.Thread(target=self._work, name=f"apply-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    async def run(self) -> None:
+        """Start the threads (a background coroutine of the app, like the others)."""
+        self.start()
 
     def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
 
     def submit(self, job: WriteJob) -> None:
         """Queue a job; when the API server has been failing long enough for the queue to
         fill, the job's writes are skipped at once (the reconciler makes them later)."""
-        if self.queue.qsize() >= self.max_pending:
+        with self._lock:
+            full = self._pending >= self.max_pending
+            if not full:
+                self._pending += 1
+                if job.key in self._later:
+                    self._later[job.key].append(job)
+                else:
+                    self._later[job.key] = collections.deque()
+                    self._ready.append((0.0, job))
+                    self._lock.notify()
+        if full:
             why = f"skipped: {self.max_pending} writes already waiting; left to the reconciler"
             skipped = tuple(change_outcome(m, why) for m in job.changes)
             self.metrics.cluster_writes.labels("*", "skipped").inc()
             self.audit.record_nowait(replace(job.facts, changes_made=skipped), kind=WRITES_KIND)
-            return
-        self.queue.put_nowait(job)
 
-    async def run(self) -> None:
-        slots = asyncio.Semaphore(self.parallel)
-        while True:
-            job = await self.queue.get()
-            await slots.acquire()
-            task = asyncio.create_task(self._run_one(job, slots))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def _take(self) -> WriteJob | None:
+        """The next job whose time has come (None once closed), waiting as long as needed."""
+        with self._lock:
+            while not self._closed:
+                now = self.monotonic()
+                for index, (not_before, job) in enumerate(self._ready):
+                    if not_before <= now:
+                        del self._ready[index]
+                        return job
+                soonest = min((t for t, _ in self._ready), default=None)
+                self._lock.wait(None if soonest is None else max(0.001, soonest - now))
+            return None
 
-    async def _run_one(self, job: WriteJob, slots: asyncio.Semaphore) -> None:
-        lock = self._locks.setdefault(job.key, asyncio.Lock())
-        self._holders[job.key] = self._holders.get(job.key, 0) + 1
-        try:
-            async with lock:
-                await self._apply(job)
-        except Exception:
-            log.exception("write job for %s failed", "/".join(job.key))
-        finally:
-            # The lock goes once no job for this object holds or awaits it.
-            self._holders[job.key] -= 1
-            if not self._holders[job.key]:
-                del self._holders[job.key]
-                del self._locks[job.key]
-            slots.release()
-            self.queue.task_done()
+    def _done(self, job: WriteJob) -> None:
+        with self._lock:
+            self._pending -= 1
+            following = self._later[job.key]
+            if following:
+                self._ready.append((0.0, following.popleft()))
+                self._lock.notify()
+            else:
+                del self._later[job.key]
+            self._lock.notify_all()  # drain() may be waiting
 
-    async def _stored(self, job: WriteJob) -> bool:
-        if not job.await_stored or self.reader is None:
+    def _work(self) -> None:
+        while (job := self._take()) is not None:
+            try:
+                if not self._stored(job):
+                    with self._lock:  # not yet: look again later, holding no thread
+                        self._ready.append((self.monotonic() + self.poll_seconds, job))
+                        self._lock.notify()
+                    continue
+                self._apply(job)
+            except Exception:
+                log.exception("write job for %s failed", "/".join(job.key))
+            self._done(job)
+
+    def _stored(self, job: WriteJob) -> bool:
+        """True to go ahead; False to look again later. Past the timeout the job's writes
+        are skipped and audited, and it counts as done."""
+        if not job.await_stored or self.reader is None or self.reader.get(*job.key) is not None:
             return True
-        deadline = self.monotonic() + self.timeout
-        while self.reader.get(*job.key) is None:
-            if self.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(self.poll_seconds)
+        if self.monotonic() - job.started < self.timeout:
+            return False
+        kind, namespace, name = job.key
+        why = (
+            f"skipped: {kind} {namespace}/{name} was not stored within {self.timeout:g}s "
+            "(refused by a later admission step?)"
+        )
+        skipped = tuple(change_outcome(m, why) for m in job.changes)
+        self.audit.record_nowait(replace(job.facts, changes_made=skipped), kind=WRITES_KIND)
+        job.changes = ()
         return True
 
-    async def _apply(self, job: WriteJob) -> None:
-        if not await self._stored(job):
-            kind, namespace, name = job.key
-            why = (
-                f"skipped: {kind} {namespace}/{name} was not stored within {self.timeout:g}s "
-                "(refused by a later admission step?)"
-            )
-            skipped = tuple(change_outcome(m, why) for m in job.changes)
-            self.audit.record_nowait(replace(job.facts, changes_made=skipped), kind=WRITES_KIND)
+    def _apply(self, job: WriteJob) -> None:
+        """Each change in turn (each bounded by the writer's own timeout), then the record
+        of what became of them."""
+        if not job.changes:
             return
-        # One hand-off to a thread for all of a job's writes: the event loop's part of a
-        # conversion's writes is this call, whatever their number.
-        await asyncio.get_running_loop().run_in_executor(
-            self._threads, functools.partial(self._apply_all, job)
-        )
-
-    def _apply_all(self, job: WriteJob) -> None:
-        """On an apply thread: each change in turn (each bounded by the writer's own
-        timeout), then the record of what became of them."""
         made: list[ChangeOutcome] = []
         for manifest in job.changes:
             kind = str(manifest.get("kind", ""))
@@ -276,11 +322,21 @@ class WriteWorker:
                 self.metrics.cluster_writes.labels(kind, "applied").inc()
         self.audit.record_nowait(replace(job.facts, changes_made=tuple(made)), kind=WRITES_KIND)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every submitted job is done (or the timeout passes)."""
+        deadline = self.monotonic() + timeout
+        with self._lock:
+            while self._pending:
+                left = deadline - self.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+            return True
+
     async def drain(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self.queue.join(), timeout)
-        except TimeoutError:
-            log.warning("%d write job(s) not finished at shutdown", self.queue.qsize())
+        idle = await asyncio.get_running_loop().run_in_executor(None, self.wait_idle, timeout)
+        if not idle:
+            log.warning("%d write job(s) not finished at shutdown", self.qsize())
 
 
 class AdmissionEngine:
