@@ -341,3 +341,11 @@ def test_freezing_keeps_live_objects_out_of_the_collector() -> None:
         assert all(id(o) not in {id(x) for x in gc.get_objects()} for o in cached[:3])
     finally:
         gc.unfreeze()
+
+
+def test_the_allocator_is_tuned_where_the_c_library_is_glibc() -> None:
+    import platform
+
+    from webhook.server.memory import tune_allocator
+
+    assert tune_allocator() is (platform.libc_ver()[0] == "glibc")

@@ -27,6 +27,7 @@ from webhook.core.policy import Policy, builtin_policy, load_yaml, policy_from_d
 from webhook.server.app import ServerParts, create_app
 from webhook.server.audit_trail import AuditTrail
 from webhook.server.engine import AdmissionEngine
+from webhook.server.memory import tune_allocator
 from webhook.server.metrics import Metrics
 from webhook.server.policy_state import PolicyState
 from webhook.server.ports import ClusterWriter, MemoryClusterView
@@ -96,6 +97,7 @@ def build_server(
     shape: ``view``, ``writer``, ``start(policy_state)``, ``stop()``); without one, and
     without --kubeconfig / --in-cluster, the server reads an empty view and writes nothing.
     """
+    tune_allocator()
     cleanups: list[Callable[[], None]] = []
     try:
         return _build(settings, clock, audit_stream, cluster, cleanups)

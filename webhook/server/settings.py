@@ -66,10 +66,10 @@ class ServeSettings(BaseSettings):
     fail_closed: bool = False
     """On an internal error: deny (true) or admit unchanged with a warning (false)."""
     max_body_bytes: int = Field(default=3 * MIB, ge=1024)
-    max_connections: int = Field(default=512, ge=8, le=65536)
+    max_connections: int = Field(default=256, ge=8, le=65536)
     """Connections (or requests in flight) past which a new request is answered 503 at
     once, so the API server applies the failure policy instead of waiting: bounds the
-    memory an overload can take (each TLS connection holds ~130 KiB of buffers)."""
+    memory an overload can take (each TLS connection holds up to ~300 KiB of buffers)."""
     default_timeout_seconds: float = Field(default=10.0, gt=0, le=30)
     """The admission budget when the request carries no ?timeout= (the API server's default)."""
     access_review_timeout_seconds: float = Field(default=2.0, gt=0, le=10)
