@@ -37,7 +37,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     variants: list[tuple[list[str], bool]] = [
         ([], False),
         *(([name], False) for name in sorted(EXPERIMENTS)),
-        (sorted(EXPERIMENTS), False),
+        *([(sorted(EXPERIMENTS), False)] if len(EXPERIMENTS) > 1 else []),
         # The worst case for one request: its namespace holds every service.
         ([], True),
     ]
