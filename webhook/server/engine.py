@@ -177,6 +177,10 @@ class WriteWorker:
     still refuse it (the reason sideEffects is NoneOnDryRun and not None), and a Rollout
     for a Deployment that never existed would be an orphan. A waiting job holds no
     thread: it is put back with the time of its next look.
+
+    At most ``max_pending`` jobs wait (a job holds its manifests and the decision's facts,
+    10-20 KiB): 2,000 bound a stalled API server's backlog to some 40 MiB, and past them
+    a job's writes are skipped and left to the reconciler, which plans from the cluster.
     """
 
     def __init__(
@@ -189,7 +193,7 @@ class WriteWorker:
         reader: ClusterReader | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         parallel: int = 4,
-        max_pending: int = 10_000,
+        max_pending: int = 2_000,
         poll_seconds: float = 0.1,
     ) -> None:
         self.writer = writer
