@@ -20,11 +20,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
-from webhook.core.admission import AdmissionPlan, AdmissionRequest, ClusterReader
+from webhook.core.admission import AdmissionPlan, AdmissionRequest, ClusterLister, ClusterReader
 from webhook.core.convert import Conversion, Neighbours, plan_conversion
 from webhook.core.hpa import retarget_hpa, targets
+from webhook.core.index import backend_keys, selecting_keys, target_key
 from webhook.core.keys import Keys
-from webhook.core.objects import Obj, annotations_of, json_copy, name_of
+from webhook.core.objects import Obj, annotations_of, json_copy, name_of, pod_labels
 from webhook.core.policy import Policy
 from webhook.core.routes import httproute_references, virtualservice_references
 from webhook.core.services import selects_pods
@@ -32,7 +33,7 @@ from webhook.core.services import selects_pods
 ROUTE_KINDS = {"HTTPRoute": "http_routes", "VirtualService": "virtual_services"}
 
 
-def neighbours_of(reader: ClusterReader, namespace: str) -> Neighbours:
+def neighbours_of(reader: ClusterLister, namespace: str) -> Neighbours:
     return Neighbours(
         namespace=reader.get("Namespace", "", namespace),
         services=reader.list("Service", namespace),
@@ -40,6 +41,27 @@ def neighbours_of(reader: ClusterReader, namespace: str) -> Neighbours:
         http_routes=reader.list("HTTPRoute", namespace),
         virtual_services=reader.list("VirtualService", namespace),
         rollouts=reader.list("Rollout", namespace),
+    )
+
+
+def deployment_neighbours(
+    reader: ClusterReader, namespace: str, deployment: Mapping[str, Any]
+) -> Neighbours:
+    """What a Deployment's conversion reads of its namespace, found through the caches'
+    index: the Services that may select its pods, the routes to them, the HPAs and the
+    Rollout of its name. ``plan_conversion`` reads nothing else of its neighbours, so it
+    plans the same as with the whole namespace (tested), at the cost of the matches."""
+    name = name_of(deployment)
+    services = reader.indexed("Service", namespace, selecting_keys(pod_labels(deployment)))
+    backends = backend_keys({name, *(name_of(s) for s in services)})
+    rollout = reader.get("Rollout", namespace, name)
+    return Neighbours(
+        namespace=reader.get("Namespace", "", namespace),
+        services=services,
+        hpas=reader.indexed("HorizontalPodAutoscaler", namespace, {target_key(name)}),
+        http_routes=reader.indexed("HTTPRoute", namespace, backends),
+        virtual_services=reader.indexed("VirtualService", namespace, backends),
+        rollouts=() if rollout is None else (rollout,),
     )
 
 
@@ -84,9 +106,10 @@ def decide_deployment(
     operation: Literal["CREATE", "UPDATE"] = (
         "CREATE" if request["operation"] == "CREATE" else "UPDATE"
     )
+    deployment = _with_namespace(obj, namespace)
     conversion = plan_conversion(
-        _with_namespace(obj, namespace),
-        neighbours_of(reader, namespace),
+        deployment,
+        deployment_neighbours(reader, namespace, deployment),
         policy,
         operation=operation,
         old_deployment=request.get("oldObject"),

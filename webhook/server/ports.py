@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from webhook.core.admission import UserInfo
+from webhook.core.index import NO_KEYS, index_keys
 
 # The kinds the caches hold, keyed by the names the decision code uses.
 CACHED_KINDS = (
@@ -66,13 +67,18 @@ class ClusterWriter(Protocol):
 class MemoryClusterView:
     """A thread-safe in-memory view: the cache store of the watches, and the test fake.
 
-    Indexed by (kind, namespace), so the per-request lookups of a namespace's Services,
-    HPAs and routes cost the size of that namespace, not of the cluster.
+    Kept by (kind, namespace), so listing a namespace costs its size, not the cluster's;
+    and Services, HPAs and routes also under their index keys (``webhook.core.index``), so
+    the admission of a Deployment finds its neighbours at the cost of the matches.
     """
 
     def __init__(self, objects: Iterable[Mapping[str, Any]] = (), *, synced: bool = True):
         self._lock = threading.Lock()
         self._objects: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self._index: dict[tuple[str, str], dict[str, set[str]]] = {}
+        """(kind, namespace) -> index key -> names."""
+        self._keys: dict[tuple[str, str, str], frozenset[str]] = {}
+        """(kind, namespace, name) -> the index keys it is kept under."""
         self._synced = synced
         for obj in objects:
             self.put(obj)
@@ -84,24 +90,63 @@ class MemoryClusterView:
 
     def put(self, obj: Mapping[str, Any]) -> None:
         kind, namespace, name = self.key(obj)
+        keys = index_keys(kind, obj)
         with self._lock:
             self._objects.setdefault((kind, namespace), {})[name] = dict(obj)
+            self._reindex(kind, namespace, name, keys)
 
     def delete(self, obj: Mapping[str, Any]) -> None:
         kind, namespace, name = self.key(obj)
         with self._lock:
             self._objects.get((kind, namespace), {}).pop(name, None)
+            self._reindex(kind, namespace, name, NO_KEYS)
 
     def replace_kind(self, kind: str, objects: Iterable[Mapping[str, Any]]) -> None:
         """Swap every object of one kind at once (a re-list after a watch expired)."""
         fresh: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        keys: dict[tuple[str, str, str], frozenset[str]] = {}
         for obj in objects:
             _, namespace, name = self.key(obj)
             fresh.setdefault((kind, namespace), {})[name] = dict(obj)
+            keys[(kind, namespace, name)] = index_keys(kind, obj)
         with self._lock:
             for key in [k for k in self._objects if k[0] == kind]:
                 del self._objects[key]
+            for pair in [k for k in self._index if k[0] == kind]:
+                del self._index[pair]
+            for triple in [k for k in self._keys if k[0] == kind]:
+                del self._keys[triple]
             self._objects.update(fresh)
+            for (_, namespace, name), found in keys.items():
+                self._reindex(kind, namespace, name, found)
+
+    def _reindex(self, kind: str, namespace: str, name: str, keys: frozenset[str]) -> None:
+        """Under the lock: keep ``name`` under exactly ``keys``."""
+        old = self._keys.pop((kind, namespace, name), NO_KEYS)
+        if not old and not keys:
+            return
+        index = self._index.setdefault((kind, namespace), {})
+        for key in old - keys:
+            names = index[key]
+            names.discard(name)
+            if not names:
+                del index[key]
+        for key in keys - old:
+            index.setdefault(key, set()).add(name)
+        if keys:
+            self._keys[(kind, namespace, name)] = keys
+
+    def indexed(self, kind: str, namespace: str, keys: Iterable[str]) -> tuple[dict[str, Any], ...]:
+        """The objects of a kind in a namespace kept under any of ``keys``, by name."""
+        with self._lock:
+            index = self._index.get((kind, namespace))
+            if not index:
+                return ()
+            names: set[str] = set()
+            for key in keys:
+                names.update(index.get(key, ()))
+            bucket = self._objects.get((kind, namespace), {})
+            return tuple(bucket[n] for n in sorted(names) if n in bucket)
 
     def mark_synced(self, synced: bool = True) -> None:
         self._synced = synced
