@@ -126,7 +126,12 @@ def canonical_json(record: Mapping[str, Any]) -> str:
 
 def record_hash(record: Mapping[str, Any]) -> str:
     """The hash the next record carries as ``prev``."""
-    return hashlib.sha256(canonical_json(record).encode("utf-8")).hexdigest()
+    return line_hash(canonical_json(record))
+
+
+def line_hash(line: str) -> str:
+    """``record_hash`` of the record whose canonical JSON is ``line``."""
+    return hashlib.sha256(line.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

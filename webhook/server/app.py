@@ -146,7 +146,9 @@ def create_app(parts: ServerParts) -> FastAPI:
         body = await read_body(request, settings.max_body_bytes)
         review = decode_review(body)
         try:
-            response = await asyncio.wait_for(handle(review, started, budget), budget)
+            # A deadline on this task, not a task of its own per request (wait_for's).
+            async with asyncio.timeout(budget):
+                response = await handle(review, started, budget)
         except TimeoutError:
             problem = f"no decision within {budget:.3g}s"
             response = dict(await engine.failure(review, endpoint, problem, started))

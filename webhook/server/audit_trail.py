@@ -31,7 +31,7 @@ from webhook.core.audit import (
     build_record,
     canonical_json,
     last_hash,
-    record_hash,
+    line_hash,
 )
 
 log = logging.getLogger(__name__)
@@ -150,8 +150,9 @@ class AuditTrail:
                 log.exception("audit record not built")
                 self._complete([done], err)
                 continue
-            lines.append(canonical_json(record) + "\n")
-            self._prev = record_hash(record)
+            line = canonical_json(record)
+            lines.append(line + "\n")
+            self._prev = line_hash(line)
             futures.append(done)
         try:
             text = "".join(lines)
