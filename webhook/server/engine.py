@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -206,8 +208,11 @@ class WriteWorker:
         self.max_pending = max_pending
         self.poll_seconds = poll_seconds
         self._lock = threading.Condition()
-        self._ready: collections.deque[tuple[float, WriteJob]] = collections.deque()
-        """Jobs a thread may take, each with the time it may be taken from."""
+        self._ready: collections.deque[WriteJob] = collections.deque()
+        """Jobs a thread may take now, in order."""
+        self._waiting: list[tuple[float, int, WriteJob]] = []
+        """A heap of jobs waiting for their object, by the time of their next look."""
+        self._looks = itertools.count()
         self._later: dict[tuple[str, str, str], collections.deque[WriteJob]] = {}
         """Per object with a job in progress: its next jobs, in admission order."""
         self._pending = 0
@@ -244,7 +249,7 @@ class WriteWorker:
                     self._later[job.key].append(job)
                 else:
                     self._later[job.key] = collections.deque()
-                    self._ready.append((0.0, job))
+                    self._ready.append(job)
                     self._lock.notify()
         if full:
             why = f"skipped: {self.max_pending} writes already waiting; left to the reconciler"
@@ -257,11 +262,11 @@ class WriteWorker:
         with self._lock:
             while not self._closed:
                 now = self.monotonic()
-                for index, (not_before, job) in enumerate(self._ready):
-                    if not_before <= now:
-                        del self._ready[index]
-                        return job
-                soonest = min((t for t, _ in self._ready), default=None)
+                while self._waiting and self._waiting[0][0] <= now:
+                    self._ready.append(heapq.heappop(self._waiting)[2])
+                if self._ready:
+                    return self._ready.popleft()
+                soonest = self._waiting[0][0] if self._waiting else None
                 self._lock.wait(None if soonest is None else max(0.001, soonest - now))
             return None
 
@@ -270,7 +275,7 @@ class WriteWorker:
             self._pending -= 1
             following = self._later[job.key]
             if following:
-                self._ready.append((0.0, following.popleft()))
+                self._ready.append(following.popleft())
                 self._lock.notify()
             else:
                 del self._later[job.key]
@@ -281,7 +286,8 @@ class WriteWorker:
             try:
                 if not self._stored(job):
                     with self._lock:  # not yet: look again later, holding no thread
-                        self._ready.append((self.monotonic() + self.poll_seconds, job))
+                        look = self.monotonic() + self.poll_seconds
+                        heapq.heappush(self._waiting, (look, next(self._looks), job))
                         self._lock.notify()
                     continue
                 self._apply(job)
