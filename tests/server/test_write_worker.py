@@ -80,7 +80,10 @@ def test_jobs_for_one_object_keep_their_order_and_others_pass_them() -> None:
         for replicas in (1, 2, 3):
             running.submit(job("web", replicas))
         running.submit(job("api", 1))
+        pending = running.metrics.registry.get_sample_value("rollout_webhook_write_jobs_pending")
+        assert pending is not None and pending >= 2  # web:2 and web:3 wait behind web:1
         assert running.wait_idle(5)
+        assert running.metrics.registry.get_sample_value("rollout_webhook_write_jobs_pending") == 0
     finally:
         running.close()
     web = [a for a in writer.applied if a.startswith("web")]

@@ -245,6 +245,7 @@ class WriteWorker:
             full = self._pending >= self.max_pending
             if not full:
                 self._pending += 1
+                self.metrics.write_jobs_pending.set(self._pending)
                 if job.key in self._later:
                     self._later[job.key].append(job)
                 else:
@@ -273,6 +274,7 @@ class WriteWorker:
     def _done(self, job: WriteJob) -> None:
         with self._lock:
             self._pending -= 1
+            self.metrics.write_jobs_pending.set(self._pending)
             following = self._later[job.key]
             if following:
                 self._ready.append(following.popleft())

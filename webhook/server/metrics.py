@@ -57,6 +57,12 @@ class Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
+        self.write_jobs_pending = Gauge(
+            "rollout_webhook_write_jobs_pending",
+            "Admission decisions whose writes are queued or in progress (at most 2,000; "
+            "past that, writes are left to the reconciler).",
+            registry=self.registry,
+        )
         self.audit_late = Counter(
             "rollout_webhook_audit_records_late",
             "Answers sent before their audit record was written (the disk stalled or failed).",
