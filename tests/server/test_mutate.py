@@ -490,3 +490,27 @@ def test_a_slow_permission_check_does_not_hold_up_other_requests(tmp_path: Path)
         assert quick["uid"] == "quick"
         assert slow.is_alive()
         slow.join(timeout=10)
+
+
+def test_writes_made_after_waiting_are_planned_on_the_caches_as_they_are_then(
+    tmp_path: Path,
+) -> None:
+    """`kubectl apply` of a Deployment and its Service together: the Service can reach the
+    caches after the Deployment's admission. The writes wait for the Deployment anyway, and
+    are planned again then, so the Rollout gets the Service (and its canary) at once."""
+    cluster = cluster_with()
+    with serve(tmp_path, cluster=cluster, write_timeout_seconds=5) as running:
+        obj = deployment()
+        response = running.review(admission_request(obj, uid="together"), store=False)
+        (decision,) = running.records(1)
+        assert {c["kind"] for c in decision["changes"]["wanted"]} == {"Rollout"}
+        cluster.view.put(service())
+        cluster.view.put(apply_patch(obj, decode_patch(response)))
+        record = running.writes("together")
+    assert {c["kind"]: c["result"] for c in record["changes"]["made"]} == {
+        "Rollout": "applied",
+        "Service": "applied",
+    }
+    (rollout,) = [m for m in cluster.writer.applied if m["kind"] == "Rollout"]
+    canary = rollout["spec"]["strategy"]["canary"]
+    assert (canary["stableService"], canary["canaryService"]) == ("web", "web-canary")

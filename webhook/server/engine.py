@@ -166,6 +166,12 @@ class WriteJob:
     """(kind, namespace, name) of the admitted object: jobs for one object run in order."""
     await_stored: bool = False
     """On CREATE: apply only once the admitted object is stored (seen by the watch)."""
+    replan: Callable[[], tuple[dict[str, Any], ...] | None] | None = None
+    """The same decision on the caches as they are when the writes are made (None: keep
+    ``changes``). Used after waiting for the object: objects created with it, such as its
+    Service, may have reached the caches meanwhile, and a Rollout planned without them would
+    overwrite the reconciler's, planned with them."""
+    waited: bool = False
 
 
 class WriteWorker:
@@ -287,6 +293,7 @@ class WriteWorker:
         while (job := self._take()) is not None:
             try:
                 if not self._stored(job):
+                    job.waited = True
                     with self._lock:  # not yet: look again later, holding no thread
                         look = self.monotonic() + self.poll_seconds
                         heapq.heappush(self._waiting, (look, next(self._looks), job))
@@ -319,8 +326,14 @@ class WriteWorker:
         of what became of them."""
         if not job.changes:
             return
+        changes = job.changes
+        if job.waited and job.replan is not None:
+            try:
+                changes = job.replan() or changes
+            except Exception:
+                log.exception("re-planning the writes for %s failed", "/".join(job.key))
         made: list[ChangeOutcome] = []
-        for manifest in job.changes:
+        for manifest in changes:
             kind = str(manifest.get("kind", ""))
             try:
                 self.writer.apply(manifest, timeout=self.timeout)
@@ -528,11 +541,22 @@ class AdmissionEngine:
             written = self.audit.record_on_loop(replace(facts, changes_made=pending))
             key = (request_kind(request), facts.namespace, facts.name)
             creating = request["operation"] == "CREATE" and bool(request.get("name"))
-            self.worker.submit(WriteJob(facts, plan.changes, started, key, creating))
+            replan = None
+            if creating and policy is not None and plan.decision == "convert":
+                replan = functools.partial(self._replan, request, policy)
+            self.worker.submit(WriteJob(facts, plan.changes, started, key, creating, replan))
             return written
         why = "dry run" if dry_run else "no cluster"
         skipped = tuple(change_outcome(m, f"skipped: {why}") for m in plan.changes)
         return self.audit.record_on_loop(replace(facts, changes_made=skipped))
+
+    def _replan(
+        self, request: AdmissionRequest, policy: Policy
+    ) -> tuple[dict[str, Any], ...] | None:
+        """On a write thread: the request's changes planned on the caches as they are now,
+        or None when the decision would no longer convert (the first plan's changes stay)."""
+        plan = self.decide(request, self.reader, policy, keys=self.keys)
+        return plan.changes if plan.decision == "convert" and plan.changes else None
 
     def left(self, started: float, budget: float) -> float:
         """Seconds left of a request's budget (never less than a sliver)."""
