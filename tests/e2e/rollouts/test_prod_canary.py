@@ -60,7 +60,8 @@ def _promote_fully(kube: client.ApiClient, argo: harness.Tool, ns: str) -> None:
     """`promote --full`, repeated if the plugin wrote nothing.
 
     The plugin sends its `status.promoteFull` patch only when it reads a Rollout whose
-    currentPodHash differs from its stableRS (promote.go getPatches), and exits 0 either way.
+    currentPodHash differs from its stableRS (promote.go getPatches), and exits 0 either way
+    (argo-rollouts#2648 reports a full promote that left a paused canary paused).
     Once, in a full CI run on a busy machine, the Rollout then stayed at the pause with no
     write at all (the controller's cache kept the same resourceVersion for 90 s), so the
     command is checked by its effect: promoteFull set, or the update finished.
