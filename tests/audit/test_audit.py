@@ -121,14 +121,14 @@ def test_file_sink_flushes_each_record_and_continues_the_chain(tmp_path: Path) -
     path = tmp_path / "audit.jsonl"
     out = io.StringIO()
     first = AuditTrail(file=path, stream=out, clock=lambda: T0)
-    first.record(facts("a"))
-    first.record(facts("b"))
+    first.record_nowait(facts("a"))
+    first.record_nowait(facts("b"))
     assert first.flush()
     # Flushed per record: readable before the sink is closed.
     assert len(path.read_text().splitlines()) == 2
     first.close()
     second = AuditTrail(file=path, stream=io.StringIO(), clock=lambda: T0)
-    second.record(facts("c"))
+    second.record_nowait(facts("c"))
     second.close()
     lines = path.read_text().splitlines()
     assert [json.loads(line)["uid"] for line in lines] == ["a", "b", "c"]
@@ -141,7 +141,7 @@ def test_a_torn_last_line_is_kept_visible(tmp_path: Path) -> None:
     lines = trail(facts("a"), facts("b"))
     path.write_text(lines[0] + "\n" + lines[1][:30])  # the crash
     sink = AuditTrail(file=path, stream=io.StringIO(), clock=lambda: T0)
-    sink.record(facts("c"))
+    sink.record_nowait(facts("c"))
     sink.close()
     report = verify_chain(path.read_text().splitlines())
     assert report.broken is not None
@@ -250,9 +250,17 @@ from pathlib import Path
 from tests.audit.test_audit import facts
 from webhook.server.audit_trail import AuditTrail
 
+import asyncio
+
 trail = AuditTrail(file=Path(sys.argv[1]), stream=open(os.devnull, "w"))
+
+
+async def answer(uid):
+    await trail.record_on_loop(facts(uid))  # what the server awaits before answering
+
+
 for uid in ("a", "b", "c"):
-    trail.record(facts(uid)).result(timeout=5)  # what the server awaits before answering
+    asyncio.run(answer(uid))
 os._exit(9)  # a crash: no close, no flush, no atexit
 """
 
@@ -273,9 +281,7 @@ def test_records_from_many_threads_share_commits_and_keep_one_chain(tmp_path: Pa
     path = tmp_path / "audit.jsonl"
     sink = AuditTrail(file=path, stream=io.StringIO(), clock=lambda: T0)
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        futures = list(pool.map(lambda i: sink.record(facts(f"u{i}")), range(200)))
-    for future in futures:
-        future.result(timeout=10)
+        list(pool.map(lambda i: sink.record_nowait(facts(f"u{i}")), range(200)))
     sink.close()
     lines = path.read_text().splitlines()
     assert len(lines) == 200

@@ -20,9 +20,8 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from webhook import __version__
 from webhook.core.audit import (
@@ -91,23 +90,17 @@ class AuditTrail:
         self._file = path.open("a", encoding="utf-8")
         return prev
 
-    def record(self, facts: DecisionFacts, *, kind: str = RECORD_KIND) -> Future[None]:
-        """Queue a record; the time is taken now, the link when it is written.
-
-        The future completes once the record is on disk (and on standard output): the
-        admission path waits for it before answering, so a decision whose answer left the
-        process is never missing from the trail, whatever happens next.
-        """
-        done: Future[None] = Future()
-        self._queue.put((facts, self._clock(), kind, done))
-        return done
-
     def record_on_loop(
         self, facts: DecisionFacts, *, kind: str = RECORD_KIND
     ) -> asyncio.Future[None]:
-        """``record`` for the event loop: the future is the loop's own, and every waiter of
-        a written batch is woken by one call into the loop (a thread-safe future per
-        record, chained to the loop, cost more than building and writing the record)."""
+        """Queue a record; the time is taken now, the link when it is written.
+
+        The future, the event loop's own, completes once the record is on disk (and on
+        standard output): the admission path waits for it before answering, so a decision
+        whose answer left the process is never missing from the trail, whatever happens
+        next. Every waiter of a written batch is woken by one call into its loop (a
+        thread-safe future per record, chained to the loop, cost more than building and
+        writing the record)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put((facts, self._clock(), kind, done))
         return done
@@ -138,7 +131,7 @@ class AuditTrail:
 
     def _write_batch(self, entries: list[object]) -> None:
         lines: list[str] = []
-        futures: list[Any] = []
+        futures: list[asyncio.Future[None] | None] = []
         for entry in entries:
             assert isinstance(entry, tuple)
             facts, at, kind, done = entry
@@ -171,16 +164,11 @@ class AuditTrail:
         self._complete(futures, None)
 
     @staticmethod
-    def _complete(futures: list[Any], error: BaseException | None) -> None:
+    def _complete(futures: list[asyncio.Future[None] | None], error: BaseException | None) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for done in futures:
-            if isinstance(done, asyncio.Future):
+            if done is not None:  # record_nowait's records have nobody waiting
                 by_loop.setdefault(done.get_loop(), []).append(done)
-            elif isinstance(done, Future):
-                if error is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(error)
         for loop, waiting in by_loop.items():
             # A loop closed meanwhile has nobody waiting any more.
             with contextlib.suppress(RuntimeError):

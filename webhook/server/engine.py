@@ -259,10 +259,14 @@ class WriteWorker:
                     self._ready.append(job)
                     self._lock.notify()
         if full:
-            why = f"skipped: {self.max_pending} writes already waiting; left to the reconciler"
-            skipped = tuple(change_outcome(m, why) for m in job.changes)
             self.metrics.cluster_writes.labels("*", "skipped").inc()
-            self.audit.record_nowait(replace(job.facts, changes_made=skipped), kind=WRITES_KIND)
+            self._skip(job, f"{self.max_pending} writes already waiting; left to the reconciler")
+
+    def _skip(self, job: WriteJob, why: str) -> None:
+        """Audit the job's writes as skipped, and make none of them."""
+        skipped = tuple(change_outcome(m, f"skipped: {why}") for m in job.changes)
+        self.audit.record_nowait(replace(job.facts, changes_made=skipped), kind=WRITES_KIND)
+        job.changes = ()
 
     def _take(self) -> WriteJob | None:
         """The next job whose time has come (None once closed), waiting as long as needed."""
@@ -312,13 +316,11 @@ class WriteWorker:
         if self.monotonic() - job.started < self.timeout:
             return False
         kind, namespace, name = job.key
-        why = (
-            f"skipped: {kind} {namespace}/{name} was not stored within {self.timeout:g}s "
-            "(refused by a later admission step?)"
+        self._skip(
+            job,
+            f"{kind} {namespace}/{name} was not stored within {self.timeout:g}s "
+            "(refused by a later admission step?)",
         )
-        skipped = tuple(change_outcome(m, why) for m in job.changes)
-        self.audit.record_nowait(replace(job.facts, changes_made=skipped), kind=WRITES_KIND)
-        job.changes = ()
         return True
 
     def _apply(self, job: WriteJob) -> None:

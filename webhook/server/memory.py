@@ -13,7 +13,6 @@ whose threads mostly wait, keeps resident memory to what is in use.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -29,10 +28,9 @@ ARENA_MAX = 2
 def tune_allocator() -> bool:
     """Fix glibc's mmap threshold and cap its arenas; False where the C library is not
     glibc (nothing changes there, which is only a matter of memory, not of behaviour)."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        # The process's own symbols: the C library it runs on, found without ldconfig.
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
