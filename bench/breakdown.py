@@ -39,11 +39,11 @@ from bench.run import (
     wrk_run,
 )
 from certs.files import write_localhost_bundle
-from webhook.core.admission import parse_review, patch_for
+from webhook.core.admission import decide_mutation
 from webhook.core.audit import DecisionFacts, build_record, canonical_json, record_hash
 from webhook.core.keys import DEFAULT_KEYS
-from webhook.core.mutation import decide_mutation
 from webhook.core.policy import builtin_policy
+from webhook.core.review import parse_review, patch_for
 from webhook.server.ports import MemoryClusterView
 
 CASES = {"baseline": "/baseline", "not-opted-in": "/mutate", "convert": "/mutate"}

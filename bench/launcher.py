@@ -36,8 +36,8 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from bench.fixtures import cluster_objects
-from webhook.core.admission import UserInfo
 from webhook.core.policy import builtin_policy
+from webhook.core.review import UserInfo
 from webhook.kube.cluster import freeze_caches
 from webhook.server.policy_state import PolicyState
 from webhook.server.ports import AccessDecision, MemoryClusterView

@@ -336,7 +336,7 @@ def machine() -> dict[str, Any]:
 # shows in the server's CPU time, not here).
 STEPS = (
     r"app.py:\d+\(mutate_handler\)|engine.py:\d+\(mutate\)|decode_review|parse_review"
-    r"|mutation.py:\d+\(decide_deployment\)|plan_conversion|admission.py:\d+\(make_patch\)"
+    r"|admission.py:\d+\(decide_deployment\)|plan_conversion|review.py:\d+\(make_patch\)"
     r"|copy.py:128\(deepcopy\)|engine.py:\d+\(_finish\)|engine.py:\d+\(recorded\)"
     r"|engine.py:\d+\(check\)|review_response|responses.py:\d+\(render\)"
     r"|engine.py:\d+\(_run_one\)|h11_impl.py:\d+\(data_received\)|sslproto"

@@ -13,10 +13,10 @@ from bench.fixtures import (
     cluster_objects,
     request_bodies,
 )
-from webhook.core.admission import parse_review
+from webhook.core.admission import decide_mutation
 from webhook.core.keys import DEFAULT_KEYS
-from webhook.core.mutation import decide_mutation
 from webhook.core.policy import builtin_policy
+from webhook.core.review import parse_review
 from webhook.server.ports import MemoryClusterView
 
 

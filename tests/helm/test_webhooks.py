@@ -30,7 +30,7 @@ def conditions(hook: dict[str, Any]) -> dict[str, str]:
 def test_every_mutating_entry_is_called_safely(render: Render) -> None:
     hooks = mutating(render())
     resources = {r for hook in hooks.values() for rule in hook["rules"] for r in rule["resources"]}
-    # Exactly the kinds /mutate handles (webhook/core/mutation.py decide_mutation).
+    # Exactly the kinds /mutate handles (webhook/core/admission.py decide_mutation).
     assert resources == {"deployments", "horizontalpodautoscalers", "httproutes", "virtualservices"}
     for hook in hooks.values():
         assert hook["admissionReviewVersions"] == ["v1"]

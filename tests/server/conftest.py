@@ -27,7 +27,7 @@ import uvicorn
 
 from certs import pki
 from certs.files import write_bundle_dir
-from webhook.core.admission import UserInfo, apply_patch, decode_patch
+from webhook.core.review import UserInfo, apply_patch, decode_patch
 from webhook.server.policy_state import PolicyState
 from webhook.server.ports import AccessDecision, MemoryClusterView
 from webhook.server.runner import Server, build_server, uvicorn_config

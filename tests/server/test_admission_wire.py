@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook.core.admission import (
+from webhook.core.review import (
     MAX_WARNING_LENGTH,
     ReviewInvalid,
     allowed,

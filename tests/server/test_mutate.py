@@ -17,7 +17,7 @@ from tests.server.conftest import (
     serve,
     service,
 )
-from webhook.core.admission import MAX_WARNING_LENGTH, UserInfo, apply_patch, decode_patch
+from webhook.core.review import MAX_WARNING_LENGTH, UserInfo, apply_patch, decode_patch
 from webhook.server.ports import MemoryClusterView
 
 KEY = "rollout-webhook.io/"

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 
 from tests.server.conftest import admission_request, deployment
-from webhook.core.admission import decode_patch
 from webhook.core.audit import verify_chain
+from webhook.core.review import decode_patch
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ import httpx
 
 from certs import pki
 from tests.server.conftest import FakeCluster, admission_request, deployment, serve
-from webhook.core.admission import API_VERSION, REVIEW_KIND
+from webhook.core.review import API_VERSION, REVIEW_KIND
 
 
 def mount_secret(root: Path, bundle: pki.Bundle, generation: str) -> None:

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.builders import hpa, httproute, namespace, opted_in, service, virtualservice
+from webhook.core.admission import deployment_neighbours, neighbours_of
 from webhook.core.convert import plan_conversion
 from webhook.core.index import index_keys
 from webhook.core.keys import Keys
-from webhook.core.mutation import deployment_neighbours, neighbours_of
 from webhook.core.policy import builtin_policy
 from webhook.server.ports import MemoryClusterView
 

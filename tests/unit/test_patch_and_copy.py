@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.fixtures import REQUEST_NAMESPACE, deployment, request_namespace_objects
-from webhook.core.admission import apply_patch, make_patch
 from webhook.core.objects import json_copy
 from webhook.core.policy import builtin_policy
+from webhook.core.review import apply_patch, make_patch
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),

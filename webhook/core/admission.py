@@ -1,321 +1,268 @@
-"""The AdmissionReview v1 wire format and the pure response constructors.
+"""The mutating decision on one admission request, by kind. Pure.
 
-The HTTP server is a thin adapter around these: it parses the body, calls
-``parse_review``, asks the decision functions for a result, and sends back the review
-that ``review_response`` builds. Nothing here touches HTTP, the clock or the cluster.
+- Deployment: ``plan_conversion`` with the namespace's cached neighbours; the patch
+  turns the request object into the converted Deployment, and the Rollout, generated
+  Services, re-targeted HPAs and changed routes are the cluster changes wanted.
+- HorizontalPodAutoscaler: re-targeted at the Rollout when the Deployment it scales is
+  converted (so an HPA applied after the conversion, e.g. by a chart, keeps pointing at
+  what really scales the pods).
+- HTTPRoute / VirtualService: given the canary backend when a Service they send traffic
+  to belongs to a converted Deployment.
 
-The patch is always the difference between the request object and a mutated deep copy
-(``jsonpatch.make_patch`` below the members that differ), never a list of hand-written
-paths.
+"Converted" is always decided by ``plan_conversion`` itself on the cached Deployment, so
+the webhook, the reconciler and the offline preview cannot disagree. Re-sending an
+already mutated object plans the same object again: the patch is empty.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, NotRequired, Protocol, TypedDict
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, Literal
 
-import jsonpatch
+from webhook.core.convert import Conversion, Neighbours, plan_conversion
+from webhook.core.hpa import retarget_hpa, targets
+from webhook.core.index import backend_keys, selecting_keys, target_key
+from webhook.core.keys import Keys
+from webhook.core.objects import Obj, annotations_of, json_copy, name_of, pod_labels
+from webhook.core.policy import Policy
+from webhook.core.review import AdmissionPlan, AdmissionRequest, ClusterLister, ClusterReader
+from webhook.core.routes import httproute_references, virtualservice_references
+from webhook.core.services import selects_pods
 
-API_VERSION = "admission.k8s.io/v1"
-REVIEW_KIND = "AdmissionReview"
-MAX_WARNING_LENGTH = 120
-"""Kubernetes asks webhooks to keep each warning within 120 characters."""
-
-Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
-OPERATIONS: tuple[Operation, ...] = ("CREATE", "UPDATE", "DELETE", "CONNECT")
-
-
-class GroupVersionKind(TypedDict):
-    group: str
-    version: str
-    kind: str
+ROUTE_KINDS = {"HTTPRoute": "http_routes", "VirtualService": "virtual_services"}
 
 
-class UserInfo(TypedDict, total=False):
-    username: str
-    uid: str
-    groups: list[str]
-    extra: dict[str, list[str]]
+def neighbours_of(reader: ClusterLister, namespace: str) -> Neighbours:
+    return Neighbours(
+        namespace=reader.get("Namespace", "", namespace),
+        services=reader.list("Service", namespace),
+        hpas=reader.list("HorizontalPodAutoscaler", namespace),
+        http_routes=reader.list("HTTPRoute", namespace),
+        virtual_services=reader.list("VirtualService", namespace),
+        rollouts=reader.list("Rollout", namespace),
+    )
 
 
-class AdmissionRequest(TypedDict):
-    uid: str
-    kind: GroupVersionKind
-    operation: Operation
-    namespace: NotRequired[str]
-    name: NotRequired[str]
-    userInfo: NotRequired[UserInfo]
-    object: NotRequired[dict[str, Any] | None]
-    oldObject: NotRequired[dict[str, Any] | None]
-    dryRun: NotRequired[bool]
-    options: NotRequired[dict[str, Any] | None]
+def deployment_neighbours(
+    reader: ClusterReader, namespace: str, deployment: Mapping[str, Any]
+) -> Neighbours:
+    """What a Deployment's conversion reads of its namespace, found through the caches'
+    index: the Services that may select its pods, the routes to them, the HPAs and the
+    Rollout of its name. ``plan_conversion`` reads nothing else of its neighbours, so it
+    plans the same as with the whole namespace (tested), at the cost of the matches."""
+    name = name_of(deployment)
+    services = reader.indexed("Service", namespace, selecting_keys(pod_labels(deployment)))
+    backends = backend_keys({name, *(name_of(s) for s in services)})
+    rollout = reader.get("Rollout", namespace, name)
+    return Neighbours(
+        namespace=reader.get("Namespace", "", namespace),
+        services=services,
+        hpas=reader.indexed("HorizontalPodAutoscaler", namespace, {target_key(name)}),
+        http_routes=reader.indexed("HTTPRoute", namespace, backends),
+        virtual_services=reader.indexed("VirtualService", namespace, backends),
+        rollouts=() if rollout is None else (rollout,),
+    )
 
 
-class Status(TypedDict, total=False):
-    code: int
-    message: str
-    reason: str
+def _with(neighbours: Neighbours, field_name: str, obj: Mapping[str, Any]) -> Neighbours:
+    """The neighbours with ``obj`` in place of its cached version (the request wins)."""
+    current: tuple[Mapping[str, Any], ...] = getattr(neighbours, field_name)
+    others = tuple(o for o in current if name_of(o) != name_of(obj))
+    changes: dict[str, Any] = {field_name: (*others, obj)}
+    return replace(neighbours, **changes)
 
 
-class AdmissionResponse(TypedDict):
-    uid: str
-    allowed: bool
-    status: NotRequired[Status]
-    patch: NotRequired[str]
-    patchType: NotRequired[Literal["JSONPatch"]]
-    warnings: NotRequired[list[str]]
-    auditAnnotations: NotRequired[dict[str, str]]
+def _changes(conversion: Conversion) -> tuple[Obj, ...]:
+    rollout = () if conversion.rollout is None else (conversion.rollout,)
+    return (*rollout, *conversion.services, *conversion.hpas, *conversion.routes)
 
 
-class AdmissionReviewResponse(TypedDict):
-    apiVersion: str
-    kind: str
-    response: AdmissionResponse
-
-
-class ClusterLister(Protocol):
-    """Cached objects, by kind: what the reconciler's planning reads."""
-
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-
-    def list(self, kind: str, namespace: str) -> tuple[dict[str, Any], ...]: ...
-
-
-class ClusterReader(ClusterLister, Protocol):
-    """What the admission decision may read of the cluster: cached objects, by kind, and
-    by index key."""
-
-    def indexed(self, kind: str, namespace: str, keys: Iterable[str]) -> tuple[dict[str, Any], ...]:
-        """Objects of a kind in a namespace kept under any of these ``webhook.core.index``
-        keys (a superset of what matches; the caller applies its own tests)."""
-        ...
-
-
-Decision = Literal["convert", "skip", "refuse", "error", "allow", "deny"]
-
-
-@dataclass(frozen=True)
-class AdmissionPlan:
-    """The decision on one request, as data: what to answer and what to write.
-
-    ``mutated`` is the deep copy the patch is computed against (None: no patch);
-    ``changes`` are the manifests to server-side apply after admission (the Rollout,
-    generated Services, re-targeted HPAs, routes), never applied on a dry run.
-    """
-
-    decision: Decision
-    reason: str
-    environment: str | None = None
-    strategy: str | None = None
-    mutated: dict[str, Any] | None = None
-    changes: tuple[dict[str, Any], ...] = ()
-    warnings: tuple[str, ...] = ()
-    extra: Mapping[str, str] = field(default_factory=dict)
-
-    def unconverted(self, decision: Decision, reason: str, warning: str) -> AdmissionPlan:
-        """The same request admitted with no patch and no writes, saying why."""
-        return replace(
-            self,
-            decision=decision,
-            reason=reason,
-            mutated=None,
-            changes=(),
-            warnings=(*self.warnings, warning),
-        )
-
-
-def patch_for(request: AdmissionRequest, plan: AdmissionPlan) -> list[dict[str, Any]]:
-    """The JSON Patch of a plan: request object -> mutated copy (empty when unchanged)."""
-    original = request.get("object")
-    if plan.mutated is None or original is None:
-        return []
-    return make_patch(original, plan.mutated)
-
-
-class ReviewInvalid(ValueError):
-    """A body that is not an AdmissionReview v1 request: the call is broken (HTTP 400)."""
-
-
-def parse_review(body: object) -> AdmissionRequest:
-    """The request of an AdmissionReview v1, checked field by field.
-
-    Raises ReviewInvalid naming the first field that is wrong.
-    """
-    if not isinstance(body, dict):
-        raise ReviewInvalid("body: must be a JSON object (an AdmissionReview)")
-    if body.get("apiVersion") != API_VERSION:
-        raise ReviewInvalid(f"apiVersion: must be {API_VERSION!r}, got {body.get('apiVersion')!r}")
-    if body.get("kind") != REVIEW_KIND:
-        raise ReviewInvalid(f"kind: must be {REVIEW_KIND!r}, got {body.get('kind')!r}")
-    request = body.get("request")
-    if not isinstance(request, dict):
-        raise ReviewInvalid("request: must be an object")
-    uid = request.get("uid")
-    if not isinstance(uid, str) or not uid:
-        raise ReviewInvalid("request.uid: must be a non-empty string")
-    kind = request.get("kind")
-    if not isinstance(kind, dict) or not isinstance(kind.get("kind"), str):
-        raise ReviewInvalid("request.kind: must be an object with a string 'kind'")
-    for part in ("group", "version"):
-        if not isinstance(kind.get(part, ""), str):
-            raise ReviewInvalid(f"request.kind.{part}: must be a string")
-    if request.get("operation") not in OPERATIONS:
-        raise ReviewInvalid(
-            f"request.operation: must be one of {', '.join(OPERATIONS)}, "
-            f"got {request.get('operation')!r}"
-        )
-    for key in ("object", "oldObject"):
-        if request.get(key) is not None and not isinstance(request[key], dict):
-            raise ReviewInvalid(f"request.{key}: must be an object or null")
-    for key in ("namespace", "name"):
-        if not isinstance(request.get(key, ""), str):
-            raise ReviewInvalid(f"request.{key}: must be a string")
-    if not isinstance(request.get("dryRun", False), bool):
-        raise ReviewInvalid("request.dryRun: must be true or false")
-    user = request.get("userInfo", {})
-    if not isinstance(user, dict) or not isinstance(user.get("username", ""), str):
-        raise ReviewInvalid("request.userInfo: must be an object with a string 'username'")
-    if not isinstance(user.get("groups", []), list):
-        raise ReviewInvalid("request.userInfo.groups: must be a list")
-    if not isinstance(user.get("extra", {}), dict):
-        raise ReviewInvalid("request.userInfo.extra: must be an object")
-    return request  # type: ignore[return-value]  # checked above, field by field
-
-
-def request_username(request: AdmissionRequest) -> str:
-    return request.get("userInfo", {}).get("username", "")
-
-
-def request_kind(request: AdmissionRequest) -> str:
-    return request["kind"]["kind"]
-
-
-def request_name(request: AdmissionRequest) -> str:
-    """The object's name; on CREATE with generateName the API server may not have one yet."""
-    name = request.get("name") or ""
-    if name:
-        return name
-    obj = request.get("object") or request.get("oldObject") or {}
+def _namespace(request: AdmissionRequest, obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata") or {}
-    return str(meta.get("name") or meta.get("generateName") or "")
+    return str(request.get("namespace") or meta.get("namespace") or "")
 
 
-def clip_warning(text: str) -> str:
-    """One line of at most MAX_WARNING_LENGTH characters (kubectl shows warnings as-is)."""
-    line = " ".join(text.split())
-    if len(line) <= MAX_WARNING_LENGTH:
-        return line
-    return line[: MAX_WARNING_LENGTH - 3].rstrip() + "..."
+def _with_namespace(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """The object as the conversion sees it: on CREATE the body may lack its namespace."""
+    copy = dict(obj)
+    meta = dict(copy.get("metadata") or {})
+    meta.setdefault("namespace", namespace)
+    copy["metadata"] = meta
+    return copy
 
 
-def make_patch(original: Mapping[str, Any], mutated: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The JSON Patch that turns the request object into the mutated copy.
-
-    jsonpatch computes every operation; equal subtrees are left out before it looks. A
-    conversion changes a few fields of a Deployment's metadata and spec and leaves the pod
-    template, nearly all of the object, as it was: one ``==`` (in C) per unchanged member
-    instead of jsonpatch walking it value by value, which was the costliest step of a
-    conversion (docs/benchmarks.md).
-    """
-    return _patch_below("", dict(original), dict(mutated))
-
-
-def _patch_below(prefix: str, old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
-    ops: list[dict[str, Any]] = []
-    old_rest: dict[str, Any] = {}
-    new_rest: dict[str, Any] = {}
-    for key, old_value in old.items():
-        if key not in new:
-            old_rest[key] = old_value
-            continue
-        new_value = new[key]
-        if old_value == new_value:
-            continue
-        if isinstance(old_value, dict) and isinstance(new_value, dict):
-            ops.extend(_patch_below(f"{prefix}/{_escape(key)}", old_value, new_value))
-        else:
-            old_rest[key], new_rest[key] = old_value, new_value
-    for key, new_value in new.items():
-        if key not in old:
-            new_rest[key] = new_value
-    if old_rest or new_rest:
-        for op in jsonpatch.make_patch(old_rest, new_rest).patch:
-            op["path"] = prefix + op["path"]
-            if "from" in op:
-                op["from"] = prefix + op["from"]
-            ops.append(op)
-    return ops
-
-
-def _escape(key: str) -> str:
-    """A JSON Pointer reference token (RFC 6901)."""
-    return str(key).replace("~", "~0").replace("/", "~1")
-
-
-def apply_patch(obj: Mapping[str, Any], ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The object after the patch, as the API server computes it (tests and the audit CLI)."""
-    result: dict[str, Any] = jsonpatch.JsonPatch([dict(op) for op in ops]).apply(dict(obj))
-    return result
+def decide_deployment(
+    request: AdmissionRequest, reader: ClusterReader, policy: Policy, *, keys: Keys
+) -> AdmissionPlan:
+    obj = request.get("object") or {}
+    namespace = _namespace(request, obj)
+    if not (obj.get("metadata") or {}).get("name"):
+        # generateName: the API server names the object after admission, and the Rollout
+        # must carry the Deployment's name. The reconciler converts it once it is stored.
+        return AdmissionPlan(
+            "skip", "the Deployment has no name yet (generateName); the reconciler converts it"
+        )
+    operation: Literal["CREATE", "UPDATE"] = (
+        "CREATE" if request["operation"] == "CREATE" else "UPDATE"
+    )
+    deployment = _with_namespace(obj, namespace)
+    conversion = plan_conversion(
+        deployment,
+        deployment_neighbours(reader, namespace, deployment),
+        policy,
+        operation=operation,
+        old_deployment=request.get("oldObject"),
+        keys=keys,
+    )
+    mutated = None
+    if conversion.converted:
+        # The conversion saw the object with its namespace filled in; the patch must
+        # not add one the API server fills in itself. A refusal marker left by an
+        # earlier request (see ``mark_refused``) goes: this request converts.
+        mutated = dict(conversion.deployment)
+        meta = dict(mutated.get("metadata") or {})
+        if "namespace" not in (obj.get("metadata") or {}):
+            meta.pop("namespace", None)
+        annotations = dict(meta.get("annotations") or {})
+        if annotations.pop(keys.refused, None) is not None:
+            meta["annotations"] = annotations
+        mutated["metadata"] = meta
+    return AdmissionPlan(
+        decision=conversion.decision,
+        reason=conversion.reason,
+        environment=conversion.environment,
+        strategy=conversion.strategy,
+        mutated=mutated,
+        changes=_changes(conversion) if conversion.converted else (),
+        warnings=conversion.warnings,
+    )
 
 
-def allowed(
-    uid: str,
-    *,
-    patch: Sequence[Mapping[str, Any]] = (),
-    warnings: Sequence[str] = (),
-    audit_annotations: Mapping[str, str] | None = None,
-) -> AdmissionResponse:
-    """Admit the object, with the patch when there is one (an empty patch is left out)."""
-    response: AdmissionResponse = {"uid": uid, "allowed": True}
-    if patch:
-        encoded = json.dumps(list(patch), separators=(",", ":")).encode("utf-8")
-        response["patch"] = base64.b64encode(encoded).decode("ascii")
-        response["patchType"] = "JSONPatch"
-    if warnings:
-        response["warnings"] = _unique([clip_warning(w) for w in warnings])
-    if audit_annotations:
-        response["auditAnnotations"] = dict(audit_annotations)
-    return response
+def mark_refused(deployment: Mapping[str, Any], why: str, *, keys: Keys) -> dict[str, Any]:
+    """The Deployment as sent, plus the annotation that tells the reconciler to leave it
+    unconverted: its requester may not create Rollouts, and the reconciler, acting under
+    its own name, must not do for them what the webhook would not."""
+    marked = json_copy(dict(deployment))
+    meta = marked.setdefault("metadata", {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), keys.refused: why}
+    return marked
 
 
-def denied(
-    uid: str,
-    message: str,
-    *,
-    code: int = 403,
-    reason: str = "Forbidden",
-    warnings: Sequence[str] = (),
-    audit_annotations: Mapping[str, str] | None = None,
-) -> AdmissionResponse:
-    """Refuse the object: the message is what the user sees in kubectl."""
-    response: AdmissionResponse = {
-        "uid": uid,
-        "allowed": False,
-        "status": {"code": code, "message": message, "reason": reason},
+def _converted_deployments(
+    reader: ClusterReader, namespace: str, keys: Keys, wanted: Callable[[str], bool]
+) -> list[dict[str, Any]]:
+    """Cached Deployments the product has converted (annotated), filtered by name."""
+    return [
+        d
+        for d in reader.list("Deployment", namespace)
+        if annotations_of(d).get(keys.rollout_name) and wanted(name_of(d))
+    ]
+
+
+def decide_hpa(
+    request: AdmissionRequest, reader: ClusterReader, policy: Policy, *, keys: Keys
+) -> AdmissionPlan:
+    hpa = request.get("object") or {}
+    namespace = _namespace(request, hpa)
+    target = ((hpa.get("spec") or {}).get("scaleTargetRef") or {}).get("name", "")
+    if not targets(hpa, "Deployment", target):
+        return AdmissionPlan("skip", "the HPA does not scale a Deployment")
+    candidates = _converted_deployments(reader, namespace, keys, lambda n: n == target)
+    if not candidates:
+        return AdmissionPlan("skip", f"Deployment {target} is not converted")
+    neighbours = _with(neighbours_of(reader, namespace), "hpas", _with_namespace(hpa, namespace))
+    conversion = plan_conversion(
+        candidates[0],
+        neighbours,
+        policy,
+        operation="UPDATE",
+        old_deployment=candidates[0],
+        keys=keys,
+    )
+    if not conversion.converted:
+        return AdmissionPlan("skip", f"Deployment {target}: {conversion.reason}")
+    rollout = () if conversion.rollout is None else (conversion.rollout,)
+    return AdmissionPlan(
+        decision="convert",
+        reason=f"HPA re-targeted at Rollout {target}, which manages Deployment {target}",
+        environment=conversion.environment,
+        strategy=conversion.strategy,
+        mutated=retarget_hpa(hpa, target),
+        changes=rollout,
+    )
+
+
+def decide_route(
+    request: AdmissionRequest, reader: ClusterReader, policy: Policy, *, keys: Keys
+) -> AdmissionPlan:
+    route = request.get("object") or {}
+    kind = request["kind"]["kind"]
+    namespace = _namespace(request, route)
+    field_name = ROUTE_KINDS[kind]
+    current: dict[str, Any] = _with_namespace(route, namespace)
+    neighbours = neighbours_of(reader, namespace)
+    changes: list[Obj] = []
+    served: list[str] = []
+    last: Conversion | None = None
+    # Only Deployments behind a Service this route sends traffic to can change it: the
+    # conversion is planned for those alone, however many a namespace holds.
+    references = httproute_references if kind == "HTTPRoute" else virtualservice_references
+    routed = [s for s in neighbours.services if references(current, name_of(s))]
+    behind = {
+        name_of(d)
+        for d in reader.list("Deployment", namespace)
+        if any(selects_pods(s, d) for s in routed)
     }
-    if warnings:
-        response["warnings"] = _unique([clip_warning(w) for w in warnings])
-    if audit_annotations:
-        response["auditAnnotations"] = dict(audit_annotations)
-    return response
+    for deployment in _converted_deployments(reader, namespace, keys, behind.__contains__):
+        conversion = plan_conversion(
+            deployment,
+            _with(neighbours, field_name, current),
+            policy,
+            operation="UPDATE",
+            old_deployment=deployment,
+            keys=keys,
+        )
+        if not conversion.converted:
+            continue
+        mine = [
+            r for r in conversion.routes if r.get("kind") == kind and name_of(r) == name_of(route)
+        ]
+        if not mine:
+            continue
+        current = mine[0]
+        served.append(name_of(deployment))
+        if conversion.rollout is not None:
+            changes.append(conversion.rollout)
+        changes.extend(conversion.services)
+        last = conversion
+    if not served or last is None:
+        return AdmissionPlan("skip", f"the {kind} sends no traffic to a converted Deployment")
+    mutated = current
+    if "namespace" not in (route.get("metadata") or {}):
+        meta = dict(mutated.get("metadata") or {})
+        meta.pop("namespace", None)
+        mutated = {**mutated, "metadata": meta}
+    return AdmissionPlan(
+        decision="convert",
+        reason=f"canary backend added for {', '.join(served)}",
+        environment=last.environment,
+        strategy=last.strategy,
+        mutated=mutated,
+        changes=tuple(changes),
+        warnings=last.warnings,
+    )
 
 
-def review_response(response: AdmissionResponse) -> AdmissionReviewResponse:
-    """The envelope the API server expects back."""
-    return {"apiVersion": API_VERSION, "kind": REVIEW_KIND, "response": response}
-
-
-def decode_patch(response: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The JSON Patch carried by a response (empty when there is none)."""
-    encoded = response.get("patch")
-    if not encoded:
-        return []
-    ops: list[dict[str, Any]] = json.loads(base64.b64decode(encoded))
-    return ops
-
-
-def _unique(items: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(items))
+def decide_mutation(
+    request: AdmissionRequest, reader: ClusterReader, policy: Policy, *, keys: Keys
+) -> AdmissionPlan:
+    """The plan for a CREATE or UPDATE of any kind the mutating webhook is sent."""
+    kind = request["kind"]["kind"]
+    if kind == "Deployment":
+        return decide_deployment(request, reader, policy, keys=keys)
+    if kind == "HorizontalPodAutoscaler":
+        return decide_hpa(request, reader, policy, keys=keys)
+    if kind in ROUTE_KINDS:
+        return decide_route(request, reader, policy, keys=keys)
+    return AdmissionPlan("skip", f"{kind} is not a kind this webhook changes")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webhook.core.admission import UserInfo
+from webhook.core.review import UserInfo
 from webhook.kube.http import KubeHttp
 from webhook.kube.resources import resource_for
 from webhook.server.ports import AccessDecision

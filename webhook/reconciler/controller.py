@@ -20,9 +20,9 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from webhook.core.admission import neighbours_of
 from webhook.core.audit import ChangeOutcome, DecisionFacts
 from webhook.core.keys import DEFAULT_KEYS, Keys
-from webhook.core.mutation import neighbours_of
 from webhook.core.objects import labels_of, name_of, namespace_of, spec_of
 from webhook.core.policy import Policy
 from webhook.core.reconcile import (

@@ -20,8 +20,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from webhook.core.admission import AdmissionRequest, ReviewInvalid, parse_review, review_response
 from webhook.core.durations import DurationError, parse_go_duration
+from webhook.core.review import AdmissionRequest, ReviewInvalid, parse_review, review_response
 from webhook.server.engine import AdmissionEngine
 from webhook.server.metrics import CONTENT_TYPE, Metrics
 

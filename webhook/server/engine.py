@@ -28,7 +28,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from webhook.core.admission import (
+from webhook.core.admission import mark_refused
+from webhook.core.audit import WRITES_KIND, ChangeOutcome, DecisionFacts
+from webhook.core.errors import PolicyInvalid
+from webhook.core.keys import Keys
+from webhook.core.policy import Policy, policy_from_configmap
+from webhook.core.review import (
     AdmissionPlan,
     AdmissionRequest,
     AdmissionResponse,
@@ -42,11 +47,6 @@ from webhook.core.admission import (
     request_name,
     request_username,
 )
-from webhook.core.audit import WRITES_KIND, ChangeOutcome, DecisionFacts
-from webhook.core.errors import PolicyInvalid
-from webhook.core.keys import Keys
-from webhook.core.mutation import mark_refused
-from webhook.core.policy import Policy, policy_from_configmap
 from webhook.server.metrics import Metrics
 from webhook.server.ports import AccessDecision, ClusterWriter
 from webhook.server.settings import ServeSettings

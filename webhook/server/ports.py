@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from webhook.core.admission import UserInfo
 from webhook.core.index import NO_KEYS, index_keys
+from webhook.core.review import UserInfo
 
 # The kinds the caches hold, keyed by the names the decision code uses.
 CACHED_KINDS = (

@@ -21,8 +21,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from certs.files import write_localhost_bundle
+from webhook.core.admission import decide_mutation
 from webhook.core.errors import PolicyInvalid
-from webhook.core.mutation import decide_mutation
 from webhook.core.policy import Policy, builtin_policy, load_yaml, policy_from_document
 from webhook.server.app import ServerParts, create_app
 from webhook.server.audit_trail import AuditTrail
