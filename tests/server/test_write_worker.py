@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.core.audit import DecisionFacts
-from webhook.server.engine import WriteJob, WriteWorker
 from webhook.server.metrics import Metrics
 from webhook.server.ports import MemoryClusterView
+from webhook.server.write_worker import WriteJob, WriteWorker
 
 
 @dataclass

@@ -26,7 +26,14 @@ from webhook.core.index import backend_keys, selecting_keys, target_key
 from webhook.core.keys import Keys
 from webhook.core.objects import Obj, annotations_of, json_copy, name_of, pod_labels
 from webhook.core.policy import Policy
-from webhook.core.review import AdmissionPlan, AdmissionRequest, ClusterLister, ClusterReader
+from webhook.core.review import (
+    AdmissionPlan,
+    AdmissionRequest,
+    ClusterLister,
+    ClusterReader,
+    request_kind,
+    request_username,
+)
 from webhook.core.routes import httproute_references, virtualservice_references
 from webhook.core.services import selects_pods
 
@@ -147,6 +154,37 @@ def mark_refused(deployment: Mapping[str, Any], why: str, *, keys: Keys) -> dict
     meta = marked.setdefault("metadata", {})
     meta["annotations"] = {**(meta.get("annotations") or {}), keys.refused: why}
     return marked
+
+
+def plan_without_writes(
+    request: AdmissionRequest, plan: AdmissionPlan, why: str, *, keys: Keys
+) -> AdmissionPlan:
+    """The plan for a user who may not create Rollouts (``why``: the permission check's
+    answer): nothing written for them.
+
+    A new conversion is not made at all: the Deployment is admitted as sent, marked so the
+    reconciler leaves it too. An object that belongs to a conversion someone allowed
+    earlier (an HPA or route of a converted Deployment, an update of a converted
+    Deployment) keeps its patch, which only holds the conversion in place, since dropping
+    it would leave the Deployment and the Rollout both running pods (argo-rollouts#4935);
+    only the writes go, and the reconciler makes them under its own name.
+    """
+    who = request_username(request) or "?"
+    namespace = request.get("namespace", "")
+    denial = f"{who} may not create rollouts.argoproj.io in namespace {namespace} ({why})"
+    old = request.get("oldObject") or {}
+    already = bool(((old.get("metadata") or {}).get("annotations") or {}).get(keys.rollout_name))
+    if request_kind(request) == "Deployment" and not already:
+        refused = plan.unconverted("refuse", denial, f"not converted: {denial}")
+        obj = request.get("object") or {}
+        marker = f"{who} may not create rollouts.argoproj.io"
+        return replace(refused, mutated=mark_refused(obj, marker, keys=keys))
+    return replace(
+        plan,
+        reason=f"{plan.reason}; no changes written: {denial}",
+        changes=(),
+        warnings=(*plan.warnings, f"no changes written on your behalf: {denial}"),
+    )
 
 
 def _converted_deployments(

@@ -21,7 +21,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from webhook import __version__
 from webhook.core.audit import (
@@ -52,6 +52,18 @@ def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) ->
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class AuditSink(Protocol):
+    """What the admission engine and the write worker need of the audit trail."""
+
+    def record_on_loop(self, facts: DecisionFacts, *, kind: str = ...) -> asyncio.Future[None]:
+        """Queue a record (on the event loop); the future completes once it is written."""
+        ...
+
+    def record_nowait(self, facts: DecisionFacts, *, kind: str = ...) -> None:
+        """Queue a record (from any thread) and wait for nothing."""
+        ...
 
 
 class AuditTrail:

@@ -1,35 +1,28 @@
 """The admission engine: the pure decision, plus the few things only the shell can do.
 
 For each request: pass-through checks, the pure plan (``webhook.core``), then, when the
-plan wants cluster changes, the confused-deputy check (a SubjectAccessReview for the
-requesting user, off the event loop, short timeout, cached briefly), the response, and
-the writes, handed to a background worker *after* the response is computed.
+plan wants cluster changes, the confused-deputy check (``access_reviews``: a
+SubjectAccessReview for the requesting user, off the event loop, short timeout, cached
+briefly), the response, and the writes, handed to the write worker (``write_worker``)
+*after* the response is computed.
 
-Why writes run after the response: the API server waits on the webhook, and every other
-client waits on the API server. The SubjectAccessReview must come first (its answer
-decides whether the Deployment is converted at all), so it runs before the response with
-a bounded budget; the server-side applies do not change the answer, so they never delay
-it. A failed or lost write is caught up by the reconciler; the audit record says which
-changes were wanted and which were made.
+The SubjectAccessReview must come first (its answer decides whether the Deployment is
+converted at all), so it runs before the response with a bounded budget; the server-side
+applies do not change the answer, so they never delay it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
-import heapq
-import itertools
 import logging
-import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
-from webhook.core.admission import mark_refused
-from webhook.core.audit import WRITES_KIND, ChangeOutcome, DecisionFacts
+from webhook.core.admission import plan_without_writes
+from webhook.core.audit import DecisionFacts
 from webhook.core.errors import PolicyInvalid
 from webhook.core.keys import Keys
 from webhook.core.policy import Policy, policy_from_configmap
@@ -38,7 +31,6 @@ from webhook.core.review import (
     AdmissionRequest,
     AdmissionResponse,
     ClusterReader,
-    UserInfo,
     allowed,
     clip_warning,
     denied,
@@ -47,9 +39,12 @@ from webhook.core.review import (
     request_name,
     request_username,
 )
+from webhook.server.access_reviews import AccessReviews
+from webhook.server.audit_trail import AuditSink
 from webhook.server.metrics import Metrics
-from webhook.server.ports import AccessDecision, ClusterWriter
+from webhook.server.ports import ClusterWriter
 from webhook.server.settings import ServeSettings
+from webhook.server.write_worker import WriteJob, WriteWorker, change_outcome
 
 log = logging.getLogger(__name__)
 
@@ -62,308 +57,6 @@ class Decide(Protocol):
     def __call__(
         self, request: AdmissionRequest, reader: ClusterReader, policy: Policy, *, keys: Keys
     ) -> AdmissionPlan: ...
-
-
-class AuditSink(Protocol):
-    def record_on_loop(self, facts: DecisionFacts, *, kind: str = ...) -> asyncio.Future[None]:
-        """Queue a record (on the event loop); the future completes once it is written."""
-        ...
-
-    def record_nowait(self, facts: DecisionFacts, *, kind: str = ...) -> None:
-        """Queue a record (from any thread) and wait for nothing."""
-        ...
-
-
-def change_outcome(manifest: Mapping[str, Any], result: str) -> ChangeOutcome:
-    meta = manifest.get("metadata") or {}
-    return ChangeOutcome(
-        kind=str(manifest.get("kind", "")),
-        namespace=str(meta.get("namespace", "")),
-        name=str(meta.get("name", "")),
-        result=result,
-    )
-
-
-def _identity(user: UserInfo, namespace: str) -> tuple[object, ...]:
-    extra = user.get("extra", {})
-    return (
-        user.get("username", ""),
-        user.get("uid", ""),
-        tuple(sorted(user.get("groups", []))),
-        tuple(sorted((k, tuple(v)) for k, v in extra.items())),
-        namespace,
-    )
-
-
-class AccessReviews:
-    """SubjectAccessReviews off the event loop, with a short-lived cache.
-
-    The cache follows the API server's own webhook authorizer: allowed answers are kept
-    longer than denied ones, so a freshly granted RoleBinding takes effect quickly. A
-    review that fails or times out counts as "not allowed": the webhook never writes on
-    behalf of a user it could not check.
-    """
-
-    def __init__(
-        self,
-        writer: ClusterWriter,
-        *,
-        timeout: float,
-        metrics: Metrics,
-        allowed_ttl: float = 30.0,
-        denied_ttl: float = 10.0,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._writer = writer
-        self._timeout = timeout
-        self._metrics = metrics
-        self._ttl = {True: allowed_ttl, False: denied_ttl}
-        self._monotonic = monotonic
-        self._cache: dict[tuple[object, ...], tuple[float, AccessDecision]] = {}
-        # Threads of their own: slow writes must not hold up permission checks, which
-        # sit on the request path.
-        self._threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="access-review")
-
-    def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
-
-    async def check(self, user: UserInfo, namespace: str, *, budget: float) -> AccessDecision:
-        key = _identity(user, namespace)
-        now = self._monotonic()
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] > now:
-            self._metrics.access_reviews.labels("cached").inc()
-            return cached[1]
-        timeout = max(0.05, min(self._timeout, budget))
-        try:
-            call = functools.partial(
-                self._writer.may_create_rollouts, user, namespace, timeout=timeout
-            )
-            decision = await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(self._threads, call),
-                timeout=timeout,
-            )
-        except TimeoutError:
-            self._metrics.access_reviews.labels("error").inc()
-            return AccessDecision(False, f"the permission check timed out after {timeout:g}s")
-        except Exception as err:
-            self._metrics.access_reviews.labels("error").inc()
-            log.warning("SubjectAccessReview failed: %s", err)
-            return AccessDecision(False, f"the permission check failed ({type(err).__name__})")
-        self._metrics.access_reviews.labels("allowed" if decision.allowed else "denied").inc()
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key] = (now + self._ttl[decision.allowed], decision)
-        return decision
-
-
-@dataclass
-class WriteJob:
-    facts: DecisionFacts
-    changes: tuple[dict[str, Any], ...]
-    started: float
-    key: tuple[str, str, str]
-    """(kind, namespace, name) of the admitted object: jobs for one object run in order."""
-    await_stored: bool = False
-    """On CREATE: apply only once the admitted object is stored (seen by the watch)."""
-    replan: Callable[[], tuple[dict[str, Any], ...] | None] | None = None
-    """The same decision on the caches as they are when the writes are made (None: keep
-    ``changes``). Used after waiting for the object: objects created with it, such as its
-    Service, may have reached the caches meanwhile, and a Rollout planned without them would
-    overwrite the reconciler's, planned with them."""
-    waited: bool = False
-
-
-class WriteWorker:
-    """Applies the changes of admitted decisions, then audits what became of them.
-
-    Everything runs on the worker's own threads; the event loop's part of a decision's
-    writes is ``submit``, a few list operations under a lock. Jobs for different objects
-    run side by side (``parallel`` threads); jobs for the same object run in the order
-    they were admitted, so an older plan never overwrites a newer one. On CREATE a job
-    waits until the admitted object shows up in the cache: a later admission step may
-    still refuse it (the reason sideEffects is NoneOnDryRun and not None), and a Rollout
-    for a Deployment that never existed would be an orphan. A waiting job holds no
-    thread: it is put back with the time of its next look.
-
-    At most ``max_pending`` jobs wait (a job holds its manifests and the decision's facts,
-    10-20 KiB): 2,000 bound a stalled API server's backlog to some 40 MiB, and past them
-    a job's writes are skipped and left to the reconciler, which plans from the cluster.
-    """
-
-    def __init__(
-        self,
-        writer: ClusterWriter,
-        audit: AuditSink,
-        metrics: Metrics,
-        timeout: float,
-        *,
-        reader: ClusterReader | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
-        parallel: int = 4,
-        max_pending: int = 2_000,
-        poll_seconds: float = 0.1,
-    ) -> None:
-        self.writer = writer
-        self.audit = audit
-        self.metrics = metrics
-        self.timeout = timeout
-        self.reader = reader
-        self.monotonic = monotonic
-        self.parallel = parallel
-        self.max_pending = max_pending
-        self.poll_seconds = poll_seconds
-        self._lock = threading.Condition()
-        self._ready: collections.deque[WriteJob] = collections.deque()
-        """Jobs a thread may take now, in order."""
-        self._waiting: list[tuple[float, int, WriteJob]] = []
-        """A heap of jobs waiting for their object, by the time of their next look."""
-        self._looks = itertools.count()
-        self._later: dict[tuple[str, str, str], collections.deque[WriteJob]] = {}
-        """Per object with a job in progress: its next jobs, in admission order."""
-        self._pending = 0
-        self._closed = False
-        self._threads: list[threading.Thread] = []
-
-    def qsize(self) -> int:
-        with self._lock:
-            return self._pending
-
-    def start(self) -> None:
-        for number in range(self.parallel):
-            thread = threading.Thread(target=self._work, name=f"apply-{number}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    async def run(self) -> None:
-        """Start the threads (a background coroutine of the app, like the others)."""
-        self.start()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._lock.notify_all()
-
-    def submit(self, job: WriteJob) -> None:
-        """Queue a job; when the API server has been failing long enough for the queue to
-        fill, the job's writes are skipped at once (the reconciler makes them later)."""
-        with self._lock:
-            full = self._pending >= self.max_pending
-            if not full:
-                self._pending += 1
-                self.metrics.write_jobs_pending.set(self._pending)
-                if job.key in self._later:
-                    self._later[job.key].append(job)
-                else:
-                    self._later[job.key] = collections.deque()
-                    self._ready.append(job)
-                    self._lock.notify()
-        if full:
-            self.metrics.cluster_writes.labels("*", "skipped").inc()
-            self._skip(job, f"{self.max_pending} writes already waiting; left to the reconciler")
-
-    def _skip(self, job: WriteJob, why: str) -> None:
-        """Audit the job's writes as skipped, and make none of them."""
-        skipped = tuple(change_outcome(m, f"skipped: {why}") for m in job.changes)
-        self.audit.record_nowait(replace(job.facts, changes_made=skipped), kind=WRITES_KIND)
-        job.changes = ()
-
-    def _take(self) -> WriteJob | None:
-        """The next job whose time has come (None once closed), waiting as long as needed."""
-        with self._lock:
-            while not self._closed:
-                now = self.monotonic()
-                while self._waiting and self._waiting[0][0] <= now:
-                    self._ready.append(heapq.heappop(self._waiting)[2])
-                if self._ready:
-                    return self._ready.popleft()
-                soonest = self._waiting[0][0] if self._waiting else None
-                self._lock.wait(None if soonest is None else max(0.001, soonest - now))
-            return None
-
-    def _done(self, job: WriteJob) -> None:
-        with self._lock:
-            self._pending -= 1
-            self.metrics.write_jobs_pending.set(self._pending)
-            following = self._later[job.key]
-            if following:
-                self._ready.append(following.popleft())
-                self._lock.notify()
-            else:
-                del self._later[job.key]
-            self._lock.notify_all()  # drain() may be waiting
-
-    def _work(self) -> None:
-        while (job := self._take()) is not None:
-            try:
-                if not self._stored(job):
-                    job.waited = True
-                    with self._lock:  # not yet: look again later, holding no thread
-                        look = self.monotonic() + self.poll_seconds
-                        heapq.heappush(self._waiting, (look, next(self._looks), job))
-                        self._lock.notify()
-                    continue
-                self._apply(job)
-            except Exception:
-                log.exception("write job for %s failed", "/".join(job.key))
-            self._done(job)
-
-    def _stored(self, job: WriteJob) -> bool:
-        """True to go ahead; False to look again later. Past the timeout the job's writes
-        are skipped and audited, and it counts as done."""
-        if not job.await_stored or self.reader is None or self.reader.get(*job.key) is not None:
-            return True
-        if self.monotonic() - job.started < self.timeout:
-            return False
-        kind, namespace, name = job.key
-        self._skip(
-            job,
-            f"{kind} {namespace}/{name} was not stored within {self.timeout:g}s "
-            "(refused by a later admission step?)",
-        )
-        return True
-
-    def _apply(self, job: WriteJob) -> None:
-        """Each change in turn (each bounded by the writer's own timeout), then the record
-        of what became of them."""
-        if not job.changes:
-            return
-        changes = job.changes
-        if job.waited and job.replan is not None:
-            try:
-                changes = job.replan() or changes
-            except Exception:
-                log.exception("re-planning the writes for %s failed", "/".join(job.key))
-        made: list[ChangeOutcome] = []
-        for manifest in changes:
-            kind = str(manifest.get("kind", ""))
-            try:
-                self.writer.apply(manifest, timeout=self.timeout)
-            except Exception as err:
-                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-                made.append(change_outcome(manifest, f"failed: {reason}"))
-                self.metrics.cluster_writes.labels(kind, "failed").inc()
-                log.warning("apply of %s failed: %s", kind, reason)
-            else:
-                made.append(change_outcome(manifest, "applied"))
-                self.metrics.cluster_writes.labels(kind, "applied").inc()
-        self.audit.record_nowait(replace(job.facts, changes_made=tuple(made)), kind=WRITES_KIND)
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until every submitted job is done (or the timeout passes)."""
-        deadline = self.monotonic() + timeout
-        with self._lock:
-            while self._pending:
-                left = deadline - self.monotonic()
-                if left <= 0:
-                    return False
-                self._lock.wait(left)
-            return True
-
-    async def drain(self, timeout: float) -> None:
-        idle = await asyncio.get_running_loop().run_in_executor(None, self.wait_idle, timeout)
-        if not idle:
-            log.warning("%d write job(s) not finished at shutdown", self.qsize())
 
 
 class AdmissionEngine:
@@ -432,7 +125,7 @@ class AdmissionEngine:
             remaining = budget - (self.monotonic() - started) - 0.1
             access = await self.access.check(user, namespace, budget=remaining)
             if not access.allowed:
-                plan = self._without_writes(request, plan, access.reason)
+                plan = plan_without_writes(request, plan, access.reason, keys=self.keys)
         patch = patch_for(request, plan)
         response = allowed(
             request["uid"],
@@ -443,37 +136,6 @@ class AdmissionEngine:
         written = self._finish("mutate", request, plan, policy, patch, response, started)
         await self.recorded(written, self.left(started, budget))
         return response
-
-    def _without_writes(
-        self, request: AdmissionRequest, plan: AdmissionPlan, why: str
-    ) -> AdmissionPlan:
-        """The plan for a user who may not create Rollouts: nothing written for them.
-
-        A new conversion is not made at all: the Deployment is admitted as sent. An
-        object that belongs to a conversion someone allowed earlier (an HPA or route of a
-        converted Deployment, an update of a converted Deployment) keeps its patch, which
-        only holds the conversion in place, since dropping it would leave the Deployment
-        and the Rollout both running pods (argo-rollouts#4935); only the writes go, and
-        the reconciler makes them under its own name.
-        """
-        who = request_username(request) or "?"
-        namespace = request.get("namespace", "")
-        denial = f"{who} may not create rollouts.argoproj.io in namespace {namespace} ({why})"
-        old = request.get("oldObject") or {}
-        already = bool(
-            ((old.get("metadata") or {}).get("annotations") or {}).get(self.keys.rollout_name)
-        )
-        if request_kind(request) == "Deployment" and not already:
-            refused = plan.unconverted("refuse", denial, f"not converted: {denial}")
-            obj = request.get("object") or {}
-            marker = f"{who} may not create rollouts.argoproj.io"
-            return replace(refused, mutated=mark_refused(obj, marker, keys=self.keys))
-        return replace(
-            plan,
-            reason=f"{plan.reason}; no changes written: {denial}",
-            changes=(),
-            warnings=(*plan.warnings, f"no changes written on your behalf: {denial}"),
-        )
 
     def _plan(self, request: AdmissionRequest, policy: Policy | None) -> AdmissionPlan:
         user = request_username(request)
