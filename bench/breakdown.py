@@ -44,7 +44,7 @@ from webhook.core.audit import DecisionFacts, build_record, canonical_json, reco
 from webhook.core.keys import DEFAULT_KEYS
 from webhook.core.policy import builtin_policy
 from webhook.core.review import parse_review, patch_for
-from webhook.server.ports import MemoryClusterView
+from webhook.kube.view import MemoryClusterView
 
 CASES = {"baseline": "/baseline", "not-opted-in": "/mutate", "convert": "/mutate"}
 

@@ -36,11 +36,12 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from bench.fixtures import cluster_objects
+from webhook.core.cluster import AccessDecision
 from webhook.core.policy import builtin_policy
 from webhook.core.review import UserInfo
 from webhook.kube.cluster import freeze_caches
+from webhook.kube.view import MemoryClusterView
 from webhook.server.policy_state import PolicyState
-from webhook.server.ports import AccessDecision, MemoryClusterView
 from webhook.server.runner import Server, build_server, uvicorn_config
 from webhook.server.settings import ServeSettings
 

@@ -17,7 +17,7 @@ from webhook.core.admission import decide_mutation
 from webhook.core.keys import DEFAULT_KEYS
 from webhook.core.policy import builtin_policy
 from webhook.core.review import parse_review
-from webhook.server.ports import MemoryClusterView
+from webhook.kube.view import MemoryClusterView
 
 
 def test_each_service_is_cached_converted_with_its_neighbours() -> None:

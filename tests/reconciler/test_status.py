@@ -8,8 +8,8 @@ from tests.reconciler.fake import FakeAPI
 from tests.unit.builders import deployment, hpa, httproute, opted_in, service
 from webhook.cli.status import _table, service_rows
 from webhook.core.policy import builtin_policy
+from webhook.kube.resources import CACHED_KINDS
 from webhook.reconciler.controller import Reconciler
-from webhook.server.ports import CACHED_KINDS
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 

@@ -27,9 +27,10 @@ import uvicorn
 
 from certs import pki
 from certs.files import write_bundle_dir
+from webhook.core.cluster import AccessDecision
 from webhook.core.review import UserInfo, apply_patch, decode_patch
+from webhook.kube.view import MemoryClusterView
 from webhook.server.policy_state import PolicyState
-from webhook.server.ports import AccessDecision, MemoryClusterView
 from webhook.server.runner import Server, build_server, uvicorn_config
 from webhook.server.settings import ServeSettings
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from tests.server.conftest import FakeCluster, Running, admission_request, deployment, serve
+from webhook.kube.view import MemoryClusterView
 from webhook.server.policy_state import PolicyState
-from webhook.server.ports import MemoryClusterView
 
 MIB = 1024 * 1024
 

@@ -17,9 +17,9 @@ from webhook.kube.cache import Reflector
 from webhook.kube.cluster import PolicyStore, ViewStore
 from webhook.kube.http import KubeError
 from webhook.kube.resources import DEPLOYMENT, HTTPROUTE, resource_for
+from webhook.kube.view import MemoryClusterView
 from webhook.kube.writer import ClusterAdapter, access_review_body, apply_body
 from webhook.server.policy_state import PolicyState
-from webhook.server.ports import MemoryClusterView
 
 
 def dep(name: str, rv: str, namespace: str = "shop") -> dict[str, Any]:

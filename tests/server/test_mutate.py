@@ -18,7 +18,7 @@ from tests.server.conftest import (
     service,
 )
 from webhook.core.review import MAX_WARNING_LENGTH, UserInfo, apply_patch, decode_patch
-from webhook.server.ports import MemoryClusterView
+from webhook.kube.view import MemoryClusterView
 
 KEY = "rollout-webhook.io/"
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.core.audit import DecisionFacts
+from webhook.kube.view import MemoryClusterView
 from webhook.server.metrics import Metrics
-from webhook.server.ports import MemoryClusterView
 from webhook.server.write_worker import WriteJob, WriteWorker
 
 

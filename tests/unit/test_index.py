@@ -14,7 +14,7 @@ from webhook.core.convert import plan_conversion
 from webhook.core.index import index_keys
 from webhook.core.keys import Keys
 from webhook.core.policy import builtin_policy
-from webhook.server.ports import MemoryClusterView
+from webhook.kube.view import MemoryClusterView
 
 NS = "prod"
 NAMES = st.sampled_from(["web", "api", "web-canary", "db", "x"])

@@ -9,9 +9,9 @@ from typing import Any
 import yaml
 
 from webhook.cli.errors import UsageError
+from webhook.cli.manifests import ManifestError, load_single_document
 from webhook.core.errors import PolicyInvalid
 from webhook.core.policy import Policy, builtin_policy, policy_from_document
-from webhook.manifests import ManifestError, load_single_document
 
 
 def load_policy(path: str | None) -> Policy:

@@ -15,9 +15,9 @@ from typing import Any
 
 from webhook.cli.common import load_policy, render
 from webhook.cli.errors import UsageError
+from webhook.cli.manifests import ManifestError, load_manifests
 from webhook.core.convert import Neighbours, plan_conversion
 from webhook.core.keys import DEFAULT_KEYS
-from webhook.manifests import ManifestError, load_manifests
 
 Key = tuple[str, str, str]  # kind, namespace, name
 

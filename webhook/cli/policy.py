@@ -8,9 +8,9 @@ from typing import Any
 
 from webhook.cli.common import dump_yaml, load_policy
 from webhook.cli.errors import UsageError
+from webhook.cli.manifests import ManifestError, load_single_document
 from webhook.core.errors import PolicyInvalid
 from webhook.core.policy import Policy, policy_from_document
-from webhook.manifests import ManifestError, load_single_document
 
 
 def register(subparsers: Any) -> None:

@@ -26,7 +26,8 @@ from webhook.core.policy import Policy, builtin_policy, policy_from_configmap
 from webhook.core.reconcile import Emit, plan_reconcile
 from webhook.core.routes import httproute_references, virtualservice_references
 from webhook.core.selection import resolve_opt_in
-from webhook.server.ports import CACHED_KINDS, MemoryClusterView
+from webhook.kube.resources import CACHED_KINDS
+from webhook.kube.view import MemoryClusterView
 
 
 def register(subparsers: Any) -> None:

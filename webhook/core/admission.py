@@ -20,20 +20,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
+from webhook.core.cluster import ClusterLister, ClusterReader
 from webhook.core.convert import Conversion, Neighbours, plan_conversion
 from webhook.core.hpa import retarget_hpa, targets
 from webhook.core.index import backend_keys, selecting_keys, target_key
 from webhook.core.keys import Keys
 from webhook.core.objects import Obj, annotations_of, json_copy, name_of, pod_labels
 from webhook.core.policy import Policy
-from webhook.core.review import (
-    AdmissionPlan,
-    AdmissionRequest,
-    ClusterLister,
-    ClusterReader,
-    request_kind,
-    request_username,
-)
+from webhook.core.review import AdmissionPlan, AdmissionRequest, request_kind, request_username
 from webhook.core.routes import httproute_references, virtualservice_references
 from webhook.core.services import selects_pods
 

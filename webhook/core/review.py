@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, NotRequired, Protocol, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import jsonpatch
 
@@ -74,24 +74,6 @@ class AdmissionReviewResponse(TypedDict):
     apiVersion: str
     kind: str
     response: AdmissionResponse
-
-
-class ClusterLister(Protocol):
-    """Cached objects, by kind: what the reconciler's planning reads."""
-
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-
-    def list(self, kind: str, namespace: str) -> tuple[dict[str, Any], ...]: ...
-
-
-class ClusterReader(ClusterLister, Protocol):
-    """What the admission decision may read of the cluster: cached objects, by kind, and
-    by index key."""
-
-    def indexed(self, kind: str, namespace: str, keys: Iterable[str]) -> tuple[dict[str, Any], ...]:
-        """Objects of a kind in a namespace kept under any of these ``webhook.core.index``
-        keys (a superset of what matches; the caller applies its own tests)."""
-        ...
 
 
 Decision = Literal["convert", "skip", "refuse", "error", "allow", "deny"]

@@ -5,19 +5,56 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
 from certs.kube import load_api_client
 from webhook.kube.cache import Reflector
 from webhook.kube.http import KubeHttp
 from webhook.kube.resources import CACHED, CONFIGMAP, Resource
+from webhook.kube.view import MemoryClusterView
 from webhook.kube.writer import ClusterAdapter
-from webhook.server.policy_state import PolicyState
-from webhook.server.ports import MemoryClusterView
-from webhook.server.settings import ServeSettings
 
 log = logging.getLogger(__name__)
+
+
+class ClusterSettings(Protocol):
+    """What connecting needs of the server's settings (``ServeSettings`` has it all)."""
+
+    @property
+    def kubeconfig(self) -> Path | None: ...
+
+    @property
+    def in_cluster(self) -> bool: ...
+
+    @property
+    def field_manager(self) -> str:
+        """The server-side-apply field manager of every write."""
+        ...
+
+    @property
+    def namespace(self) -> str:
+        """The webhook's own namespace, where the policy ConfigMap lives."""
+        ...
+
+    @property
+    def policy_configmap(self) -> str: ...
+
+
+class PolicySink(Protocol):
+    """Where the policy ConfigMap's watch delivers what it sees (the server's policy state)."""
+
+    @property
+    def loaded(self) -> bool: ...
+
+    def apply_configmap(self, configmap: Mapping[str, Any]) -> bool:
+        """Take the policy from an added or changed ConfigMap; False when it is refused."""
+        ...
+
+    def configmap_absent(self, *, deleted: bool) -> None:
+        """No ConfigMap (never created, or deleted): the built-in policy applies."""
+        ...
 
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -63,7 +100,7 @@ class ViewStore:
 class PolicyStore:
     """The policy ConfigMap's watch feeds the policy state, not the view."""
 
-    def __init__(self, state: PolicyState) -> None:
+    def __init__(self, state: PolicySink) -> None:
         self.state = state
         self.present = False
 
@@ -96,7 +133,7 @@ def freeze_caches() -> None:
 
 
 class Cluster:
-    def __init__(self, http: KubeHttp, settings: ServeSettings) -> None:
+    def __init__(self, http: KubeHttp, settings: ClusterSettings) -> None:
         self.http = http
         self.settings = settings
         self.view = MemoryClusterView(synced=False)
@@ -113,7 +150,7 @@ class Cluster:
                 log.info("caches synced")
                 freeze_caches()
 
-    def start(self, policy: PolicyState | None) -> None:
+    def start(self, policy: PolicySink | None) -> None:
         """Start every watch; with a policy state, also watch the policy ConfigMap."""
         for resource in CACHED:
             self.reflectors.append(
@@ -143,7 +180,7 @@ class Cluster:
             reflector.stop()
 
 
-def connect(settings: ServeSettings) -> Cluster:
+def connect(settings: ClusterSettings) -> Cluster:
     """A Cluster from --kubeconfig or the Pod's service account; nothing is called yet."""
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
     return Cluster(KubeHttp(load_api_client(kubeconfig, settings.in_cluster)), settings)

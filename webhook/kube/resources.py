@@ -44,6 +44,9 @@ VIRTUALSERVICE = Resource(
 CACHED = (NAMESPACE, DEPLOYMENT, SERVICE, HPA, HTTPROUTE, VIRTUALSERVICE, ROLLOUT)
 """What the admission path reads: every kind a decision looks at, watched cluster-wide."""
 
+CACHED_KINDS = tuple(r.kind for r in CACHED)
+"""The kinds the caches hold, by the names the decisions use."""
+
 BY_KIND = {r.kind: r for r in (*CACHED, CONFIGMAP)}
 
 

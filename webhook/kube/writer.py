@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from webhook.core.cluster import AccessDecision
 from webhook.core.review import UserInfo
 from webhook.kube.http import KubeHttp
 from webhook.kube.resources import resource_for
-from webhook.server.ports import AccessDecision
 
 SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -74,7 +74,8 @@ def access_review_body(user: UserInfo, namespace: str) -> dict[str, Any]:
 
 
 class ClusterAdapter:
-    """``ClusterWriter`` over the API server (blocking calls: never on the event loop)."""
+    """``webhook.core.cluster.ClusterWriter`` over the API server (blocking calls: never on
+    the event loop)."""
 
     def __init__(self, http: KubeHttp, *, field_manager: str) -> None:
         self.http = http

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from webhook.core.admission import neighbours_of
 from webhook.core.audit import ChangeOutcome, DecisionFacts
+from webhook.core.cluster import ClusterLister
 from webhook.core.keys import DEFAULT_KEYS, Keys
 from webhook.core.objects import labels_of, name_of, namespace_of, spec_of
 from webhook.core.policy import Policy
@@ -45,12 +46,6 @@ Key = tuple[str, str]  # namespace, Deployment name
 WRITE_TIMEOUT = 10.0
 EXPECTATION_SECONDS = 5.0
 RECONCILER_USER = "rollout-webhook:reconciler"
-
-
-class View(Protocol):
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-
-    def list(self, kind: str, namespace: str) -> tuple[dict[str, Any], ...]: ...
 
 
 class ReconcileWriter(Protocol):
@@ -113,7 +108,7 @@ def _describe(action: Action) -> tuple[str, str, str, str]:
 class Reconciler:
     def __init__(
         self,
-        view: View,
+        view: ClusterLister,
         policy: Callable[[], Policy | None],
         writer: ReconcileWriter,
         *,

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from webhook.core.cluster import AccessDecision, ClusterWriter
 from webhook.core.review import UserInfo
 from webhook.server.metrics import Metrics
-from webhook.server.ports import AccessDecision, ClusterWriter
 
 log = logging.getLogger(__name__)
 

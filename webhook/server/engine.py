@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from webhook.core.admission import plan_without_writes
 from webhook.core.audit import DecisionFacts
+from webhook.core.cluster import ClusterReader, ClusterWriter
 from webhook.core.errors import PolicyInvalid
 from webhook.core.keys import Keys
 from webhook.core.policy import Policy, policy_from_configmap
@@ -30,7 +31,6 @@ from webhook.core.review import (
     AdmissionPlan,
     AdmissionRequest,
     AdmissionResponse,
-    ClusterReader,
     allowed,
     clip_warning,
     denied,
@@ -42,7 +42,6 @@ from webhook.core.review import (
 from webhook.server.access_reviews import AccessReviews
 from webhook.server.audit_trail import AuditSink
 from webhook.server.metrics import Metrics
-from webhook.server.ports import ClusterWriter
 from webhook.server.settings import ServeSettings
 from webhook.server.write_worker import WriteJob, WriteWorker, change_outcome
 

@@ -13,12 +13,12 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from certs.leader import DEFAULT_LEASE_DURATION, KubeLeaseAPI, LeaseElector, LeaseRef
 from certs.rotation import default_identity
 from webhook.core.keys import Keys
 from webhook.kube.actions import ReconcileAdapter
+from webhook.kube.cluster import Cluster
 from webhook.reconciler.controller import Reconciler
 from webhook.server.audit_trail import AuditTrail
 from webhook.server.policy_state import PolicyState
@@ -74,7 +74,7 @@ class LeaderLoop:
 
 
 def start_reconciler(
-    settings: ServeSettings, cluster: Any, policy: PolicyState, audit: AuditTrail
+    settings: ServeSettings, cluster: Cluster, policy: PolicyState, audit: AuditTrail
 ) -> Callable[[], None]:
     """Start the Lease loop and the reconciler on ``cluster``'s caches; returns the stop."""
     elector = LeaseElector(

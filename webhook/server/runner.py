@@ -15,30 +15,30 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI
 
 from certs.files import write_localhost_bundle
 from webhook.core.admission import decide_mutation
+from webhook.core.cluster import ClusterWriter
 from webhook.core.errors import PolicyInvalid
 from webhook.core.policy import Policy, builtin_policy, load_yaml, policy_from_document
+from webhook.kube.view import MemoryClusterView
 from webhook.server.app import ServerParts, create_app
 from webhook.server.audit_trail import AuditTrail
 from webhook.server.engine import AdmissionEngine
 from webhook.server.memory import tune_allocator
 from webhook.server.metrics import Metrics
 from webhook.server.policy_state import PolicyState
-from webhook.server.ports import ClusterWriter, MemoryClusterView
 from webhook.server.settings import ServeSettings
 from webhook.server.tls import CertificateError, CertificatePair, ReloadingCertificate
 
+if TYPE_CHECKING:
+    from webhook.kube.cluster import Cluster
+
 log = logging.getLogger(__name__)
-
-
-def _always() -> bool:
-    return True
 
 
 class StartupError(Exception):
@@ -81,21 +81,40 @@ class Server:
                 log.exception("shutdown step failed")
 
 
+class WatchedCluster(Protocol):
+    """The cluster `serve` runs on: ``webhook.kube.cluster.Cluster``, or an in-memory
+    double (tests, benchmarks) with the same caches and a writer of its own."""
+
+    @property
+    def view(self) -> MemoryClusterView:
+        """The caches the watches keep current (``synced()`` once each has listed)."""
+        ...
+
+    @property
+    def writer(self) -> ClusterWriter: ...
+
+    def start(self, policy: PolicyState | None) -> None:
+        """Start the watches; with a policy state, also the policy ConfigMap's."""
+        ...
+
+    def stop(self) -> None: ...
+
+
 def build_server(
     settings: ServeSettings,
     *,
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-    audit_stream: Any = None,
-    cluster: Any = None,
+    audit_stream: IO[str] | None = None,
+    cluster: WatchedCluster | None = None,
 ) -> Server:
     """Build the server; raises StartupError for anything the operator must fix.
 
     Whatever was made before the error (a temporary certificate, watch threads) is
     undone before it is raised.
 
-    ``cluster`` is a ``webhook.kube.cluster.Cluster`` (or a test double with the same
-    shape: ``view``, ``writer``, ``start(policy_state)``, ``stop()``); without one, and
-    without --kubeconfig / --in-cluster, the server reads an empty view and writes nothing.
+    Without ``cluster``, and without --kubeconfig / --in-cluster, the server reads an
+    empty view and writes nothing. The reconciler and --rotate-certs need the API
+    connection of a ``webhook.kube.cluster.Cluster``.
     """
     tune_allocator()
     cleanups: list[Callable[[], None]] = []
@@ -110,40 +129,108 @@ def build_server(
 def _build(
     settings: ServeSettings,
     clock: Callable[[], dt.datetime],
-    audit_stream: Any,
-    cluster: Any,
+    audit_stream: IO[str] | None,
+    cluster: WatchedCluster | None,
     cleanups: list[Callable[[], None]],
 ) -> Server:
     metrics = Metrics()
-
     # Cluster first (nothing is called yet): the certificate may come from it.
     if cluster is None and settings.has_cluster:
-        from webhook.kube.cluster import connect  # the kubernetes client only when needed
+        cluster = _connect(settings)
+    certificate = _load_certificate(
+        settings, _cert_dir(settings, cluster, clock, cleanups), metrics
+    )
+    policy_state = _policy_state(settings, metrics, with_cluster=cluster is not None)
 
-        try:
-            cluster = connect(settings)
-        except Exception as err:  # the client raises several types for a bad config
-            where = "--in-cluster" if settings.in_cluster else f"--kubeconfig {settings.kubeconfig}"
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise StartupError(f"{where}: {message}") from None
+    # Cluster: watch-fed caches and the writer, or an empty view and no writes.
+    view = MemoryClusterView() if cluster is None else cluster.view
+    if cluster is not None:
+        cluster.start(policy_state if settings.policy_file is None else None)
+        cleanups.append(cluster.stop)
 
-    # Certificate: the directory given (kept current by the rotation loop with
-    # --rotate-certs), else a self-signed localhost bundle made now.
+    try:
+        audit = AuditTrail(file=settings.audit_file, stream=audit_stream, clock=clock)
+    except OSError as err:
+        raise StartupError(f"--audit-file {settings.audit_file}: {err.strerror}") from None
+    cleanups.append(audit.close)
+
+    if settings.reconcile and settings.has_cluster:
+        connection = _api_connection(cluster)
+        if connection is not None:
+            from webhook.server.reconciling import start_reconciler
+
+            cleanups.append(start_reconciler(settings, connection, policy_state, audit))
+
+    engine = AdmissionEngine(
+        settings=settings,
+        reader=view,
+        policy=lambda: policy_state.current,
+        decide=decide_mutation,
+        audit=audit,
+        metrics=metrics,
+        writer=None if cluster is None else cluster.writer,
+    )
+    cleanups.append(engine.close)
+    parts = ServerParts(
+        engine=engine,
+        metrics=metrics,
+        certificate_loaded=lambda: certificate.current is not None,
+        policy_loaded=lambda: policy_state.loaded,
+        caches_synced=view.synced,
+        background=[certificate.poll_forever],
+    )
+    return _assemble(parts, settings, certificate, audit, cleanups)
+
+
+def _connect(settings: ServeSettings) -> Cluster:
+    from webhook.kube.cluster import connect  # the kubernetes client only when needed
+
+    try:
+        return connect(settings)
+    except Exception as err:  # the client raises several types for a bad config
+        where = "--in-cluster" if settings.in_cluster else f"--kubeconfig {settings.kubeconfig}"
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise StartupError(f"{where}: {message}") from None
+
+
+def _api_connection(cluster: WatchedCluster | None) -> Cluster | None:
+    """The cluster as the Lease-led jobs need it (an API client, the watch listeners):
+    None for an in-memory double."""
+    if cluster is None:
+        return None
+    from webhook.kube.cluster import Cluster
+
+    return cluster if isinstance(cluster, Cluster) else None
+
+
+def _cert_dir(
+    settings: ServeSettings,
+    cluster: WatchedCluster | None,
+    clock: Callable[[], dt.datetime],
+    cleanups: list[Callable[[], None]],
+) -> Path:
+    """The certificate directory: the one given (kept current by the rotation loop with
+    --rotate-certs), else a self-signed localhost bundle made now."""
     cert_dir = settings.cert_dir
     if settings.rotate_certs:
-        if cluster is None or cert_dir is None:
+        connection = _api_connection(cluster)
+        if connection is None or cert_dir is None:
             raise StartupError("--rotate-certs needs a cluster and a writable --cert-dir")
-        cleanups.append(start_rotation(settings, cluster, cert_dir))
-    if cert_dir is None:
-        paths = write_localhost_bundle(clock())
-        cert_dir = paths.directory
-        temp_dir = cert_dir
-        cleanups.append(lambda: shutil.rmtree(temp_dir, ignore_errors=True))
-        log.info(
-            "no --cert-dir: self-signed certificate for localhost and 127.0.0.1; clients trust %s",
-            paths.ca,
-        )
+        cleanups.append(start_rotation(settings, connection, cert_dir))
+    if cert_dir is not None:
+        return cert_dir
+    paths = write_localhost_bundle(clock())
+    cleanups.append(lambda: shutil.rmtree(paths.directory, ignore_errors=True))
+    log.info(
+        "no --cert-dir: self-signed certificate for localhost and 127.0.0.1; clients trust %s",
+        paths.ca,
+    )
+    return paths.directory
 
+
+def _load_certificate(
+    settings: ServeSettings, cert_dir: Path, metrics: Metrics
+) -> ReloadingCertificate:
     def certificate_loaded(pair: CertificatePair) -> None:
         metrics.certificate_expiry.set(pair.not_after.timestamp())
         metrics.certificate_reloads.labels("loaded").inc()
@@ -158,54 +245,28 @@ def _build(
         certificate.load()
     except CertificateError as err:
         raise StartupError(f"--cert-dir {err}") from None
+    return certificate
 
-    # Policy: a fixed file; else (with a cluster) the watched ConfigMap; else built-in.
+
+def _policy_state(settings: ServeSettings, metrics: Metrics, *, with_cluster: bool) -> PolicyState:
+    """A fixed file; else (with a cluster) the watched ConfigMap; else the built-in policy."""
     policy_state = PolicyState(on_reload=lambda result: metrics.policy_reloads.labels(result).inc())
     if settings.policy_file is not None:
         policy_state.set(load_policy_file(settings.policy_file))
-    elif cluster is None:
+    elif not with_cluster:
         policy_state.set(builtin_policy())
+    return policy_state
 
-    # Cluster: watch-fed caches and the writer, or an empty view and no writes.
-    view: Any = MemoryClusterView()
-    writer: ClusterWriter | None = None
-    caches_synced: Callable[[], bool] = _always
-    if cluster is not None:
-        view = cluster.view
-        writer = cluster.writer
-        caches_synced = view.synced
-        cluster.start(policy_state if settings.policy_file is None else None)
-        cleanups.append(cluster.stop)
 
-    try:
-        audit = AuditTrail(file=settings.audit_file, stream=audit_stream, clock=clock)
-    except OSError as err:
-        raise StartupError(f"--audit-file {settings.audit_file}: {err.strerror}") from None
-    cleanups.append(audit.close)
-
-    if cluster is not None and settings.reconcile and settings.has_cluster:
-        from webhook.server.reconciling import start_reconciler
-
-        cleanups.append(start_reconciler(settings, cluster, policy_state, audit))
-
-    engine = AdmissionEngine(
-        settings=settings,
-        reader=view,
-        policy=lambda: policy_state.current,
-        decide=decide_mutation,
-        audit=audit,
-        metrics=metrics,
-        writer=writer,
-    )
-    cleanups.append(engine.close)
-    parts = ServerParts(
-        engine=engine,
-        metrics=metrics,
-        certificate_loaded=lambda: certificate.current is not None,
-        policy_loaded=lambda: policy_state.loaded,
-        caches_synced=caches_synced,
-        background=[certificate.poll_forever],
-    )
+def _assemble(
+    parts: ServerParts,
+    settings: ServeSettings,
+    certificate: ReloadingCertificate,
+    audit: AuditTrail,
+    cleanups: list[Callable[[], None]],
+) -> Server:
+    """The app around the engine, and the server that closes everything at shutdown."""
+    engine, metrics = parts.engine, parts.metrics
     if engine.worker is not None:
         worker = engine.worker
         parts.background.append(worker.run)
@@ -221,7 +282,7 @@ def _build(
     return server
 
 
-def start_rotation(settings: ServeSettings, cluster: Any, cert_dir: Path) -> Callable[[], None]:
+def start_rotation(settings: ServeSettings, cluster: Cluster, cert_dir: Path) -> Callable[[], None]:
     """Run the certificate rotation loop of the certs package; returns its stop.
 
     One pass runs before serving, so a first start with an empty directory bootstraps

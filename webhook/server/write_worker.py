@@ -20,10 +20,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from webhook.core.audit import WRITES_KIND, ChangeOutcome, DecisionFacts
-from webhook.core.review import ClusterReader
+from webhook.core.cluster import ClusterReader, ClusterWriter
 from webhook.server.audit_trail import AuditSink
 from webhook.server.metrics import Metrics
-from webhook.server.ports import ClusterWriter
 
 log = logging.getLogger(__name__)
 

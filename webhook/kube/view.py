@@ -1,67 +1,17 @@
-"""The small interfaces between the admission server and the cluster.
+"""The in-memory view of the cluster that the watches keep current.
 
-The server reads the cluster only through ``ClusterView`` (in-memory caches a watch
-keeps current; reads never block) and writes only through ``ClusterWriter`` (blocking
-calls, made off the event loop). Tests pass in-memory fakes of both; production passes
-``webhook.kube`` adapters.
+Every replica's admission path, the reconciler and ``status`` read the cluster through
+it: reads take a lock for a dictionary lookup and never wait on the API server. It
+satisfies ``webhook.core.cluster.ClusterReader``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from webhook.core.index import NO_KEYS, index_keys
-from webhook.core.review import UserInfo
-
-# The kinds the caches hold, keyed by the names the decision code uses.
-CACHED_KINDS = (
-    "Namespace",
-    "Deployment",
-    "Service",
-    "HorizontalPodAutoscaler",
-    "HTTPRoute",
-    "VirtualService",
-    "Rollout",
-)
-
-
-class ClusterView(Protocol):
-    """Read-only, non-blocking views of cached objects."""
-
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """One object (``namespace`` is "" for cluster-scoped kinds)."""
-        ...
-
-    def list(self, kind: str, namespace: str) -> tuple[dict[str, Any], ...]:
-        """Every cached object of a kind in a namespace ("": in every namespace)."""
-        ...
-
-    def synced(self) -> bool:
-        """True once every cache has completed its first list."""
-        ...
-
-
-@dataclass(frozen=True)
-class AccessDecision:
-    allowed: bool
-    reason: str
-
-
-class ClusterWriter(Protocol):
-    """Blocking calls to the API server: never call them on the event loop."""
-
-    def may_create_rollouts(
-        self, user: UserInfo, namespace: str, *, timeout: float
-    ) -> AccessDecision:
-        """A SubjectAccessReview: may this user create rollouts.argoproj.io here?"""
-        ...
-
-    def apply(self, manifest: Mapping[str, Any], *, timeout: float) -> None:
-        """Server-side apply with the product's one field manager; raises on failure."""
-        ...
 
 
 class MemoryClusterView:
