@@ -18,7 +18,7 @@ NAMES = ["--service", "rollout-webhook", "--namespace", "rollout-system"]
 @pytest.fixture(autouse=True)
 def only_certs_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     # Other command modules are built in parallel; these tests need only this one.
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("certs.cli",))
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("webhook.cli.certs",))
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

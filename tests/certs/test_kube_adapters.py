@@ -179,7 +179,7 @@ def kubeconfig(tmp_path: Path, url: str) -> str:
 
 @pytest.fixture
 def certs_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("certs.cli",))
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("webhook.cli.certs",))
 
 
 CLI = ["certs", "bootstrap", "--namespace", NAMESPACE, "--service", SERVICE]

@@ -348,7 +348,7 @@ def test_cli_bootstrap_rotate_check(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("certs.cli",))
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("webhook.cli.certs",))
     secret = f"cli-{uuid.uuid4().hex[:6]}"
     common = [
         "--namespace",

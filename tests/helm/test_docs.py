@@ -27,7 +27,7 @@ PAGES = [
 MODULES = (
     "webhook.cli.convert",
     "webhook.cli.policy",
-    "certs.cli",
+    "webhook.cli.certs",
     "webhook.cli.serve",
     "webhook.cli.audit",
     "webhook.cli.status",

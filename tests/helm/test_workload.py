@@ -16,7 +16,7 @@ from tests.helm.conftest import NAMESPACE, RELEASE, Render, all_of, find
 from webhook.cli.main import build_parser
 from webhook.server.metrics import Metrics
 
-CLI_MODULES = ("webhook.cli.policy", "certs.cli", "webhook.cli.serve")
+CLI_MODULES = ("webhook.cli.policy", "webhook.cli.certs", "webhook.cli.serve")
 TLS_DIR = "/etc/rollout-webhook/tls"
 
 
@@ -136,7 +136,7 @@ def certs_args(job: dict[str, Any]) -> Any:
 
 
 def test_bootstrap_jobs_make_the_secret_then_inject_the_ca(render: Render) -> None:
-    from certs.cli import settings_from_args
+    from webhook.cli.certs import settings_from_args
 
     docs = render()
     jobs = {j["metadata"]["name"]: j for j in all_of(docs, "Job")}

@@ -20,7 +20,7 @@ from webhook.cli.errors import UsageError
 COMMAND_MODULES = (
     "webhook.cli.convert",
     "webhook.cli.policy",
-    "certs.cli",
+    "webhook.cli.certs",
     "webhook.cli.serve",
     "webhook.cli.audit",
     "webhook.cli.status",
