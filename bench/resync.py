@@ -36,7 +36,7 @@ from webhook.kube.cluster import connect
 from webhook.reconciler.controller import Reconciler
 from webhook.server.audit_trail import AuditTrail
 from webhook.server.policy_state import PolicyState
-from webhook.server.reconciling import start_reconciler
+from webhook.server.runner import start_reconciler
 from webhook.server.settings import ServeSettings
 
 REPO = Path(__file__).resolve().parents[1]

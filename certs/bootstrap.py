@@ -87,7 +87,7 @@ class BootstrapReport:
         )
 
 
-def reconcile(
+def converge(
     secrets: SecretAPI,
     webhooks: WebhookConfigAPI | None,
     settings: BootstrapSettings,
@@ -146,9 +146,9 @@ def bootstrap(
     *,
     force: pki.Action | None = None,
 ) -> BootstrapReport:
-    """``reconcile`` against a real cluster through a ``kubernetes.client.ApiClient``."""
+    """``converge`` against a real cluster through a ``kubernetes.client.ApiClient``."""
     webhooks = KubeWebhookConfigAPI(api_client) if settings.webhook_configs else None
-    return reconcile(KubeSecretAPI(api_client), webhooks, settings, now, force=force)
+    return converge(KubeSecretAPI(api_client), webhooks, settings, now, force=force)
 
 
 def read_bundle(api_client: Any, secret: SecretRef) -> pki.Bundle | None:

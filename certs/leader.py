@@ -1,4 +1,7 @@
-"""Leader election on a coordination.k8s.io/v1 Lease, so one replica rotates at a time.
+"""Leader election on a coordination.k8s.io/v1 Lease, so one replica acts at a time.
+
+The certificate rotation and the webhook's reconciler each hold a Lease of their own,
+both kept by one ``LeaderLoop``.
 
 The protocol is the one Kubernetes' own controllers use: the holder renews
 ``spec.renewTime`` well inside ``leaseDurationSeconds``; a candidate takes the Lease over
@@ -11,6 +14,11 @@ Every write carries the ``resourceVersion`` it was read at: two candidates never
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -129,6 +137,103 @@ class LeaseElector:
         self._observed_version = written.resource_version
         self._observed_at = now
         return True
+
+
+def default_identity() -> str:
+    """The pod name (hostname) plus a random suffix: a restarted pod is a new candidate."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class LeaderLoop:
+    """Keeps a Lease on a daemon thread: every ``interval`` one election step (acquire or
+    renew), then ``work(leader, now)``; when stopped, gives the Lease up so another
+    replica takes over without waiting for it to expire.
+
+    Without an elector (a single replica, a test) this process always leads. A failed
+    step (the Lease API, or the work) goes to ``on_error`` and is retried on the next
+    tick: the thread must outlive any cluster hiccup. A failed election counts as "not
+    leader" until a later step succeeds, since another replica may have taken over.
+    """
+
+    def __init__(
+        self,
+        elector: LeaseElector | None,
+        *,
+        name: str,
+        interval: timedelta | None = None,
+        work: Callable[[bool, datetime], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.elector = elector
+        self.name = name
+        duration = elector.lease_duration if elector is not None else DEFAULT_LEASE_DURATION
+        # A third of the lease duration: two renewals may fail before the Lease lapses.
+        self.interval = interval if interval is not None else duration / 3
+        self.work = work
+        self.on_error = on_error if on_error is not None else self._log_error
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def is_leader(self) -> bool:
+        return self.elector.is_leader if self.elector is not None else True
+
+    def tick(self) -> None:
+        """One election step, then the work. Raises nothing."""
+        now = self.clock()
+        try:
+            leader = self._elect(now)
+            if self.work is not None:
+                self.work(leader, now)
+        except Exception as err:
+            self.on_error(err)
+
+    def _elect(self, now: datetime) -> bool:
+        if self.elector is None:
+            return True
+        was = self.elector.is_leader
+        try:
+            leader = self.elector.try_acquire_or_renew(now)
+        except Exception:
+            self.elector.is_leader = False
+            raise
+        if leader != was:
+            log.info("%s %s leader", self.name, "is now" if leader else "is no longer")
+        return leader
+
+    def _log_error(self, err: Exception) -> None:
+        where = f"Lease {self.elector.ref}" if self.elector is not None else "step"
+        log.warning("%s %s: %s", self.name, where, err)
+
+    def run(self) -> None:
+        """Tick until ``stop()``; waits on an Event between ticks, so stopping is immediate."""
+        while not self._stop.is_set():
+            self.tick()
+            self._stop.wait(self.interval.total_seconds())
+        if self.elector is not None:
+            try:
+                self.elector.release(self.clock())
+            except Exception as err:
+                log.warning("%s: Lease %s not released: %s", self.name, self.elector.ref, err)
+
+    def start(self) -> threading.Thread:
+        self._stop.clear()
+        thread_name = f"{self.name.replace(' ', '-')}-lease"
+        self._thread = threading.Thread(target=self.run, name=thread_name, daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop ticking; the thread releases the Lease on its way out (waited for up to
+        ``timeout`` seconds)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
 
 class KubeLeaseAPI:

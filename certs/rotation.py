@@ -1,9 +1,10 @@
 """The in-process rotation loop that ``serve`` runs in a background thread.
 
-Every replica runs the loop; only the holder of the Lease writes. Each tick:
+Every replica runs the loop (``certs.leader.LeaderLoop``); only the holder of the Lease
+writes. Each tick:
 
 1. try to acquire or renew the Lease;
-2. the leader runs one ``reconcile`` pass (check, rotate, inject);
+2. the leader runs one ``converge`` pass (check, rotate, inject);
 3. every replica reads the Secret and, when the serving certificate changed, hands the
    new bundle to ``on_bundle`` (and writes it to ``cert_dir`` if set, where the server's
    certificate poller picks it up), and reports the leaf's expiry through ``on_expiry``
@@ -24,10 +25,7 @@ Usage from the server::
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,21 +33,24 @@ from pathlib import Path
 from typing import Any
 
 from certs import pki
-from certs.bootstrap import BootstrapReport, BootstrapSettings, reconcile
+from certs.bootstrap import BootstrapReport, BootstrapSettings, converge
 from certs.files import write_bundle_dir
 from certs.inject import KubeWebhookConfigAPI, WebhookConfigAPI
-from certs.leader import DEFAULT_LEASE_DURATION, KubeLeaseAPI, LeaseAPI, LeaseElector, LeaseRef
+from certs.leader import (
+    DEFAULT_LEASE_DURATION,
+    KubeLeaseAPI,
+    LeaderLoop,
+    LeaseAPI,
+    LeaseElector,
+    LeaseRef,
+    default_identity,
+)
 from certs.store import KubeSecretAPI, SecretAPI, StoreError, bundle_from_secret
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = timedelta(seconds=20)  # a third of the Lease duration: renewals never lapse
 DEFAULT_LEASE_NAME = "rollout-webhook-certs"
-
-
-def default_identity() -> str:
-    """The pod name (hostname) plus a random suffix: a restarted pod is a new candidate."""
-    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,14 @@ class CertificateRotator:
         self.bundle: pki.Bundle | None = None
         self.last_report: BootstrapReport | None = None
         self.last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.loop = LeaderLoop(
+            self.elector,
+            name="certificate rotation",
+            interval=settings.interval,
+            work=self._pass,
+            on_error=self._failed,
+            clock=clock,
+        )
 
     @classmethod
     def from_api_client(
@@ -113,7 +120,7 @@ class CertificateRotator:
 
     @property
     def is_leader(self) -> bool:
-        return self.elector.is_leader if self.elector else True
+        return self.loop.is_leader()
 
     def seconds_to_expiry(self) -> float | None:
         """For a gauge: seconds until the served leaf expires (negative once expired)."""
@@ -123,22 +130,22 @@ class CertificateRotator:
 
     def run_once(self) -> None:
         """One tick. Raises nothing: failures are logged and kept in ``last_error``."""
-        now = self.clock()
-        try:
-            leader = self.elector.try_acquire_or_renew(now) if self.elector else True
-            if leader:
-                self.last_report = reconcile(
-                    self.secrets, self.webhooks, self.settings.bootstrap, now
-                )
-                _log_report(self.last_report)
-            self._refresh()
-            self.last_error = None
-        except StoreError as err:
+        self.loop.tick()
+
+    def _pass(self, leader: bool, now: datetime) -> None:
+        if leader:
+            self.last_report = converge(self.secrets, self.webhooks, self.settings.bootstrap, now)
+            _log_report(self.last_report)
+        self._refresh()
+        self.last_error = None
+
+    def _failed(self, err: Exception) -> None:
+        if isinstance(err, StoreError):
             self.last_error = str(err)
             log.warning("certificate rotation: %s (retrying in %s)", err, self.settings.interval)
-        except Exception as err:  # the loop must survive anything; log it in full
+        else:  # the loop must survive anything; log it in full
             self.last_error = f"{type(err).__name__}: {err}"
-            log.exception("certificate rotation failed unexpectedly")
+            log.error("certificate rotation failed unexpectedly", exc_info=err)
 
     def _refresh(self) -> None:
         stored = self.secrets.get(self.settings.bootstrap.secret)
@@ -158,27 +165,12 @@ class CertificateRotator:
         if self.on_expiry is not None:
             self.on_expiry(self.leaf_not_after)
 
-    def run(self) -> None:
-        """Tick until ``stop()``; waits on an Event between ticks, so stopping is immediate."""
-        while not self._stop.is_set():
-            self.run_once()
-            self._stop.wait(self.settings.interval.total_seconds())
-        if self.elector is not None:
-            try:
-                self.elector.release(self.clock())
-            except StoreError as err:
-                log.warning("could not release the Lease: %s", err)
-
     def start(self) -> threading.Thread:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="cert-rotation", daemon=True)
-        self._thread.start()
-        return self._thread
+        """Tick on a daemon thread until ``stop()``, which releases the Lease."""
+        return self.loop.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.loop.stop(timeout)
 
 
 def _log_report(report: BootstrapReport) -> None:

@@ -1,4 +1,4 @@
-"""The Secret store and the reconcile pass, against in-memory fakes with 409 semantics."""
+"""The Secret store and the converge pass, against in-memory fakes with 409 semantics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from certs import pki
-from certs.bootstrap import BootstrapReport, BootstrapSettings, default_webhook_configs, reconcile
+from certs.bootstrap import BootstrapReport, BootstrapSettings, converge, default_webhook_configs
 from certs.inject import MUTATING, VALIDATING, encode_ca_bundle
 from certs.store import (
     ROTATION_STEP_ANNOTATION,
@@ -71,7 +71,7 @@ def test_secret_roundtrip_keeps_every_part_of_a_rotation(bundle: pki.Bundle) -> 
 
 def test_first_bootstrap_creates_the_secret_and_injects_every_webhook() -> None:
     secrets, hooks = FakeSecretAPI(), webhook_api()
-    report = reconcile(secrets, hooks, SETTINGS, T0)
+    report = converge(secrets, hooks, SETTINGS, T0)
     assert [s.written for s in report.steps] == [pki.Action.REISSUE, pki.Action.NONE]
     assert report.steps[0].created
     b = stored_bundle(secrets)
@@ -82,9 +82,9 @@ def test_first_bootstrap_creates_the_secret_and_injects_every_webhook() -> None:
 
 def test_bootstrap_is_idempotent() -> None:
     secrets, hooks = FakeSecretAPI(), webhook_api()
-    reconcile(secrets, hooks, SETTINGS, T0)
+    converge(secrets, hooks, SETTINGS, T0)
     before = secrets.get(REF)
-    report = reconcile(secrets, hooks, SETTINGS, T0 + DAY)
+    report = converge(secrets, hooks, SETTINGS, T0 + DAY)
     assert not report.changed
     assert secrets.get(REF) == before
     assert len(hooks.patches) == 2  # one per configuration, from the first run only
@@ -92,9 +92,9 @@ def test_bootstrap_is_idempotent() -> None:
 
 def test_renewal_keeps_the_ca_and_caBundle() -> None:
     secrets, hooks = FakeSecretAPI(), webhook_api()
-    reconcile(secrets, hooks, SETTINGS, T0)
+    converge(secrets, hooks, SETTINGS, T0)
     first = stored_bundle(secrets)
-    report = reconcile(secrets, hooks, SETTINGS, T0 + 61 * DAY)
+    report = converge(secrets, hooks, SETTINGS, T0 + 61 * DAY)
     assert report.steps[0].written is pki.Action.RENEW_LEAF
     second = stored_bundle(secrets)
     assert second.cert_pem != first.cert_pem
@@ -141,7 +141,7 @@ def race(
 
     def one() -> None:
         try:
-            reports.append(reconcile(secrets, hooks, SETTINGS, at))  # type: ignore[arg-type]
+            reports.append(converge(secrets, hooks, SETTINGS, at))  # type: ignore[arg-type]
         except BaseException as err:  # surfaced below
             errors.append(err)
 
@@ -169,7 +169,7 @@ def test_two_bootstrappers_racing_on_create_end_with_one_bundle() -> None:
 
 def test_two_rotators_racing_on_replace_end_with_one_bundle() -> None:
     secrets, hooks = FakeSecretAPI(), webhook_api()
-    reconcile(secrets, hooks, SETTINGS, T0)
+    converge(secrets, hooks, SETTINGS, T0)
     racing = FakeSecretAPI(racers=2)
     stored = secrets.get(REF)
     assert stored is not None
@@ -184,13 +184,13 @@ def test_two_rotators_racing_on_replace_end_with_one_bundle() -> None:
 
 def test_ca_rotation_over_several_runs_keeps_old_and_new_ca_in_every_caBundle() -> None:
     secrets, hooks = FakeSecretAPI(), webhook_api()
-    reconcile(secrets, hooks, SETTINGS, T0)
+    converge(secrets, hooks, SETTINGS, T0)
     old = stored_bundle(secrets)
     lt = pki.DEFAULT_LIFETIMES
 
     # Day 500: the leaf is renewed and the CA is inside its window: a new CA is staged.
     t1 = T0 + 500 * DAY
-    report = reconcile(secrets, hooks, SETTINGS, t1)
+    report = converge(secrets, hooks, SETTINGS, t1)
     assert [s.written for s in report.steps[:2]] == [pki.Action.RENEW_LEAF, pki.Action.STAGE_CA]
     staged = stored_bundle(secrets)
     assert staged.ca_pem == old.ca_pem
@@ -198,11 +198,11 @@ def test_ca_rotation_over_several_runs_keeps_old_and_new_ca_in_every_caBundle() 
     assert len(pki.split_pem_certificates(staged.trust_pem)) == 2
 
     # Too early to promote: nothing happens.
-    assert not reconcile(secrets, hooks, SETTINGS, t1 + lt.propagation_delay / 2).changed
+    assert not converge(secrets, hooks, SETTINGS, t1 + lt.propagation_delay / 2).changed
 
     # Promote: the leaf switches CA, caBundle still holds both.
     t2 = t1 + lt.propagation_delay
-    report = reconcile(secrets, hooks, SETTINGS, t2)
+    report = converge(secrets, hooks, SETTINGS, t2)
     assert report.steps[0].written is pki.Action.PROMOTE_CA
     promoted = stored_bundle(secrets)
     assert promoted.ca_pem == staged.next_ca_pem
@@ -212,7 +212,7 @@ def test_ca_rotation_over_several_runs_keeps_old_and_new_ca_in_every_caBundle() 
 
     # Retire after the grace period: only the new CA is left anywhere.
     t3 = t2 + lt.retire_grace
-    report = reconcile(secrets, hooks, SETTINGS, t3)
+    report = converge(secrets, hooks, SETTINGS, t3)
     assert report.steps[0].written is pki.Action.RETIRE_CA
     final = stored_bundle(secrets)
     assert pki.split_pem_certificates(final.trust_pem) == (promoted.ca_pem,)
@@ -221,25 +221,25 @@ def test_ca_rotation_over_several_runs_keeps_old_and_new_ca_in_every_caBundle() 
 
 def test_promotion_waits_when_the_caBundle_had_to_be_repaired_first() -> None:
     secrets, hooks = FakeSecretAPI(), webhook_api()
-    reconcile(secrets, hooks, SETTINGS, T0)
+    converge(secrets, hooks, SETTINGS, T0)
     t1 = T0 + 500 * DAY
     # Stage without injecting (a run that died between the Secret write and the patch).
-    reconcile(secrets, None, SETTINGS, t1)
+    converge(secrets, None, SETTINGS, t1)
     staged = stored_bundle(secrets)
     assert staged.next_ca_pem
-    report = reconcile(secrets, hooks, SETTINGS, t1 + timedelta(hours=2))
+    report = converge(secrets, hooks, SETTINGS, t1 + timedelta(hours=2))
     assert report.deferred == [pki.Action.PROMOTE_CA]
     assert stored_bundle(secrets).ca_pem == staged.ca_pem
     assert ca_bundles(hooks) == {encode_ca_bundle(staged.trust_pem)}
     # The next run promotes.
-    report = reconcile(secrets, hooks, SETTINGS, t1 + timedelta(hours=2, seconds=20))
+    report = converge(secrets, hooks, SETTINGS, t1 + timedelta(hours=2, seconds=20))
     assert report.steps[0].written is pki.Action.PROMOTE_CA
 
 
 def test_forced_rotation_stages_a_ca_now() -> None:
     secrets, hooks = FakeSecretAPI(), webhook_api()
-    reconcile(secrets, hooks, SETTINGS, T0)
-    report = reconcile(secrets, hooks, SETTINGS, T0 + DAY, force=pki.Action.STAGE_CA)
+    converge(secrets, hooks, SETTINGS, T0)
+    report = converge(secrets, hooks, SETTINGS, T0 + DAY, force=pki.Action.STAGE_CA)
     assert report.steps[0].written is pki.Action.STAGE_CA
     assert len(pki.split_pem_certificates(stored_bundle(secrets).trust_pem)) == 2
 
@@ -248,7 +248,7 @@ def test_forced_rotation_stages_a_ca_now() -> None:
 def test_a_missing_webhook_configuration_is_reported_not_fatal(missing: str) -> None:
     secrets, hooks = FakeSecretAPI(), webhook_api()
     del hooks.objects[(missing, "rollout-webhook")]
-    report = reconcile(secrets, hooks, SETTINGS, T0)
+    report = converge(secrets, hooks, SETTINGS, T0)
     assert [str(r) for r in report.missing_configs] == [f"{missing} rollout-webhook"]
     assert secrets.get(REF) is not None
 
@@ -257,15 +257,15 @@ def test_each_rotation_step_waits_for_a_later_pass_even_with_no_delays() -> None
     no_wait = pki.Lifetimes(propagation_delay=timedelta(0), retire_grace=timedelta(0))
     settings = BootstrapSettings(REF, TARGET, default_webhook_configs(), no_wait)
     secrets, hooks = FakeSecretAPI(), webhook_api()
-    reconcile(secrets, hooks, settings, T0)
+    converge(secrets, hooks, settings, T0)
     written = [
         [
             s.written
-            for s in reconcile(secrets, hooks, settings, T0 + DAY, force=pki.Action.STAGE_CA).steps
+            for s in converge(secrets, hooks, settings, T0 + DAY, force=pki.Action.STAGE_CA).steps
         ],
-        [s.written for s in reconcile(secrets, hooks, settings, T0 + DAY).steps],
-        [s.written for s in reconcile(secrets, hooks, settings, T0 + DAY).steps],
-        [s.written for s in reconcile(secrets, hooks, settings, T0 + DAY).steps],
+        [s.written for s in converge(secrets, hooks, settings, T0 + DAY).steps],
+        [s.written for s in converge(secrets, hooks, settings, T0 + DAY).steps],
+        [s.written for s in converge(secrets, hooks, settings, T0 + DAY).steps],
     ]
     assert written == [
         [pki.Action.STAGE_CA, pki.Action.NONE],

@@ -24,6 +24,7 @@ from certs.files import write_localhost_bundle
 from webhook.core.admission import decide_mutation
 from webhook.core.cluster import ClusterWriter
 from webhook.core.errors import PolicyInvalid
+from webhook.core.keys import Keys
 from webhook.core.policy import Policy, builtin_policy, load_yaml, policy_from_document
 from webhook.kube.view import MemoryClusterView
 from webhook.server.app import ServerParts, create_app
@@ -157,8 +158,6 @@ def _build(
     if settings.reconcile and settings.has_cluster:
         connection = _api_connection(cluster)
         if connection is not None:
-            from webhook.server.reconciling import start_reconciler
-
             cleanups.append(start_reconciler(settings, connection, policy_state, audit))
 
     engine = AdmissionEngine(
@@ -312,6 +311,49 @@ def start_rotation(settings: ServeSettings, cluster: Cluster, cert_dir: Path) ->
         raise StartupError(f"--rotate-certs: {rotator.last_error}")
     rotator.start()
     return rotator.stop
+
+
+def start_reconciler(
+    settings: ServeSettings, cluster: Cluster, policy: PolicyState, audit: AuditTrail
+) -> Callable[[], None]:
+    """Run the reconciler on ``cluster``'s caches, led by a Lease; returns its stop.
+
+    Every replica keeps its caches warm and feeds the reconciler's queue from the watch
+    events; only the replica holding the reconciler Lease carries plans out (the
+    reconciler checks ``is_leader`` per key, and resyncs everything when it becomes
+    leader). This is what makes fail-open safe: whatever was admitted unconverted (webhook
+    down, a generated name, a write that failed) is converted on the next pass.
+    """
+    from certs.leader import KubeLeaseAPI, LeaderLoop, LeaseElector, LeaseRef, default_identity
+    from webhook.kube.actions import ReconcileAdapter
+    from webhook.reconciler.controller import Reconciler
+
+    elector = LeaseElector(
+        KubeLeaseAPI(cluster.http.api_client),
+        LeaseRef(settings.namespace, settings.reconciler_lease),
+        default_identity(),
+    )
+    leader = LeaderLoop(elector, name="reconciler")
+    reconciler = Reconciler(
+        cluster.view,
+        lambda: policy.current,
+        ReconcileAdapter(cluster.http, field_manager=settings.field_manager),
+        keys=Keys(settings.label_prefix),
+        audit=audit.record_nowait,
+        is_leader=leader.is_leader,
+        synced=cluster.view.synced,
+        excluded_namespaces=settings.reconciler_excluded_namespaces,
+        orphan_grace=dt.timedelta(seconds=settings.orphan_grace_seconds),
+    )
+    cluster.listeners.append(reconciler.on_change)
+    leader.start()
+    reconciler.start()
+
+    def stop() -> None:
+        reconciler.stop()
+        leader.stop(timeout=5)
+
+    return stop
 
 
 def uvicorn_config(server: Server, **overrides: Any) -> uvicorn.Config:
