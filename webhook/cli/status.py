@@ -28,6 +28,7 @@ from webhook.core.routes import httproute_references, virtualservice_references
 from webhook.core.selection import resolve_opt_in
 from webhook.kube.resources import CACHED_KINDS
 from webhook.kube.view import MemoryClusterView
+from webhook.server.settings import DEFAULT_NAMESPACE, DEFAULT_POLICY_CONFIGMAP
 
 
 def register(subparsers: Any) -> None:
@@ -46,10 +47,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--policy", metavar="FILE", help="judge drift against this policy file")
     parser.add_argument(
         "--webhook-namespace",
-        default="rollout-webhook",
-        help="namespace of the policy ConfigMap (default rollout-webhook)",
+        default=DEFAULT_NAMESPACE,
+        help=f"namespace of the policy ConfigMap (default {DEFAULT_NAMESPACE})",
     )
-    parser.add_argument("--policy-configmap", default="rollout-webhook-policy")
+    parser.add_argument("--policy-configmap", default=DEFAULT_POLICY_CONFIGMAP)
     parser.set_defaults(func=run)
 
 

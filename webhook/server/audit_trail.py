@@ -25,6 +25,7 @@ from typing import IO, Protocol
 
 from webhook import __version__
 from webhook.core.audit import (
+    GENESIS,
     RECORD_KIND,
     DecisionFacts,
     build_record,
@@ -81,7 +82,7 @@ class AuditTrail:
         self._clock = clock
         self._version = version
         self._file: IO[str] | None = None
-        self._prev = "0" * 64
+        self._prev = GENESIS
         if file is not None:
             self._prev = self._open(file)
         self._queue: queue.Queue[object] = queue.Queue()
@@ -90,7 +91,7 @@ class AuditTrail:
         self.written = 0
 
     def _open(self, path: Path) -> str:
-        prev = "0" * 64
+        prev = GENESIS
         if path.exists():
             with path.open(encoding="utf-8") as existing:
                 prev = last_hash(existing)

@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 import uvicorn
 from fastapi import FastAPI
 
-from certs.files import write_localhost_bundle
+from certs.files import TLS_CERT_FILE, write_localhost_bundle
 from webhook.core.admission import decide_mutation
 from webhook.core.cluster import ClusterWriter
 from webhook.core.errors import PolicyInvalid
@@ -307,7 +307,7 @@ def start_rotation(settings: ServeSettings, cluster: Cluster, cert_dir: Path) ->
     )
     rotator = CertificateRotator.from_api_client(cluster.http.api_client, rotation)
     rotator.run_once()
-    if rotator.last_error is not None and not (cert_dir / "tls.crt").exists():
+    if rotator.last_error is not None and not (cert_dir / TLS_CERT_FILE).exists():
         raise StartupError(f"--rotate-certs: {rotator.last_error}")
     rotator.start()
     return rotator.stop

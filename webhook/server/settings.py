@@ -12,10 +12,14 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from certs.bootstrap import DEFAULT_SECRET_NAME, DEFAULT_SERVICE_NAME, DEFAULT_WEBHOOK_CONFIG_NAME
+from certs.rotation import DEFAULT_LEASE_NAME
 from webhook.core.keys import DEFAULT_PREFIX
 
 MIB = 1024 * 1024
 DEFAULT_CONTROLLER_ACCOUNT = "system:serviceaccount:argo-rollouts:argo-rollouts"
+DEFAULT_NAMESPACE = "rollout-webhook"
+DEFAULT_POLICY_CONFIGMAP = "rollout-webhook-policy"
 
 
 class ServeSettings(BaseSettings):
@@ -30,9 +34,9 @@ class ServeSettings(BaseSettings):
     kubeconfig: Path | None = None
     in_cluster: bool = False
     audit_file: Path | None = None
-    namespace: str = "rollout-webhook"
+    namespace: str = DEFAULT_NAMESPACE
     """The webhook's own namespace, where the policy ConfigMap lives."""
-    policy_configmap: str = "rollout-webhook-policy"
+    policy_configmap: str = DEFAULT_POLICY_CONFIGMAP
     label_prefix: str = DEFAULT_PREFIX
     field_manager: str = "rollout-webhook"
     controller_service_account: str = DEFAULT_CONTROLLER_ACCOUNT
@@ -55,13 +59,13 @@ class ServeSettings(BaseSettings):
     rotate_certs: bool = False
     """Bootstrap and rotate the serving certificate in a Secret (certs package), writing
     each bundle to --cert-dir; needs a cluster."""
-    tls_secret: str = "rollout-webhook-tls"  # noqa: S105  (a Secret's name, not a password)
-    service_name: str = "rollout-webhook"
+    tls_secret: str = DEFAULT_SECRET_NAME
+    service_name: str = DEFAULT_SERVICE_NAME
     """The webhook's Service: the certificate's DNS names are made from it."""
-    webhook_configuration: str = "rollout-webhook"
+    webhook_configuration: str = DEFAULT_WEBHOOK_CONFIG_NAME
     """The Mutating- and ValidatingWebhookConfiguration whose caBundle --rotate-certs keeps
     current (the chart names both after its fullname)."""
-    certs_lease: str = "rollout-webhook-certs"
+    certs_lease: str = DEFAULT_LEASE_NAME
     """The Lease (in --namespace) whose holder rotates the certificate."""
     fail_closed: bool = False
     """On an internal error: deny (true) or admit unchanged with a warning (false)."""

@@ -27,10 +27,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-log = logging.getLogger(__name__)
+from certs.files import TLS_CERT_FILE, TLS_KEY_FILE
 
-CERT_FILE = "tls.crt"
-KEY_FILE = "tls.key"
+log = logging.getLogger(__name__)
 
 
 class CertificateError(Exception):
@@ -48,7 +47,7 @@ class CertificatePair:
 
 def read_pair(cert_dir: Path) -> CertificatePair:
     """Read and check tls.crt and tls.key (blocking file I/O: call it off the event loop)."""
-    cert_path, key_path = cert_dir / CERT_FILE, cert_dir / KEY_FILE
+    cert_path, key_path = cert_dir / TLS_CERT_FILE, cert_dir / TLS_KEY_FILE
     try:
         cert_pem = cert_path.read_bytes()
     except OSError as err:
@@ -65,16 +64,16 @@ def check_pair(cert_pem: bytes, key_pem: bytes, *, where: str) -> CertificatePai
     try:
         certs = x509.load_pem_x509_certificates(cert_pem)
     except ValueError:
-        raise CertificateError(f"{where}/{CERT_FILE}: not a PEM certificate") from None
+        raise CertificateError(f"{where}/{TLS_CERT_FILE}: not a PEM certificate") from None
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError):
-        raise CertificateError(f"{where}/{KEY_FILE}: not an unencrypted PEM key") from None
+        raise CertificateError(f"{where}/{TLS_KEY_FILE}: not an unencrypted PEM key") from None
     leaf = certs[0]
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
     if leaf.public_key().public_bytes(der, public) != key.public_key().public_bytes(der, public):
-        raise CertificateError(f"{where}: {KEY_FILE} does not belong to {CERT_FILE}")
+        raise CertificateError(f"{where}: {TLS_KEY_FILE} does not belong to {TLS_CERT_FILE}")
     return CertificatePair(
         cert_pem=cert_pem,
         key_pem=key_pem,
@@ -100,8 +99,8 @@ def load_into(context: ssl.SSLContext, pair: CertificatePair) -> None:
     checked bytes are copied to a private directory first.
     """
     with tempfile.TemporaryDirectory(prefix="rollout-webhook-tls-") as tmp:
-        cert_path = os.path.join(tmp, CERT_FILE)
-        key_path = os.path.join(tmp, KEY_FILE)
+        cert_path = os.path.join(tmp, TLS_CERT_FILE)
+        key_path = os.path.join(tmp, TLS_KEY_FILE)
         for path, data in ((cert_path, pair.cert_pem), (key_path, pair.key_pem)):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as handle:
