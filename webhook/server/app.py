@@ -106,8 +106,29 @@ def decode_review(body: bytes) -> AdmissionRequest:
 
 
 def create_app(parts: ServerParts) -> FastAPI:
-    engine = parts.engine
-    settings = engine.settings
+    app = FastAPI(
+        title="rollout-webhook",
+        lifespan=_lifespan(parts),
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    @app.exception_handler(CallRefused)
+    async def refused(request: Request, exc: CallRefused) -> Response:
+        parts.metrics.rejected_calls.labels(str(exc.status)).inc()
+        return JSONResponse({"message": exc.message}, status_code=exc.status)
+
+    _add_admission_endpoints(app, parts)
+    _add_health_endpoints(app, parts)
+    return app
+
+
+def _lifespan(
+    parts: ServerParts,
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """Run the background coroutines while the app is up; at shutdown, the shutdown steps
+    first (the write worker drains while the loop still runs), then cancel them."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,18 +142,13 @@ def create_app(parts: ServerParts) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    app = FastAPI(
-        title="rollout-webhook",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
+    return lifespan
 
-    @app.exception_handler(CallRefused)
-    async def refused(request: Request, exc: CallRefused) -> Response:
-        parts.metrics.rejected_calls.labels(str(exc.status)).inc()
-        return JSONResponse({"message": exc.message}, status_code=exc.status)
+
+def _add_admission_endpoints(app: FastAPI, parts: ServerParts) -> None:
+    """/mutate and /validate: the HTTP guard, the budget, then the engine."""
+    engine = parts.engine
+    settings = engine.settings
 
     async def admission(
         request: Request,
@@ -175,6 +191,10 @@ def create_app(parts: ServerParts) -> FastAPI:
     async def validate(request: Request) -> Response:
         return await admission(request, "validate", validate_handler)
 
+
+def _add_health_endpoints(app: FastAPI, parts: ServerParts) -> None:
+    """/healthz (the process answers), /readyz (it can decide) and /metrics."""
+
     @app.get("/healthz")
     async def healthz() -> Response:
         return PlainTextResponse("ok\n")
@@ -197,5 +217,3 @@ def create_app(parts: ServerParts) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(parts.metrics.exposition(), media_type=CONTENT_TYPE)
-
-    return app
