@@ -133,6 +133,9 @@ def freeze_caches() -> None:
 
 
 class Cluster:
+    """One connection to the API server: the watch-fed caches (``view``), the policy
+    ConfigMap's watch and the writer. Nothing is called until ``start``."""
+
     def __init__(self, http: KubeHttp, settings: ClusterSettings) -> None:
         self.http = http
         self.settings = settings

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def change_outcome(manifest: Mapping[str, Any], result: str) -> ChangeOutcome:
+    """One change of a decision as its audit record lists it, with what became of it."""
     meta = manifest.get("metadata") or {}
     return ChangeOutcome(
         kind=str(manifest.get("kind", "")),
