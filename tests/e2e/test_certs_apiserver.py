@@ -40,7 +40,7 @@ pytestmark = pytest.mark.e2e
 NS = "certs-e2e"
 SERVICE = "rollout-webhook"
 CONFIG = "certs-e2e-webhook"
-# No waiting between rotation steps: each reconcile call takes the next step.
+# No waiting between rotation steps: each converge call takes the next step.
 NO_WAIT = pki.Lifetimes(propagation_delay=timedelta(0), retire_grace=timedelta(0))
 
 
