@@ -15,15 +15,18 @@ DEV     := $(VENV)/.dev-$(HASH)
 
 .PHONY: run test lint typecheck imports pytest fast e2e e2e-deps control-plane progressive-delivery kube-tools bench clean
 
-# $(1): the extras to install with the package (editable), e.g. [dev]; none for the runtime.
+# $(1): the extras to install with the package (editable), e.g. [dev]; $(2): pip options.
 define install
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.$(1)'
+	$(BIN)/python -m pip install --quiet $(2) -e '.$(1)'
 endef
 
+# --no-compile: most of a runtime install's time went into byte-compiling the kubernetes
+# client's ~1,900 modules, which `serve` without a cluster never imports; Python compiles
+# what it does import when it first imports it.
 $(RUNTIME): pyproject.toml
-	$(call install,)
+	$(call install,,--no-compile)
 	@rm -f $(VENV)/.runtime-*
 	@touch $@
 
