@@ -160,3 +160,5 @@ def configure_logging(level: str, log_format: LogFormat, stream: IO[str] | None 
     test runner's, say).
     """
     logging.basicConfig(level=level.upper(), handlers=[make_handler(log_format, stream)])
+    # Python's warnings too: in JSON, standard error holds nothing but JSON lines.
+    logging.captureWarnings(True)
