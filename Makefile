@@ -19,7 +19,7 @@ DEV     := $(VENV)/.dev-$(HASH)
 define install
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(2) -e '.$(1)'
+	$(BIN)/python -m pip install --quiet$(if $(2), $(2)) -e '.$(1)'
 endef
 
 # --no-compile: most of a runtime install's time went into byte-compiling the kubernetes
