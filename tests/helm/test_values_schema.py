@@ -31,6 +31,7 @@ BAD_VALUES = [
     ),
     (("image.digest=latest",), "/image/digest", "does not match pattern"),
     (("labelPrefix=rollout-webhook.io",), "/labelPrefix", "does not match pattern"),
+    (("logFormat=yaml",), "/logFormat", "'text', 'json'"),
     (
         ("argoRollouts.controllerServiceAccount=argo-rollouts",),
         "/argoRollouts/controllerServiceAccount",

@@ -118,6 +118,18 @@ def test_serve_arguments_are_accepted_by_the_cli(
                 assert str(value) == item["value"]
 
 
+@pytest.mark.parametrize(("sets", "log_format"), [((), "text"), (("logFormat=json",), "json")])
+def test_the_log_format_reaches_the_server(
+    render: Render, sets: tuple[str, ...], log_format: str
+) -> None:
+    from webhook.cli.serve import settings_from_args
+
+    [container] = pod_spec(render(*sets))["containers"]
+    assert f"--log-format={log_format}" in container["args"]
+    args = build_parser(CLI_MODULES).parse_args(container["args"])
+    assert settings_from_args(args).log_format == log_format
+
+
 def test_the_server_mounts_the_serving_pair_but_not_the_ca_key(render: Render) -> None:
     for mode in ("bootstrap", "certManager"):
         docs = render(f"certificates.mode={mode}")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from webhook.cli.errors import UsageError
+from webhook.server.logs import LOG_FORMATS
 
 HELP = """\
 With no flags: https://127.0.0.1:8443, a self-signed certificate for localhost and
@@ -76,6 +76,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text (default) or JSON, one object a line; a line about an admission request "
+        "names its uid, kind, namespace, name and user",
+    )
     parser.set_defaults(func=run)
 
 
@@ -95,6 +101,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         "rotate_certs",
         "reconcile",
         "controller_service_account",
+        "log_format",
     )
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     try:
@@ -108,13 +115,14 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `rollout-webhook convert` does not pay for the web stack.
+    from webhook.server.logs import configure_logging
     from webhook.server.runner import StartupError, build_server
     from webhook.server.runner import run as run_server
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # The settings first: the log format is one of them (a bad setting is one line on
+    # standard error either way).
     settings = settings_from_args(args)
+    configure_logging(args.log_level, settings.log_format)
     try:
         server = build_server(settings)
     except StartupError as err:

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from webhook.core.durations import DurationError, parse_go_duration
 from webhook.core.review import AdmissionRequest, ReviewInvalid, parse_review, review_response
 from webhook.server.engine import AdmissionEngine
+from webhook.server.logs import admission_context, decision_of
 from webhook.server.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger(__name__)
@@ -161,16 +162,18 @@ def _add_admission_endpoints(app: FastAPI, parts: ServerParts) -> None:
         )
         body = await read_body(request, settings.max_body_bytes)
         review = decode_review(body)
-        try:
-            # A deadline on this task, not a task of its own per request (wait_for's).
-            async with asyncio.timeout(budget):
-                response = await handle(review, started, budget)
-        except TimeoutError:
-            problem = f"no decision within {budget:.3g}s"
-            response = dict(await engine.failure(review, endpoint, problem, started))
-        except Exception as err:
-            log.exception("%s failed for request %s", endpoint, review["uid"])
-            response = dict(await engine.failure(review, endpoint, type(err).__name__, started))
+        with admission_context(review):  # every line logged meanwhile names the request
+            try:
+                # A deadline on this task, not a task of its own per request (wait_for's).
+                async with asyncio.timeout(budget):
+                    response = await handle(review, started, budget)
+            except TimeoutError:
+                problem = f"no decision within {budget:.3g}s"
+                response = dict(await engine.failure(review, endpoint, problem, started))
+            except Exception as err:
+                log.exception("%s failed for request %s", endpoint, review["uid"])
+                response = dict(await engine.failure(review, endpoint, type(err).__name__, started))
+            log.debug("admission decided: %s", decision_of(response))
         return JSONResponse(review_response(response))  # type: ignore[arg-type]
 
     async def mutate_handler(

@@ -365,6 +365,9 @@ def uvicorn_config(server: Server, **overrides: Any) -> uvicorn.Config:
         "lifespan": "on",
         "log_level": "info",
         "access_log": False,
+        # uvicorn's own lines go through the process's handler (serve's --log-format), not
+        # a formatter of its own: one format on standard error, JSON lines stay JSON.
+        "log_config": None,
         "ssl_context_factory": lambda config, default: server.ssl_context(),
         "timeout_graceful_shutdown": 10,
         "limit_concurrency": server.settings.max_connections,

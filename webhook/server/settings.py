@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from certs.bootstrap import DEFAULT_SECRET_NAME, DEFAULT_SERVICE_NAME, DEFAULT_WEBHOOK_CONFIG_NAME
 from certs.rotation import DEFAULT_LEASE_NAME
 from webhook.core.keys import DEFAULT_PREFIX
+from webhook.server.logs import LogFormat
 
 MIB = 1024 * 1024
 DEFAULT_CONTROLLER_ACCOUNT = "system:serviceaccount:argo-rollouts:argo-rollouts"
@@ -79,6 +80,10 @@ class ServeSettings(BaseSettings):
     access_review_timeout_seconds: float = Field(default=2.0, gt=0, le=10)
     cert_poll_seconds: float = Field(default=2.0, gt=0, le=300)
     write_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    log_format: LogFormat = "text"
+    """Lines on standard error: text for people, JSON (one object a line) for a log
+    pipeline. Either way a line about an admission request names it (uid, kind,
+    namespace, name, user)."""
 
     @model_validator(mode="after")
     def _one_cluster_source(self) -> ServeSettings:
