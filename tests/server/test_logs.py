@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from webhook.server.ports import AccessDecision, MemoryClusterView
 
 from tests.server.conftest import (
     ALICE,
@@ -48,7 +49,6 @@ from webhook.server.logs import (
     extra_for,
     make_handler,
 )
-from webhook.server.ports import AccessDecision, MemoryClusterView
 
 FIVE = {"uid": "u-1", "kind": "Deployment", "namespace": "shop", "name": "web", "user": "alice"}
 REQUEST = admission_request(deployment(), uid="u-1")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from webhook.core.audit import DecisionFacts
 from webhook.kube.view import MemoryClusterView
+from webhook.server.logs import RECORD_ATTRIBUTE, AdmissionFields
 from webhook.server.metrics import Metrics
 from webhook.server.write_worker import WriteJob, WriteWorker
 
@@ -122,3 +126,29 @@ def test_a_job_whose_object_never_comes_is_skipped_after_the_timeout() -> None:
     assert writer.applied == []
     (results,) = records.made
     assert results[0].startswith("skipped: Deployment shop/refused was not stored within 0.5s")
+
+
+def test_a_failed_apply_is_logged_with_the_request_it_belongs_to(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Refusing(SlowWriter):
+        def apply(self, manifest: dict[str, Any], *, timeout: float) -> None:
+            raise RuntimeError("422: Rollout.argoproj.io is invalid")
+
+    records = Records()
+    started = worker(Refusing(), records)
+    with caplog.at_level(logging.WARNING, logger="webhook.server.write_worker"):
+        started.submit(job("web", 3))
+        assert started.wait_idle(5)
+    started.close()
+    [line] = [r for r in caplog.records if "apply of Rollout failed" in r.getMessage()]
+    fields = AdmissionFields()
+    assert fields.filter(line)
+    assert getattr(line, RECORD_ATTRIBUTE) == {
+        "uid": "web-3",
+        "kind": "Deployment",
+        "namespace": "shop",
+        "name": "web",
+        "user": "alice",
+    }
+    assert records.made == [("failed: 422: Rollout.argoproj.io is invalid",)]

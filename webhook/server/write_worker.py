@@ -22,6 +22,7 @@ from typing import Any
 from webhook.core.audit import WRITES_KIND, ChangeOutcome, DecisionFacts
 from webhook.core.cluster import ClusterReader, ClusterWriter
 from webhook.server.audit_trail import AuditSink
+from webhook.server.logs import extra_for
 from webhook.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,9 @@ class WriteWorker:
                     continue
                 self._apply(job)
             except Exception:
-                log.exception("write job for %s failed", "/".join(job.key))
+                log.exception(
+                    "write job for %s failed", "/".join(job.key), extra=extra_for(job.facts)
+                )
             self._done(job)
 
     def _stored(self, job: WriteJob) -> bool:
@@ -214,7 +217,11 @@ class WriteWorker:
             try:
                 changes = job.replan() or changes
             except Exception:
-                log.exception("re-planning the writes for %s failed", "/".join(job.key))
+                log.exception(
+                    "re-planning the writes for %s failed",
+                    "/".join(job.key),
+                    extra=extra_for(job.facts),
+                )
         made: list[ChangeOutcome] = []
         for manifest in changes:
             kind = str(manifest.get("kind", ""))
@@ -224,7 +231,7 @@ class WriteWorker:
                 reason = str(err).splitlines()[0] if str(err) else type(err).__name__
                 made.append(change_outcome(manifest, f"failed: {reason}"))
                 self.metrics.cluster_writes.labels(kind, "failed").inc()
-                log.warning("apply of %s failed: %s", kind, reason)
+                log.warning("apply of %s failed: %s", kind, reason, extra=extra_for(job.facts))
             else:
                 made.append(change_outcome(manifest, "applied"))
                 self.metrics.cluster_writes.labels(kind, "applied").inc()
