@@ -20,22 +20,20 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from webhook.core.actions import (
+    Apply,
+    ClusterAction,
+    Delete,
+    DeleteOrphanReplicaSets,
+    Emit,
+    Patch,
+)
 from webhook.core.admission import neighbours_of
 from webhook.core.audit import ChangeOutcome, DecisionFacts
 from webhook.core.keys import DEFAULT_KEYS, Keys
 from webhook.core.objects import labels_of, name_of, namespace_of, spec_of
 from webhook.core.policy import Policy
-from webhook.core.reconcile import (
-    ORPHAN_GRACE,
-    Action,
-    Apply,
-    Delete,
-    DeleteOrphanReplicaSets,
-    Emit,
-    Patch,
-    ReconcilePlan,
-    plan_reconcile,
-)
+from webhook.core.reconcile import ORPHAN_GRACE, ReconcilePlan, plan_reconcile
 from webhook.core.services import selects_pods
 from webhook.reconciler.queue import WorkQueue
 
@@ -81,12 +79,12 @@ class ReconcileWriter(Protocol):
     ) -> None: ...
 
 
-def _signature(action: Action) -> str:
+def _signature(action: ClusterAction) -> str:
     """A write, as text: the same write planned twice has the same signature."""
     return json.dumps(asdict(action), sort_keys=True, default=str)
 
 
-def _describe(action: Action) -> tuple[str, str, str, str]:
+def _describe(action: ClusterAction) -> tuple[str, str, str, str]:
     """(action, kind, namespace, name) for the audit record."""
     if isinstance(action, Apply):
         meta = action.manifest.get("metadata") or {}
@@ -207,7 +205,7 @@ class Reconciler:
             orphan_grace=self.orphan_grace,
         )
 
-    def _recently_made(self, action: Action, now: float) -> bool:
+    def _recently_made(self, action: ClusterAction, now: float) -> bool:
         """Whether this very write was made moments ago and the cache has not caught up.
 
         The watch events of a pass's own writes arrive one by one, and each queues the key
@@ -259,7 +257,9 @@ class Reconciler:
             window = self.expectation_seconds
             self._made = {k: t for k, t in self._made.items() if now - t < window}
 
-    def _carry_out(self, key: Key, action: Action, deployment: Mapping[str, Any] | None) -> None:
+    def _carry_out(
+        self, key: Key, action: ClusterAction, deployment: Mapping[str, Any] | None
+    ) -> None:
         if isinstance(action, Apply):
             self.writer.apply(action.manifest, timeout=WRITE_TIMEOUT)
         elif isinstance(action, Patch):
