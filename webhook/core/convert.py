@@ -39,7 +39,8 @@ from webhook.core.objects import (
     owner_reference,
     spec_of,
 )
-from webhook.core.policy import Environment, Policy, Strategy
+from webhook.core.policy import Environment, Policy
+from webhook.core.policy_schema import Strategy
 from webhook.core.routes import (
     RoutePatch,
     add_canary_backend_httproute,
