@@ -39,7 +39,8 @@ from webhook.reconciler.queue import WorkQueue
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]  # namespace, Deployment name
+DeploymentRef = tuple[str, str]
+"""(namespace, name) of a Deployment: what the work queue holds and a plan is for."""
 WRITE_TIMEOUT = 10.0
 EXPECTATION_SECONDS = 5.0
 RECONCILER_USER = "rollout-webhook:reconciler"
@@ -118,7 +119,7 @@ class Reconciler:
         keys: Keys = DEFAULT_KEYS,
         audit: Callable[[DecisionFacts], None] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        queue: WorkQueue[Key] | None = None,
+        queue: WorkQueue[DeploymentRef] | None = None,
         is_leader: Callable[[], bool] = lambda: True,
         synced: Callable[[], bool] = lambda: True,
         resync_seconds: float = 600.0,
@@ -132,14 +133,14 @@ class Reconciler:
         self.keys = keys
         self.audit = audit
         self.now = now
-        self.queue: WorkQueue[Key] = queue or WorkQueue()
+        self.queue: WorkQueue[DeploymentRef] = queue or WorkQueue()
         self.is_leader = is_leader
         self.synced = synced
         self.resync_seconds = resync_seconds
         self.expectation_seconds = expectation_seconds
         self.excluded_namespaces = excluded_namespaces
         self.orphan_grace = orphan_grace
-        self._events: dict[Key, tuple[str, str]] = {}
+        self._events: dict[DeploymentRef, tuple[str, str]] = {}
         self._made: dict[str, float] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -148,7 +149,7 @@ class Reconciler:
 
     # --- events -> keys ------------------------------------------------------
 
-    def keys_for(self, kind: str, obj: Mapping[str, Any]) -> set[Key]:
+    def keys_for(self, kind: str, obj: Mapping[str, Any]) -> set[DeploymentRef]:
         """The Deployments an event on ``obj`` may concern."""
         ns = namespace_of(obj)
         name = name_of(obj)
@@ -186,7 +187,7 @@ class Reconciler:
 
     # --- one pass ---------------------------------------------------------------
 
-    def plan(self, key: Key) -> ReconcilePlan | None:
+    def plan(self, key: DeploymentRef) -> ReconcilePlan | None:
         """None until the policy is known and the caches are synced (an empty cache would
         make every generated Rollout look orphaned), and for excluded namespaces."""
         policy = self.policy()
@@ -217,7 +218,7 @@ class Reconciler:
         made_at = self._made.get(_signature(action))
         return made_at is not None and now - made_at < self.expectation_seconds
 
-    def reconcile(self, key: Key) -> ReconcilePlan | None:
+    def reconcile(self, key: DeploymentRef) -> ReconcilePlan | None:
         """Plan one key and carry the plan out; raises when a write fails."""
         started = time.monotonic()
         plan = self.plan(key)
@@ -258,7 +259,7 @@ class Reconciler:
             self._made = {k: t for k, t in self._made.items() if now - t < window}
 
     def _carry_out(
-        self, key: Key, action: ClusterAction, deployment: Mapping[str, Any] | None
+        self, key: DeploymentRef, action: ClusterAction, deployment: Mapping[str, Any] | None
     ) -> None:
         if isinstance(action, Apply):
             self.writer.apply(action.manifest, timeout=WRITE_TIMEOUT)
