@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 import pytest
-from webhook.server.ports import AccessDecision, MemoryClusterView
 
 from tests.server.conftest import (
     ALICE,
@@ -38,7 +37,9 @@ from tests.server.conftest import (
 from webhook.cli.main import build_parser
 from webhook.cli.serve import settings_from_args
 from webhook.core.audit import DecisionFacts
+from webhook.core.cluster import AccessDecision
 from webhook.core.review import AdmissionRequest, UserInfo, parse_review
+from webhook.kube.view import MemoryClusterView
 from webhook.server.logs import (
     RECORD_ATTRIBUTE,
     AdmissionFields,

@@ -9,19 +9,11 @@ from typing import Any
 import pytest
 
 from tests.unit.builders import deployment, hpa, httproute, opted_in, service
+from webhook.core.actions import Apply, Delete, DeleteOrphanReplicaSets, Emit, Patch
 from webhook.core.convert import Neighbours
 from webhook.core.keys import DEFAULT_KEYS as K
 from webhook.core.policy import builtin_policy, parse_policy_text
-from webhook.core.reconcile import (
-    Apply,
-    Delete,
-    DeleteOrphanReplicaSets,
-    Emit,
-    Patch,
-    ReconcilePlan,
-    contains,
-    plan_reconcile,
-)
+from webhook.core.reconcile import ReconcilePlan, contains, plan_reconcile
 from webhook.core.services import POD_TEMPLATE_HASH
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

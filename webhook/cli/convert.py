@@ -11,15 +11,17 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.cli.common import load_policy, render
 from webhook.cli.errors import UsageError
-from webhook.cli.manifests import ManifestError, load_manifests
+from webhook.cli.manifests import Manifest, ManifestError, load_manifests
 from webhook.core.convert import Neighbours, plan_conversion
 from webhook.core.keys import DEFAULT_KEYS
+from webhook.core.policy import Policy
 
-Key = tuple[str, str, str]  # kind, namespace, name
+ObjectRef = tuple[str, str, str]  # kind, namespace, name
 
 _NEIGHBOUR_KINDS = {
     "Service": "services",
@@ -63,9 +65,41 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _key(obj: dict[str, Any]) -> Key:
+def _ref(obj: dict[str, Any]) -> ObjectRef:
     meta = obj["metadata"]
     return (str(obj["kind"]), str(meta.get("namespace", "")), str(meta["name"]))
+
+
+@dataclass
+class _Objects:
+    """Every object of the input by reference, as it will be printed, in input order."""
+
+    order: list[ObjectRef] = field(default_factory=list)
+    current: dict[ObjectRef, dict[str, Any]] = field(default_factory=dict)
+    # Objects printed without a namespace: given none, and no -n to give them one.
+    unnamespaced: set[ObjectRef] = field(default_factory=set)
+    # What a conversion generates, printed right after its Deployment.
+    generated: dict[ObjectRef, list[ObjectRef]] = field(default_factory=dict)
+
+    def neighbours(self, ns: str) -> Neighbours:
+        groups: dict[str, list[dict[str, Any]]] = {v: [] for v in _NEIGHBOUR_KINDS.values()}
+        namespace = None
+        for (kind, obj_ns, name), obj in self.current.items():
+            if kind == "Namespace" and name == ns:
+                namespace = obj
+            elif kind in _NEIGHBOUR_KINDS and obj_ns == ns:
+                groups[_NEIGHBOUR_KINDS[kind]].append(obj)
+        return Neighbours(namespace=namespace, **{k: tuple(v) for k, v in groups.items()})
+
+    def printed(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for ref in self.order:
+            out.append(self.current[ref])
+            out.extend(self.current[r] for r in self.generated.get(ref, []))
+        for obj in out:
+            if _ref(obj) in self.unnamespaced:
+                obj["metadata"].pop("namespace", None)
+        return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,75 +111,65 @@ def run(args: argparse.Namespace) -> int:
     if args.environment and policy.environment(args.environment) is None:
         known = ", ".join(sorted(policy.environments))
         raise UsageError(f"--environment {args.environment}: not in the policy (known: {known})")
-    keys = DEFAULT_KEYS
-    default_ns = args.namespace or "default"
+    objects = _read(manifests, args)
+    for ref in list(objects.order):
+        obj = objects.current[ref]
+        if ref[0] == "Deployment" and obj.get("apiVersion") == "apps/v1":
+            _convert(ref, objects, policy, args.environment)
+    sys.stdout.write(render(objects.printed(), args.output))
+    return 0
 
-    order: list[Key] = []
-    current: dict[Key, dict[str, Any]] = {}
-    unnamespaced: set[Key] = set()
+
+def _read(manifests: list[Manifest], args: argparse.Namespace) -> _Objects:
+    """The input objects, each with a namespace (the -n option's, else default), and
+    every Deployment opted in under --enable."""
+    objects = _Objects()
+    default_ns = args.namespace or "default"
     for manifest in manifests:
         obj = copy.deepcopy(manifest.obj)
         meta = obj.setdefault("metadata", {})
         if obj["kind"] != "Namespace" and not meta.get("namespace"):
             meta["namespace"] = default_ns
             if args.namespace is None:
-                unnamespaced.add(_key(obj))
+                objects.unnamespaced.add(_ref(obj))
         if obj["kind"] == "Deployment" and args.enable:
-            meta.setdefault("labels", {})[keys.enabled] = "true"
-        key = _key(obj)
-        if key in current:
-            raise UsageError(f"{manifest.source}: {key[0]} {key[1]}/{key[2]} appears twice")
-        order.append(key)
-        current[key] = obj
+            meta.setdefault("labels", {})[DEFAULT_KEYS.enabled] = "true"
+        ref = _ref(obj)
+        if ref in objects.current:
+            raise UsageError(f"{manifest.source}: {ref[0]} {ref[1]}/{ref[2]} appears twice")
+        objects.order.append(ref)
+        objects.current[ref] = obj
+    return objects
 
-    def neighbours(ns: str) -> Neighbours:
-        groups: dict[str, list[dict[str, Any]]] = {v: [] for v in _NEIGHBOUR_KINDS.values()}
-        namespace = None
-        for (kind, obj_ns, name), obj in current.items():
-            if kind == "Namespace" and name == ns:
-                namespace = obj
-            elif kind in _NEIGHBOUR_KINDS and obj_ns == ns:
-                groups[_NEIGHBOUR_KINDS[kind]].append(obj)
-        return Neighbours(namespace=namespace, **{k: tuple(v) for k, v in groups.items()})
 
-    extras: dict[Key, list[Key]] = {}
-    for key in order:
-        obj = current[key]
-        if key[0] != "Deployment" or obj.get("apiVersion") != "apps/v1":
-            continue
-        where = f"Deployment {key[1]}/{key[2]}"
-        result = plan_conversion(
-            obj, neighbours(key[1]), policy, operation="CREATE", environment=args.environment
-        )
-        for finding in result.findings:
-            print(f"{where}: {finding}", file=sys.stderr)
-        if not result.converted:
-            print(f"{where}: not converted: {result.reason}", file=sys.stderr)
-            continue
-        print(f"{where}: converted to {result.environment} {result.strategy}", file=sys.stderr)
-        current[key] = result.deployment
-        for changed in (*result.hpas, *result.routes):
-            current[_key(changed)] = changed
-        generated = [o for o in (result.rollout, *result.services) if o is not None]
-        extras[key] = []
-        for new in generated:
-            new_key = _key(new)
-            if new_key in current and new_key not in extras[key]:
-                raise UsageError(
-                    f"{where}: would generate {new_key[0]} {new_key[2]}, "
-                    "which the input already has"
-                )
-            current[new_key] = new
-            extras[key].append(new_key)
-            if key in unnamespaced:
-                unnamespaced.add(new_key)
-
-    out: list[dict[str, Any]] = []
-    for key in order:
-        out.append(current[key])
-        out.extend(current[k] for k in extras.get(key, []))
-    for obj in out:
-        if _key(obj) in unnamespaced:
-            obj["metadata"].pop("namespace", None)
-    sys.stdout.write(render(out, args.output))
-    return 0
+def _convert(ref: ObjectRef, objects: _Objects, policy: Policy, environment: str | None) -> None:
+    """Plan one Deployment's conversion, say what happened on stderr, and put every object
+    it changes or generates in place of the input's."""
+    where = f"Deployment {ref[1]}/{ref[2]}"
+    result = plan_conversion(
+        objects.current[ref],
+        objects.neighbours(ref[1]),
+        policy,
+        operation="CREATE",
+        environment=environment,
+    )
+    for finding in result.findings:
+        print(f"{where}: {finding}", file=sys.stderr)
+    if not result.converted:
+        print(f"{where}: not converted: {result.reason}", file=sys.stderr)
+        return
+    print(f"{where}: converted to {result.environment} {result.strategy}", file=sys.stderr)
+    objects.current[ref] = result.deployment
+    for changed in (*result.hpas, *result.routes):
+        objects.current[_ref(changed)] = changed
+    generated = objects.generated.setdefault(ref, [])
+    for new in (o for o in (result.rollout, *result.services) if o is not None):
+        new_ref = _ref(new)
+        if new_ref in objects.current and new_ref not in generated:
+            raise UsageError(
+                f"{where}: would generate {new_ref[0]} {new_ref[2]}, which the input already has"
+            )
+        objects.current[new_ref] = new
+        generated.append(new_ref)
+        if ref in objects.unnamespaced:
+            objects.unnamespaced.add(new_ref)

@@ -17,13 +17,14 @@ from typing import Any
 
 from webhook.cli.common import load_policy
 from webhook.cli.errors import UsageError
+from webhook.core.actions import Emit
 from webhook.core.admission import neighbours_of
 from webhook.core.errors import PolicyInvalid
 from webhook.core.hpa import hpas_for
 from webhook.core.keys import DEFAULT_KEYS, Keys
 from webhook.core.objects import annotations_of, is_generated, name_of, namespace_of
 from webhook.core.policy import Policy, builtin_policy, policy_from_configmap
-from webhook.core.reconcile import Emit, plan_reconcile
+from webhook.core.reconcile import plan_reconcile
 from webhook.core.routes import httproute_references, virtualservice_references
 from webhook.core.selection import resolve_opt_in
 from webhook.kube.resources import CACHED_KINDS

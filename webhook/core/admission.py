@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 from webhook.core.cluster import ClusterLister, ClusterReader
-from webhook.core.convert import Conversion, Neighbours, plan_conversion
+from webhook.core.convert import Conversion, ConversionOperation, Neighbours, plan_conversion
 from webhook.core.hpa import retarget_hpa, targets
 from webhook.core.index import backend_keys, selecting_keys, target_key
 from webhook.core.keys import Keys
@@ -104,9 +104,7 @@ def decide_deployment(
         return AdmissionPlan(
             "skip", "the Deployment has no name yet (generateName); the reconciler converts it"
         )
-    operation: Literal["CREATE", "UPDATE"] = (
-        "CREATE" if request["operation"] == "CREATE" else "UPDATE"
-    )
+    operation: ConversionOperation = "CREATE" if request["operation"] == "CREATE" else "UPDATE"
     deployment = _with_namespace(obj, namespace)
     conversion = plan_conversion(
         deployment,

@@ -39,7 +39,8 @@ from webhook.core.objects import (
     owner_reference,
     spec_of,
 )
-from webhook.core.policy import Environment, Policy, Strategy
+from webhook.core.policy import Environment, Policy
+from webhook.core.policy_schema import Strategy
 from webhook.core.routes import (
     RoutePatch,
     add_canary_backend_httproute,
@@ -48,14 +49,19 @@ from webhook.core.routes import (
     virtualservice_references,
 )
 from webhook.core.selection import (
+    OptIn,
+    StrategyChoice,
     resolve_environment,
     resolve_opt_in,
     resolve_strategy,
 )
 from webhook.core.services import candidate_services, clone_service
 
-Operation = Literal["CREATE", "UPDATE"]
-Decision = Literal["convert", "skip", "refuse"]
+ConversionOperation = Literal["CREATE", "UPDATE"]
+"""What a conversion is planned for: CREATE stores the Deployment with 0 replicas (its
+pods come from the Rollout only); UPDATE converts a stored, running one (the reconciler
+always plans an UPDATE)."""
+ConversionDecision = Literal["convert", "skip", "refuse"]
 
 ROLLOUT_API_VERSION = "argoproj.io/v1alpha1"
 GATEWAY_PLUGIN = "argoproj-labs/gatewayAPI"
@@ -82,7 +88,7 @@ class Neighbours:
 class Conversion:
     """Everything a decision produces, as data. ``deployment`` is always a full object."""
 
-    decision: Decision
+    decision: ConversionDecision
     reason: str
     deployment: Obj
     environment: str | None = None
@@ -162,6 +168,8 @@ def _stable_service(
 def _traffic(
     env: Environment, stable: str | None, canary: str | None, neighbours: Neighbours, ns: str
 ) -> _Traffic:
+    """How the canary's share of traffic is routed: through the HTTPRoutes or the
+    VirtualServices that send traffic to the stable Service, as the environment says."""
     mode = env.traffic_routing
     if mode == "none" or stable is None or canary is None:
         return _Traffic(None, ())
@@ -169,54 +177,49 @@ def _traffic(
     virtual_services = [
         v for v in neighbours.virtual_services if virtualservice_references(v, stable)
     ]
-    use_gateway = mode == "gatewayAPI" or (mode == "auto" and bool(http_routes))
-    use_istio = mode == "istio" or (mode == "auto" and not http_routes and bool(virtual_services))
-    if use_gateway:
-        if not http_routes:
-            return _Traffic(
-                None,
-                (),
-                (
-                    warning(
-                        "no-route",
-                        f"trafficRouting is gatewayAPI but no HTTPRoute sends traffic to {stable}",
-                    ),
-                ),
-            )
-        patches = [add_canary_backend_httproute(r, stable, canary) for r in http_routes]
-        names = sorted(name_of(r) for r in http_routes)
-        plugin: Obj = {"namespace": ns}
-        if len(names) == 1:
-            plugin["httpRoute"] = names[0]
-        else:
-            plugin["httpRoutes"] = [{"name": n} for n in names]
-        return _collect({"plugins": {GATEWAY_PLUGIN: plugin}}, patches)
-    if use_istio:
-        if not virtual_services:
-            return _Traffic(
-                None,
-                (),
-                (
-                    warning(
-                        "no-route",
-                        f"trafficRouting is istio but no VirtualService routes to {stable}",
-                    ),
-                ),
-            )
-        patches = [
-            add_canary_destination_virtualservice(v, stable, canary) for v in virtual_services
-        ]
-        refs: list[Obj] = []
-        for vs, patch in sorted(
-            zip(virtual_services, patches, strict=True), key=lambda p: name_of(p[0])
-        ):
-            ref: Obj = {"name": name_of(vs)}
-            if len(spec_of(vs).get("http") or []) > 1:
-                ref["routes"] = list(patch.route_names)
-            refs.append(ref)
-        config: Obj = {"virtualService": refs[0]} if len(refs) == 1 else {"virtualServices": refs}
-        return _collect({"istio": config}, patches)
+    if mode == "gatewayAPI" or (mode == "auto" and http_routes):
+        return _gateway_api_traffic(http_routes, stable, canary, ns)
+    if mode == "istio" or (mode == "auto" and virtual_services):
+        return _istio_traffic(virtual_services, stable, canary)
     return _Traffic(None, ())
+
+
+def _no_route(message: str) -> _Traffic:
+    return _Traffic(None, (), (warning("no-route", message),))
+
+
+def _gateway_api_traffic(
+    http_routes: Sequence[Mapping[str, Any]], stable: str, canary: str, ns: str
+) -> _Traffic:
+    if not http_routes:
+        return _no_route(f"trafficRouting is gatewayAPI but no HTTPRoute sends traffic to {stable}")
+    patches = [add_canary_backend_httproute(r, stable, canary) for r in http_routes]
+    names = sorted(name_of(r) for r in http_routes)
+    plugin: Obj = {"namespace": ns}
+    if len(names) == 1:
+        plugin["httpRoute"] = names[0]
+    else:
+        plugin["httpRoutes"] = [{"name": n} for n in names]
+    return _collect({"plugins": {GATEWAY_PLUGIN: plugin}}, patches)
+
+
+def _istio_traffic(
+    virtual_services: Sequence[Mapping[str, Any]], stable: str, canary: str
+) -> _Traffic:
+    if not virtual_services:
+        return _no_route(f"trafficRouting is istio but no VirtualService routes to {stable}")
+    patches = [add_canary_destination_virtualservice(v, stable, canary) for v in virtual_services]
+    refs: list[Obj] = []
+    for vs, patch in sorted(
+        zip(virtual_services, patches, strict=True), key=lambda p: name_of(p[0])
+    ):
+        ref: Obj = {"name": name_of(vs)}
+        # With more than one HTTP route, Argo must be told which ones to weight.
+        if len(spec_of(vs).get("http") or []) > 1:
+            ref["routes"] = list(patch.route_names)
+        refs.append(ref)
+    config: Obj = {"virtualService": refs[0]} if len(refs) == 1 else {"virtualServices": refs}
+    return _collect({"istio": config}, patches)
 
 
 def _collect(config: Obj, patches: Sequence[RoutePatch]) -> _Traffic:
@@ -307,7 +310,7 @@ def _kept_strategy(
 
 
 def _skip(
-    decision: Decision,
+    decision: ConversionDecision,
     reason: str,
     deployment: Mapping[str, Any],
     findings: Sequence[Finding] = (),
@@ -324,10 +327,117 @@ def _skip(
     )
 
 
+@dataclass(frozen=True)
+class _Admitted:
+    """A Deployment past the skip checks: why it is in, its environment, what it asks for."""
+
+    opt_in: OptIn
+    source: str  # where the environment's name came from
+    env: Environment
+    choice: StrategyChoice
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [*self.opt_in.findings, *self.choice.findings]
+
+
+def _skip_checks(
+    deployment: Mapping[str, Any],
+    namespace: Mapping[str, Any] | None,
+    policy: Policy,
+    keys: Keys,
+    forced_environment: str | None,
+) -> _Admitted | Conversion:
+    """The Deployment's environment and strategy choice, or why it is skipped or refused."""
+    version = str(policy.version)
+    opt_in = resolve_opt_in(deployment, namespace, keys)
+    if not opt_in.opted_in:
+        return _skip("skip", opt_in.reason, deployment, opt_in.findings, version=version)
+    env_choice = resolve_environment(deployment, namespace, policy, keys, forced=forced_environment)
+    env = policy.environment(env_choice.name)
+    if env is None:
+        where = f"{env_choice.name!r} (from {env_choice.source})"
+        return _skip(
+            "refuse",
+            f"environment {where} is not in the policy",
+            deployment,
+            [error("unknown-environment", f"policy has no environment {where}")],
+            version=version,
+        )
+    admitted = _Admitted(opt_in, env_choice.source, env, resolve_strategy(deployment, env, keys))
+    refusal = _switched_off(admitted, keys)
+    if refusal is None:
+        return admitted
+    decision, reason = refusal
+    return _skip(decision, reason, deployment, admitted.findings, env.name, version)
+
+
+def _switched_off(admitted: _Admitted, keys: Keys) -> tuple[ConversionDecision, str] | None:
+    """Why an opted-in Deployment is still not converted: a switch is off, or its
+    overrides are invalid."""
+    if not admitted.env.enabled:
+        return "skip", f"environment {admitted.env.name} is switched off (rollout.enabled: false)"
+    if not admitted.choice.enabled:
+        return "skip", f"annotation {keys.rollout} sets enabled: false"
+    if any(f.is_error for f in admitted.findings):
+        return "refuse", "the service's overrides are invalid"
+    return None
+
+
+def _recreate_warning(deployment: Mapping[str, Any], strategy: Strategy) -> list[Finding]:
+    if (spec_of(deployment).get("strategy") or {}).get("type") != "Recreate":
+        return []
+    return [
+        warning(
+            "recreate",
+            f"Deployment strategy Recreate has no Rollout equivalent; {strategy} replaces it",
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The Services and routes a strategy names: the stable Service (None: no Service
+    selects the pods), the canary or preview Service generated next to it, the routing."""
+
+    stable: Mapping[str, Any] | None
+    second: str | None
+    traffic: _Traffic
+
+    @property
+    def stable_name(self) -> str | None:
+        return name_of(self.stable) if self.stable is not None else None
+
+
+def _layout(
+    deployment: Mapping[str, Any],
+    env: Environment,
+    strategy: Strategy,
+    neighbours: Neighbours,
+    keys: Keys,
+) -> tuple[_Layout, list[Finding]]:
+    stable, findings = _stable_service(deployment, neighbours, keys)
+    if stable is None:
+        findings.append(
+            error("no-service", "blue-green needs a Service that selects the pods; none does")
+            if strategy == "bluegreen"
+            else warning("no-service", "no Service selects the pods: canary by replica count only")
+        )
+        return _Layout(None, None, _Traffic(None, ())), findings
+    stable_name = name_of(stable)
+    second = dns_label(stable_name, "canary" if strategy == "canary" else "preview")
+    traffic = (
+        _traffic(env, stable_name, second, neighbours, namespace_of(deployment))
+        if strategy == "canary"
+        else _Traffic(None, ())
+    )
+    return _Layout(stable, second, traffic), [*findings, *traffic.findings]
+
+
 def _replicas(
     deployment: Mapping[str, Any],
     old: Mapping[str, Any] | None,
-    operation: Operation,
+    operation: ConversionOperation,
     keys: Keys,
 ) -> tuple[int, int | None]:
     """(replicas the owner wants, replicas the stored Deployment should have; None = as is).
@@ -355,12 +465,119 @@ def _replicas(
     return recorded, None
 
 
+def _rollout_replicas(
+    wanted: int, hpas: Sequence[Mapping[str, Any]], existing: Mapping[str, Any] | None
+) -> int:
+    if not hpas:
+        return wanted
+    if existing is not None and isinstance(spec_of(existing).get("replicas"), int):
+        # The HPA owns the Rollout's size once it scales it.
+        replicas: int = spec_of(existing)["replicas"]
+        return replicas
+    return clamp_to_hpa(wanted, hpas[0])
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """What the converted objects record: the environment, the strategy in force and the
+    version of the policy that decided it."""
+
+    env: Environment
+    strategy: Strategy
+    version: str
+
+    def annotations(self, keys: Keys) -> dict[str, str]:
+        return {
+            keys.applied_environment: self.env.name,
+            keys.applied_strategy: self.strategy,
+            keys.policy_version: self.version,
+        }
+
+
+def _applied_version(
+    kept: bool, existing: Mapping[str, Any] | None, version: str, keys: Keys
+) -> str:
+    """The version recorded is the one that decided the strategy in force."""
+    if kept and existing is not None:
+        return annotations_of(existing).get(keys.policy_version, version)
+    return version
+
+
+def _converted_deployment(
+    deployment: Mapping[str, Any],
+    applied: _Applied,
+    wanted: int,
+    stored: int | None,
+    keys: Keys,
+) -> Obj:
+    """The Deployment as admitted: the product's annotations, and its replicas when they
+    change (0 on CREATE: pods come from the Rollout only)."""
+    # Only the metadata is copied: the pod template, nearly all of the object, is shared
+    # with the request (nothing changes a conversion's Deployment in place afterwards).
+    metadata = json_copy(dict(meta(deployment)))
+    converted = {**deployment, "metadata": metadata}
+    metadata.setdefault("annotations", {}).update(
+        {
+            keys.rollout_name: name_of(deployment),
+            keys.original_replicas: str(wanted),
+            **applied.annotations(keys),
+        }
+    )
+    if stored is not None:
+        converted["spec"] = {**spec_of(deployment), "replicas": stored}
+    return converted
+
+
+_COPIED_SPEC_FIELDS = ("revisionHistoryLimit", "minReadySeconds", "progressDeadlineSeconds")
+
+
+def _rollout_manifest(
+    deployment: Mapping[str, Any],
+    applied: _Applied,
+    replicas: int,
+    strategy_spec: Obj,
+    keys: Keys,
+) -> Obj:
+    """The Rollout: the Deployment's name, labels and selector, its pods by workloadRef."""
+    name = name_of(deployment)
+    labels = carried_labels(labels_of(deployment), keys)
+    labels[keys.managed] = "true"
+    labels[keys.generated_for] = name
+    metadata: Obj = {
+        "name": name,
+        "namespace": namespace_of(deployment),
+        "labels": labels,
+        "annotations": applied.annotations(keys),
+    }
+    owners = owner_reference(deployment)
+    if owners:
+        metadata["ownerReferences"] = owners
+    spec = spec_of(deployment)
+    rollout_spec: Obj = {"replicas": replicas}
+    if "selector" in spec:
+        rollout_spec["selector"] = json_copy(spec["selector"])
+    rollout_spec.update({k: spec[k] for k in _COPIED_SPEC_FIELDS if k in spec})
+    rollout_spec["workloadRef"] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": name,
+        "scaleDown": applied.env.scale_down,
+    }
+    rollout_spec["strategy"] = strategy_spec
+    return {
+        "apiVersion": ROLLOUT_API_VERSION,
+        "kind": "Rollout",
+        "metadata": metadata,
+        "spec": rollout_spec,
+    }
+
+
 def plan_conversion(
     deployment: Mapping[str, Any],
     neighbours: Neighbours,
     policy: Policy,
     *,
-    operation: Operation = "CREATE",
+    operation: ConversionOperation = "CREATE",
     old_deployment: Mapping[str, Any] | None = None,
     keys: Keys = DEFAULT_KEYS,
     environment: str | None = None,
@@ -372,179 +589,51 @@ def plan_conversion(
     otherwise the label rules of docs/labels.md choose it. ``update_strategy=False``
     keeps an existing Rollout's strategy (the reconciler under ``rolloutUpdates:
     nextChange``: only a change of the Deployment moves it to a new policy).
+
+    The steps: the skip checks; the strategy in force (kept by a running Rollout, or
+    the policy's); the Services and routes it names; the pre-flight checks; then the
+    objects: the Deployment as admitted, the Rollout, the generated Service, the HPAs.
     """
     version = str(policy.version)
+    admitted = _skip_checks(deployment, neighbours.namespace, policy, keys, environment)
+    if isinstance(admitted, Conversion):
+        return admitted
+    env = admitted.env
     name = name_of(deployment)
-    ns = namespace_of(deployment)
-    opt_in = resolve_opt_in(deployment, neighbours.namespace, keys)
-    if not opt_in.opted_in:
-        return _skip("skip", opt_in.reason, deployment, opt_in.findings, version=version)
-
-    env_choice = resolve_environment(
-        deployment, neighbours.namespace, policy, keys, forced=environment
-    )
-    env = policy.environment(env_choice.name)
-    if env is None:
-        return _skip(
-            "refuse",
-            f"environment {env_choice.name!r} (from {env_choice.source}) is not in the policy",
-            deployment,
-            [
-                error(
-                    "unknown-environment",
-                    f"policy has no environment {env_choice.name!r} (from {env_choice.source})",
-                )
-            ],
-            version=version,
-        )
-    choice = resolve_strategy(deployment, env, keys)
-    findings: list[Finding] = [*opt_in.findings, *choice.findings]
-    if not env.enabled:
-        return _skip(
-            "skip",
-            f"environment {env.name} is switched off (rollout.enabled: false)",
-            deployment,
-            findings,
-            env.name,
-            version,
-        )
-    if not choice.enabled:
-        return _skip(
-            "skip",
-            f"annotation {keys.rollout} sets enabled: false",
-            deployment,
-            findings,
-            env.name,
-            version,
-        )
-    if any(f.is_error for f in findings):
-        return _skip(
-            "refuse", "the service's overrides are invalid", deployment, findings, env.name, version
-        )
-
     existing = neighbours.rollout_named(name)
     kept = _kept_strategy(existing, policy, update_strategy)
-    strategy, settings = kept if kept is not None else (choice.strategy, dict(choice.block))
-
-    if (spec_of(deployment).get("strategy") or {}).get("type") == "Recreate":
-        findings.append(
-            warning(
-                "recreate",
-                f"Deployment strategy Recreate has no Rollout equivalent; {strategy} replaces it",
-            )
-        )
-
-    stable_svc, svc_findings = _stable_service(deployment, neighbours, keys)
-    findings.extend(svc_findings)
-    stable = name_of(stable_svc) if stable_svc is not None else None
-    second: str | None = None
-    if stable is not None:
-        second = dns_label(stable, "canary" if strategy == "canary" else "preview")
-
-    if strategy == "bluegreen" and stable_svc is None:
-        findings.append(
-            error("no-service", "blue-green needs a Service that selects the pods; none does")
-        )
+    strategy, settings = kept or (admitted.choice.strategy, dict(admitted.choice.block))
+    layout, layout_findings = _layout(deployment, env, strategy, neighbours, keys)
+    findings = [*admitted.findings, *_recreate_warning(deployment, strategy), *layout_findings]
+    if strategy == "bluegreen" and layout.stable is None:
         return _skip("refuse", "no Service for blue-green", deployment, findings, env.name, version)
-    if strategy == "canary" and stable_svc is None:
-        findings.append(
-            warning("no-service", "no Service selects the pods: canary by replica count only")
-        )
-
-    traffic = (
-        _traffic(env, stable, second, neighbours, ns)
-        if strategy == "canary"
-        else _Traffic(None, ())
-    )
-    findings.extend(traffic.findings)
     if strategy == "canary":
-        findings.extend(_traffic_dependent_settings(settings, traffic.config is not None))
+        findings.extend(_traffic_dependent_settings(settings, layout.traffic.config is not None))
     if any(f.is_error for f in findings):
         return _skip("refuse", "pre-flight checks failed", deployment, findings, env.name, version)
 
     wanted, stored = _replicas(deployment, old_deployment, operation, keys)
     hpas = hpas_for(neighbours.hpas, name)
-    rollout_replicas = clamp_to_hpa(wanted, hpas[0]) if hpas else wanted
-    if hpas and existing is not None and isinstance(spec_of(existing).get("replicas"), int):
-        # The HPA owns the Rollout's size once it scales it.
-        rollout_replicas = spec_of(existing)["replicas"]
-
-    strategy_spec = _strategy_spec(strategy, settings, deployment, stable, second, traffic)
-    applied_strategy: Strategy = strategy
-    applied_version = version
-    if kept is not None and existing is not None:
-        # The version recorded is the one that decided the strategy in force.
-        applied_version = annotations_of(existing).get(keys.policy_version, version)
-
-    # Only the metadata is copied: the pod template, nearly all of the object, is shared
-    # with the request (nothing changes a conversion's Deployment in place afterwards).
-    metadata = json_copy(dict(meta(deployment)))
-    dep = {**deployment, "metadata": metadata}
-    annotations = metadata.setdefault("annotations", {})
-    annotations.update(
-        {
-            keys.rollout_name: name,
-            keys.original_replicas: str(wanted),
-            keys.applied_environment: env.name,
-            keys.applied_strategy: applied_strategy,
-            keys.policy_version: applied_version,
-        }
+    applied = _Applied(env, strategy, _applied_version(kept is not None, existing, version, keys))
+    strategy_spec = _strategy_spec(
+        strategy, settings, deployment, layout.stable_name, layout.second, layout.traffic
     )
-    if stored is not None:
-        dep["spec"] = {**spec_of(deployment), "replicas": stored}
-
-    labels = carried_labels(labels_of(deployment), keys)
-    labels[keys.managed] = "true"
-    labels[keys.generated_for] = name
-    rollout_meta: Obj = {
-        "name": name,
-        "namespace": ns,
-        "labels": labels,
-        "annotations": {
-            keys.applied_environment: env.name,
-            keys.applied_strategy: applied_strategy,
-            keys.policy_version: applied_version,
-        },
-    }
-    owners = owner_reference(deployment)
-    if owners:
-        rollout_meta["ownerReferences"] = owners
-    spec = spec_of(deployment)
-    rollout_spec: Obj = {"replicas": rollout_replicas}
-    if "selector" in spec:
-        rollout_spec["selector"] = json_copy(spec["selector"])
-    for key in ("revisionHistoryLimit", "minReadySeconds", "progressDeadlineSeconds"):
-        if key in spec:
-            rollout_spec[key] = spec[key]
-    rollout_spec["workloadRef"] = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "name": name,
-        "scaleDown": env.scale_down,
-    }
-    rollout_spec["strategy"] = strategy_spec
-    rollout: Obj = {
-        "apiVersion": ROLLOUT_API_VERSION,
-        "kind": "Rollout",
-        "metadata": rollout_meta,
-        "spec": rollout_spec,
-    }
-
     services: tuple[Obj, ...] = ()
-    if stable_svc is not None and second is not None:
-        services = (clone_service(stable_svc, second, deployment, keys),)
-    changed_hpas = tuple(retarget_hpa(h, name) for h in hpas if not targets(h, "Rollout", name))
+    if layout.stable is not None and layout.second is not None:
+        services = (clone_service(layout.stable, layout.second, deployment, keys),)
     verb = "converted" if operation == "CREATE" else "converted (running Deployment)"
     return Conversion(
         decision="convert",
-        reason=f"{opt_in.reason}; {verb} with {env.name} {applied_strategy} ({env_choice.source})",
-        deployment=dep,
+        reason=f"{admitted.opt_in.reason}; {verb} with {env.name} {strategy} ({admitted.source})",
+        deployment=_converted_deployment(deployment, applied, wanted, stored, keys),
         environment=env.name,
-        strategy=applied_strategy,
-        rollout=rollout,
+        strategy=strategy,
+        rollout=_rollout_manifest(
+            deployment, applied, _rollout_replicas(wanted, hpas, existing), strategy_spec, keys
+        ),
         services=services,
-        hpas=changed_hpas,
-        routes=traffic.routes,
+        hpas=tuple(retarget_hpa(h, name) for h in hpas if not targets(h, "Rollout", name)),
+        routes=layout.traffic.routes,
         findings=tuple(findings),
         policy_version=version,
     )

@@ -7,21 +7,8 @@ a service may opt out, an admin may change the policy. For one Deployment key
 the actions that close the gap, in order, plus when to look again. It is pure: the
 clock is an argument, and the actions are data the shell carries out.
 
-Opt-out is a sequence across several passes, because its order is what keeps the
-service up (argo-rollouts#3855, flagger#686: removing a Rollout first leaves the
-Deployment at 0 replicas):
-
-1. the Rollout stops scaling the Deployment down (``workloadRef.scaleDown: never``), the
-   Deployment gets its replicas back, the HPA targets it again, routes lose the canary
-   backend;
-2. wait until the Deployment's pods are available;
-3. the Rollout stops naming the Services and routes (Argo then lets go of them);
-4. drop the ``rollouts-pod-template-hash`` Argo added to the stable Service's selector, so
-   it selects the Deployment's pods too; delete the Rollout, orphaning its ReplicaSets so
-   its pods keep serving, and the generated Services;
-5. once the Rollout is gone, delete its orphaned ReplicaSets (where the Deployment
-   controller has not adopted them already) and remove the product's annotations from
-   the Deployment.
+Opt-out is a sequence across several passes, in the order that keeps the service up:
+``webhook.core.optout`` holds it, and this planner asks it for the step that is due.
 """
 
 from __future__ import annotations
@@ -29,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
+from webhook.core.actions import Apply, ClusterAction, Delete, Emit, Patch
 from webhook.core.convert import Conversion, Neighbours, plan_conversion
 from webhook.core.keys import DEFAULT_KEYS, Keys
 from webhook.core.objects import (
@@ -42,17 +30,14 @@ from webhook.core.objects import (
     name_of,
     spec_of,
 )
-from webhook.core.optout import plan_opt_out
+from webhook.core.optout import next_opt_out_step
 from webhook.core.policy import Policy
 from webhook.core.selection import resolve_opt_in
-from webhook.core.services import POD_TEMPLATE_HASH, selects_pods
 
 ORPHAN_GRACE = timedelta(seconds=60)
 """How long a generated Rollout may exist before its Deployment does (admission writes the
 Rollout moments before the API server stores the Deployment). The default of
 ``plan_reconcile``'s ``orphan_grace`` (serve's ``orphan_grace_seconds``)."""
-
-OPT_OUT_POLL_SECONDS = 2.0
 
 ARGOCD_IGNORE_REPLICAS = (
     "ignoreDifferences: [{group: apps, kind: Deployment, jsonPointers: [/spec/replicas]}]"
@@ -62,67 +47,19 @@ Deployment's replicas (docs/gitops.md)."""
 
 
 @dataclass(frozen=True)
-class Apply:
-    """Server-side apply with the product's field manager."""
-
-    manifest: Obj
-    why: str
-
-
-@dataclass(frozen=True)
-class Patch:
-    """A JSON merge patch (``None`` values delete keys)."""
-
-    kind: str
-    namespace: str
-    name: str
-    patch: Obj
-    why: str
-
-
-@dataclass(frozen=True)
-class Delete:
-    kind: str
-    namespace: str
-    name: str
-    why: str
-    orphan_dependents: bool = False
-
-
-@dataclass(frozen=True)
-class DeleteOrphanReplicaSets:
-    """Delete ReplicaSets left behind by a Rollout deleted with orphaned dependents: those
-    with the pod-template hash label, matching the selector, and no owner."""
-
-    namespace: str
-    selector: Mapping[str, str]
-    why: str
-
-
-@dataclass(frozen=True)
-class Emit:
-    """A Kubernetes Event on the Deployment."""
-
-    reason: str
-    message: str
-    type: Literal["Normal", "Warning"] = "Normal"
-
-
-Action = Apply | Patch | Delete | DeleteOrphanReplicaSets | Emit
-
-
-@dataclass(frozen=True)
 class ReconcilePlan:
+    """For one service: the actions that close the gap, in order, and when to look again."""
+
     namespace: str
     name: str
     state: str  # one word for logs and metrics: converted, converting, opting-out, ...
     summary: str
-    actions: tuple[Action, ...] = ()
+    actions: tuple[ClusterAction, ...] = ()
     requeue_after: float | None = None
     conversion: Conversion | None = field(default=None, compare=False)
 
     @property
-    def writes(self) -> tuple[Action, ...]:
+    def writes(self) -> tuple[ClusterAction, ...]:
         return tuple(a for a in self.actions if not isinstance(a, Emit))
 
 
@@ -190,7 +127,7 @@ def _orphans(
     if not generated:
         return ReconcilePlan(namespace, name, "absent", "no Deployment, nothing generated")
     waits: list[float] = []
-    actions: list[Action] = []
+    actions: list[ClusterAction] = []
     for obj in generated:
         created = _parse_time(meta(obj).get("creationTimestamp"))
         age = now - created if created is not None else grace
@@ -216,7 +153,7 @@ def _gitops_drain(
     conversion: Conversion,
     policy: Policy,
     keys: Keys,
-) -> list[Action]:
+) -> list[ClusterAction]:
     """argo-rollouts#4935: a GitOps sync puts replicas back on a scaled-down Deployment,
     and Argo does not scale it down again: capacity doubles for good. Drain it again."""
     env = policy.environment(conversion.environment or "")
@@ -280,7 +217,7 @@ def _converge(
             conversion=conversion,
         )
     existing_rollout = neighbours.rollout_named(name)
-    actions: list[Action] = []
+    actions: list[ClusterAction] = []
     for svc in conversion.services:
         if _drift(svc, _find(neighbours.services, name_of(svc))):
             actions.append(Apply(svc, f"generated Service {name_of(svc)}"))
@@ -326,173 +263,15 @@ def _opt_out(
     reason: str,
     keys: Keys,
 ) -> ReconcilePlan:
-    namespace = str(meta(deployment).get("namespace", ""))
-    name = name_of(deployment)
-    rollout = neighbours.rollout_named(name)
-    if rollout is not None and not is_generated(rollout, keys):
-        rollout = None
-    restoration = plan_opt_out(deployment, neighbours, keys)
-    want = restoration.replicas
-    actions: list[Action] = []
-    if rollout is not None and meta(rollout).get("deletionTimestamp"):
-        # Deleted with orphaned dependents: the garbage collector is taking its ReplicaSets'
-        # owner references off, then removes it. Deleting again changes nothing, and the
-        # next step (deleting those ReplicaSets) must wait until they have no owner.
-        return ReconcilePlan(
-            namespace,
-            name,
-            "opting-out",
-            "waiting for the Rollout's deletion to finish",
-            requeue_after=OPT_OUT_POLL_SECONDS,
-        )
-    if rollout is not None:
-        if (spec_of(rollout).get("workloadRef") or {}).get("scaleDown") != "never":
-            actions.append(
-                Patch(
-                    "Rollout",
-                    namespace,
-                    name,
-                    {"spec": {"workloadRef": {"scaleDown": "never"}}},
-                    "stop the Rollout scaling the Deployment down",
-                )
-            )
-        if spec_of(deployment).get("replicas") != want:
-            actions.append(
-                Patch(
-                    "Deployment",
-                    namespace,
-                    name,
-                    {"spec": {"replicas": want}},
-                    f"give the Deployment its {want} replicas back",
-                )
-            )
-        actions.extend(
-            Apply(h, f"HPA {name_of(h)} scales the Deployment again") for h in restoration.hpas
-        )
-        actions.extend(
-            Apply(r, f"remove the canary backend from {r['kind']} {name_of(r)}")
-            for r in restoration.routes
-        )
-        if actions:
-            actions.insert(0, Emit("OptingOut", f"{reason}: restoring the Deployment first"))
-            return ReconcilePlan(
-                namespace, name, "opting-out", reason, tuple(actions), OPT_OUT_POLL_SECONDS
-            )
-        status = deployment.get("status") or {}
-        available = int(status.get("availableReplicas") or 0)
-        current = int(status.get("observedGeneration") or 0) >= int(
-            meta(deployment).get("generation") or 0
-        )
-        if available < want or not current:
-            return ReconcilePlan(
-                namespace,
-                name,
-                "opting-out",
-                f"waiting for the Deployment's pods: {available} of {want} available",
-                requeue_after=OPT_OUT_POLL_SECONDS,
-            )
-        if _references_services(rollout):
-            # While the Rollout names the Services, Argo pins their selectors to its own
-            # pods; once it names none, Argo lets go of them and re-pins nothing.
-            return ReconcilePlan(
-                namespace,
-                name,
-                "opting-out",
-                reason,
-                (
-                    Patch(
-                        "Rollout",
-                        namespace,
-                        name,
-                        {"spec": {"strategy": RELEASE_SERVICES}},
-                        "the Rollout lets go of the Services and routes",
-                    ),
-                ),
-                OPT_OUT_POLL_SECONDS,
-            )
-        # The Services select the Deployment's pods before the Rollout goes: once it is
-        # deleted, the Deployment controller adopts its orphaned ReplicaSets and scales
-        # them down, and a Service still pinned to them would have no endpoints.
-        actions.extend(_unpin_services(deployment, neighbours, keys))
-        actions.append(
-            Delete(
-                "Rollout", namespace, name, "the Deployment serves again", orphan_dependents=True
-            )
-        )
-        actions.extend(
-            Delete("Service", namespace, svc, "generated for the Rollout")
-            for svc in restoration.delete_services
-        )
-        return ReconcilePlan(
-            namespace, name, "opting-out", reason, tuple(actions), OPT_OUT_POLL_SECONDS
-        )
-    for svc in neighbours.services:
-        if is_generated(svc, keys) and labels_of(svc).get(keys.generated_for) == name:
-            actions.append(Delete("Service", namespace, name_of(svc), "generated for the Rollout"))
-    actions.extend(_unpin_services(deployment, neighbours, keys))
-    match_labels = (spec_of(deployment).get("selector") or {}).get("matchLabels") or {}
-    if keys.rollout_name in annotations_of(deployment):
-        if match_labels:
-            actions.append(
-                DeleteOrphanReplicaSets(
-                    namespace, dict(match_labels), "pods of the deleted Rollout"
-                )
-            )
-        removed = {k: None for k in keys.written_annotations() if k in annotations_of(deployment)}
-        actions.append(
-            Patch(
-                "Deployment",
-                namespace,
-                name,
-                {"metadata": {"annotations": removed}},
-                "no longer managed by a Rollout",
-            )
-        )
-        actions.append(Emit("OptedOut", f"{reason}: back to a plain Deployment"))
-    state = "opting-out" if actions else "plain"
-    return ReconcilePlan(namespace, name, state, reason, tuple(actions))
-
-
-RELEASE_SERVICES: Obj = {
-    "blueGreen": None,
-    "canary": {
-        "stableService": None,
-        "canaryService": None,
-        "trafficRouting": None,
-        "steps": [],
-    },
-}
-"""The merge patch of a Rollout's strategy that leaves it naming no Service and no route
-(a blue-green Rollout cannot name none: it becomes a canary without steps, which starts
-no new revision since the pod template does not change)."""
-
-
-def _references_services(rollout: Mapping[str, Any]) -> bool:
-    strategy = spec_of(rollout).get("strategy") or {}
-    canary = strategy.get("canary") or {}
-    return "blueGreen" in strategy or any(
-        canary.get(k) for k in ("stableService", "canaryService", "trafficRouting")
+    step = next_opt_out_step(deployment, neighbours, reason, keys)
+    return ReconcilePlan(
+        str(meta(deployment).get("namespace", "")),
+        name_of(deployment),
+        "plain" if step.finished else "opting-out",
+        step.summary,
+        step.actions,
+        step.requeue_after,
     )
-
-
-def _unpin_services(
-    deployment: Mapping[str, Any], neighbours: Neighbours, keys: Keys
-) -> list[Action]:
-    """Drop the pod-template hash Argo added from the Services of the Deployment's pods."""
-    namespace = str(meta(deployment).get("namespace", ""))
-    return [
-        Patch(
-            "Service",
-            namespace,
-            name_of(svc),
-            {"spec": {"selector": {POD_TEMPLATE_HASH: None}}},
-            "select the Deployment's pods again",
-        )
-        for svc in neighbours.services
-        if not is_generated(svc, keys)
-        and POD_TEMPLATE_HASH in (spec_of(svc).get("selector") or {})
-        and selects_pods(svc, deployment)
-    ]
 
 
 def plan_reconcile(

@@ -24,8 +24,8 @@ REVIEW_KIND = "AdmissionReview"
 MAX_WARNING_LENGTH = 120
 """Kubernetes asks webhooks to keep each warning within 120 characters."""
 
-Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
-OPERATIONS: tuple[Operation, ...] = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+AdmissionOperation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+OPERATIONS: tuple[AdmissionOperation, ...] = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 
 
 class GroupVersionKind(TypedDict):
@@ -44,7 +44,7 @@ class UserInfo(TypedDict, total=False):
 class AdmissionRequest(TypedDict):
     uid: str
     kind: GroupVersionKind
-    operation: Operation
+    operation: AdmissionOperation
     namespace: NotRequired[str]
     name: NotRequired[str]
     userInfo: NotRequired[UserInfo]
@@ -76,7 +76,9 @@ class AdmissionReviewResponse(TypedDict):
     response: AdmissionResponse
 
 
-Decision = Literal["convert", "skip", "refuse", "error", "allow", "deny"]
+AdmissionDecision = Literal["convert", "skip", "refuse", "error", "allow", "deny"]
+"""What was decided on one request (its audit record says the same): a mutation's outcome
+(convert, skip, refuse), the policy check's (allow, deny), or error when deciding failed."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class AdmissionPlan:
     generated Services, re-targeted HPAs, routes), never applied on a dry run.
     """
 
-    decision: Decision
+    decision: AdmissionDecision
     reason: str
     environment: str | None = None
     strategy: str | None = None
@@ -97,7 +99,7 @@ class AdmissionPlan:
     warnings: tuple[str, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
-    def unconverted(self, decision: Decision, reason: str, warning: str) -> AdmissionPlan:
+    def unconverted(self, decision: AdmissionDecision, reason: str, warning: str) -> AdmissionPlan:
         """The same request admitted with no patch and no writes, saying why."""
         return replace(
             self,
@@ -126,6 +128,15 @@ def parse_review(body: object) -> AdmissionRequest:
 
     Raises ReviewInvalid naming the first field that is wrong.
     """
+    request = _envelope(body)
+    _check_identity(request)
+    _check_objects(request)
+    _check_user(request.get("userInfo", {}))
+    return request  # type: ignore[return-value]  # checked above, field by field
+
+
+def _envelope(body: object) -> dict[str, Any]:
+    """The request inside an AdmissionReview v1 body."""
     if not isinstance(body, dict):
         raise ReviewInvalid("body: must be a JSON object (an AdmissionReview)")
     if body.get("apiVersion") != API_VERSION:
@@ -135,6 +146,11 @@ def parse_review(body: object) -> AdmissionRequest:
     request = body.get("request")
     if not isinstance(request, dict):
         raise ReviewInvalid("request: must be an object")
+    return request
+
+
+def _check_identity(request: dict[str, Any]) -> None:
+    """The uid the response must carry back, the kind, and the operation."""
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         raise ReviewInvalid("request.uid: must be a non-empty string")
@@ -149,6 +165,10 @@ def parse_review(body: object) -> AdmissionRequest:
             f"request.operation: must be one of {', '.join(OPERATIONS)}, "
             f"got {request.get('operation')!r}"
         )
+
+
+def _check_objects(request: dict[str, Any]) -> None:
+    """The objects, where they are, and whether this is a dry run."""
     for key in ("object", "oldObject"):
         if request.get(key) is not None and not isinstance(request[key], dict):
             raise ReviewInvalid(f"request.{key}: must be an object or null")
@@ -157,14 +177,15 @@ def parse_review(body: object) -> AdmissionRequest:
             raise ReviewInvalid(f"request.{key}: must be a string")
     if not isinstance(request.get("dryRun", False), bool):
         raise ReviewInvalid("request.dryRun: must be true or false")
-    user = request.get("userInfo", {})
+
+
+def _check_user(user: object) -> None:
     if not isinstance(user, dict) or not isinstance(user.get("username", ""), str):
         raise ReviewInvalid("request.userInfo: must be an object with a string 'username'")
     if not isinstance(user.get("groups", []), list):
         raise ReviewInvalid("request.userInfo.groups: must be a list")
     if not isinstance(user.get("extra", {}), dict):
         raise ReviewInvalid("request.userInfo.extra: must be an object")
-    return request  # type: ignore[return-value]  # checked above, field by field
 
 
 def request_username(request: AdmissionRequest) -> str:

@@ -21,7 +21,8 @@ import yaml
 from webhook.core.errors import Finding, error, warning
 from webhook.core.keys import Keys
 from webhook.core.objects import annotations_of, json_copy, labels_of, name_of, namespace_of
-from webhook.core.policy import STRATEGIES, Environment, Policy, Strategy, validate_rollout_block
+from webhook.core.policy import Environment, Policy
+from webhook.core.policy_schema import STRATEGIES, Strategy, validate_rollout_block
 
 
 @dataclass(frozen=True)

@@ -20,29 +20,28 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from webhook.core.actions import (
+    Apply,
+    ClusterAction,
+    Delete,
+    DeleteOrphanReplicaSets,
+    Emit,
+    Patch,
+)
 from webhook.core.admission import neighbours_of
 from webhook.core.audit import ChangeOutcome, DecisionFacts
 from webhook.core.cluster import ClusterLister
 from webhook.core.keys import DEFAULT_KEYS, Keys
 from webhook.core.objects import labels_of, name_of, namespace_of, spec_of
 from webhook.core.policy import Policy
-from webhook.core.reconcile import (
-    ORPHAN_GRACE,
-    Action,
-    Apply,
-    Delete,
-    DeleteOrphanReplicaSets,
-    Emit,
-    Patch,
-    ReconcilePlan,
-    plan_reconcile,
-)
+from webhook.core.reconcile import ORPHAN_GRACE, ReconcilePlan, plan_reconcile
 from webhook.core.services import selects_pods
 from webhook.reconciler.queue import WorkQueue
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]  # namespace, Deployment name
+DeploymentRef = tuple[str, str]
+"""(namespace, name) of a Deployment: what the work queue holds and a plan is for."""
 WRITE_TIMEOUT = 10.0
 EXPECTATION_SECONDS = 5.0
 RECONCILER_USER = "rollout-webhook:reconciler"
@@ -76,12 +75,12 @@ class ReconcileWriter(Protocol):
     ) -> None: ...
 
 
-def _signature(action: Action) -> str:
+def _signature(action: ClusterAction) -> str:
     """A write, as text: the same write planned twice has the same signature."""
     return json.dumps(asdict(action), sort_keys=True, default=str)
 
 
-def _describe(action: Action) -> tuple[str, str, str, str]:
+def _describe(action: ClusterAction) -> tuple[str, str, str, str]:
     """(action, kind, namespace, name) for the audit record."""
     if isinstance(action, Apply):
         meta = action.manifest.get("metadata") or {}
@@ -115,7 +114,7 @@ class Reconciler:
         keys: Keys = DEFAULT_KEYS,
         audit: Callable[[DecisionFacts], None] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        queue: WorkQueue[Key] | None = None,
+        queue: WorkQueue[DeploymentRef] | None = None,
         is_leader: Callable[[], bool] = lambda: True,
         synced: Callable[[], bool] = lambda: True,
         resync_seconds: float = 600.0,
@@ -129,14 +128,14 @@ class Reconciler:
         self.keys = keys
         self.audit = audit
         self.now = now
-        self.queue: WorkQueue[Key] = queue or WorkQueue()
+        self.queue: WorkQueue[DeploymentRef] = queue or WorkQueue()
         self.is_leader = is_leader
         self.synced = synced
         self.resync_seconds = resync_seconds
         self.expectation_seconds = expectation_seconds
         self.excluded_namespaces = excluded_namespaces
         self.orphan_grace = orphan_grace
-        self._events: dict[Key, tuple[str, str]] = {}
+        self._events: dict[DeploymentRef, tuple[str, str]] = {}
         self._made: dict[str, float] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -145,7 +144,7 @@ class Reconciler:
 
     # --- events -> keys ------------------------------------------------------
 
-    def keys_for(self, kind: str, obj: Mapping[str, Any]) -> set[Key]:
+    def keys_for(self, kind: str, obj: Mapping[str, Any]) -> set[DeploymentRef]:
         """The Deployments an event on ``obj`` may concern."""
         ns = namespace_of(obj)
         name = name_of(obj)
@@ -183,7 +182,7 @@ class Reconciler:
 
     # --- one pass ---------------------------------------------------------------
 
-    def plan(self, key: Key) -> ReconcilePlan | None:
+    def plan(self, key: DeploymentRef) -> ReconcilePlan | None:
         """None until the policy is known and the caches are synced (an empty cache would
         make every generated Rollout look orphaned), and for excluded namespaces."""
         policy = self.policy()
@@ -202,7 +201,7 @@ class Reconciler:
             orphan_grace=self.orphan_grace,
         )
 
-    def _recently_made(self, action: Action, now: float) -> bool:
+    def _recently_made(self, action: ClusterAction, now: float) -> bool:
         """Whether this very write was made moments ago and the cache has not caught up.
 
         The watch events of a pass's own writes arrive one by one, and each queues the key
@@ -214,7 +213,7 @@ class Reconciler:
         made_at = self._made.get(_signature(action))
         return made_at is not None and now - made_at < self.expectation_seconds
 
-    def reconcile(self, key: Key) -> ReconcilePlan | None:
+    def reconcile(self, key: DeploymentRef) -> ReconcilePlan | None:
         """Plan one key and carry the plan out; raises when a write fails."""
         started = time.monotonic()
         plan = self.plan(key)
@@ -254,7 +253,9 @@ class Reconciler:
             window = self.expectation_seconds
             self._made = {k: t for k, t in self._made.items() if now - t < window}
 
-    def _carry_out(self, key: Key, action: Action, deployment: Mapping[str, Any] | None) -> None:
+    def _carry_out(
+        self, key: DeploymentRef, action: ClusterAction, deployment: Mapping[str, Any] | None
+    ) -> None:
         if isinstance(action, Apply):
             self.writer.apply(action.manifest, timeout=WRITE_TIMEOUT)
         elif isinstance(action, Patch):
