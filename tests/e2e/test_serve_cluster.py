@@ -24,7 +24,7 @@ import yaml
 from cryptography import x509
 
 from tests.e2e import harness
-from tests.server.conftest import Running, serve
+from tests.webhook.server.conftest import Running, serve
 from webhook.core.audit import verify_chain
 from webhook.core.policy import builtin_policy
 from webhook.server.runner import build_server

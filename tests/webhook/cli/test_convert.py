@@ -12,7 +12,7 @@ import yaml
 
 from webhook.cli import main as cli
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 COMMANDS = ("webhook.cli.convert", "webhook.cli.policy")
 
 

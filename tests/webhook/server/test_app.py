@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.conftest import FakeCluster, Running, admission_request, deployment, serve
+from tests.webhook.server.conftest import FakeCluster, Running, admission_request, deployment, serve
 from webhook.server.policy_state import PolicyState
 from webhook.server.ports import MemoryClusterView
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from certs import pki
-from tests.server.conftest import FakeCluster, admission_request, deployment, serve
+from tests.webhook.server.conftest import FakeCluster, admission_request, deployment, serve
 from webhook.core.review import API_VERSION, REVIEW_KIND
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from tests.reconciler.fake import FakeAPI
-from tests.unit.builders import deployment, hpa, httproute, opted_in, service
+from tests.builders import deployment, hpa, httproute, opted_in, service
+from tests.webhook.reconciler.fake import FakeAPI
 from webhook.cli.status import _table, service_rows
 from webhook.core.policy import builtin_policy
 from webhook.reconciler.controller import Reconciler

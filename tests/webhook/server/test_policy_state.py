@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tests.server.conftest import FakeCluster, admission_request, deployment, serve
+from tests.webhook.server.conftest import FakeCluster, admission_request, deployment, serve
 from webhook.core.policy import builtin_policy
 from webhook.kube.cluster import PolicyStore
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.server.conftest import (
+from tests.webhook.server.conftest import (
     ALICE,
     CONTROLLER,
     FakeCluster,

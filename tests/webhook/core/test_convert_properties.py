@@ -15,7 +15,7 @@ import jsonpatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unit.builders import hpa, httproute, opted_in, service, virtualservice
+from tests.builders import hpa, httproute, opted_in, service, virtualservice
 from webhook.core.convert import Conversion, Neighbours, plan_conversion
 from webhook.core.keys import DEFAULT_KEYS as K
 from webhook.core.policy import builtin_policy

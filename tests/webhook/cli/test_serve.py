@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.server.conftest import admission_request, deployment
+from tests.webhook.server.conftest import admission_request, deployment
 from webhook.core.audit import verify_chain
 from webhook.core.review import decode_patch
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.builders import deployment, hpa, httproute, opted_in, service
+from tests.builders import deployment, hpa, httproute, opted_in, service
 from webhook.core.convert import Neighbours
 from webhook.core.keys import DEFAULT_KEYS as K
 from webhook.core.policy import builtin_policy, parse_policy_text

@@ -247,7 +247,7 @@ def test_log_lines_mixed_into_the_stream_are_not_records(
 CRASH = """
 import datetime as dt, os, sys
 from pathlib import Path
-from tests.audit.test_audit import facts
+from tests.webhook.core.test_audit import facts
 from webhook.server.audit_trail import AuditTrail
 
 import asyncio
@@ -267,7 +267,7 @@ os._exit(9)  # a crash: no close, no flush, no atexit
 
 def test_a_record_awaited_before_the_answer_survives_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     done = subprocess.run(
         [sys.executable, "-c", CRASH, str(path)], cwd=repo, capture_output=True, timeout=60
     )

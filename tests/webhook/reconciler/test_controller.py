@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tests.reconciler.fake import FakeAPI
-from tests.unit.builders import hpa, opted_in, service
+from tests.builders import hpa, opted_in, service
+from tests.webhook.reconciler.fake import FakeAPI
 from webhook.core.audit import DecisionFacts
 from webhook.core.keys import DEFAULT_KEYS as K
 from webhook.core.policy import builtin_policy

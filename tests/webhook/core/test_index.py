@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unit.builders import hpa, httproute, namespace, opted_in, service, virtualservice
+from tests.builders import hpa, httproute, namespace, opted_in, service, virtualservice
 from webhook.core.admission import deployment_neighbours, neighbours_of
 from webhook.core.convert import plan_conversion
 from webhook.core.index import index_keys

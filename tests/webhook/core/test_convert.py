@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.builders import (
+from tests.builders import (
     deployment,
     hpa,
     httproute,

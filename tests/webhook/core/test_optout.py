@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.builders import hpa, httproute, opted_in, service, virtualservice
+from tests.builders import hpa, httproute, opted_in, service, virtualservice
 from webhook.core.convert import Neighbours, plan_conversion
 from webhook.core.keys import DEFAULT_KEYS as K
 from webhook.core.optout import plan_opt_out

@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
     return cli.main(argv, modules=CORE_COMMANDS)
 
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).parent / "golden"
 EX = "examples"
 
