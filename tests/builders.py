@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
+
+from webhook.core.audit import (
+    GENESIS,
+    RECORD_KIND,
+    ChangeOutcome,
+    DecisionFacts,
+    build_record,
+    canonical_json,
+    record_hash,
+)
 
 Obj = dict[str, Any]
 
@@ -116,3 +127,58 @@ def virtualservice(name: str = "web", ns: str = "prod", http: list[Obj] | None =
             else [{"route": [{"destination": {"host": "web", "port": {"number": 80}}}]}],
         },
     }
+
+
+# --- audit records ----------------------------------------------------------------------------
+
+AUDIT_START = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
+"""When the first record of ``audit_lines`` was written; each next one a minute later."""
+AUDIT_PATCH = [
+    {
+        "op": "add",
+        "path": "/metadata/annotations",
+        "value": {"rollout-webhook.io/rollout-name": "web"},
+    },
+    {"op": "replace", "path": "/spec/replicas", "value": 0},
+]
+
+
+def decision_facts(uid: str, **overrides: Any) -> DecisionFacts:
+    """The facts of one admission decision: a converted Deployment shop/web, by default."""
+    values: dict[str, Any] = {
+        "uid": uid,
+        "user": "alice",
+        "operation": "CREATE",
+        "kind": "Deployment",
+        "namespace": "shop",
+        "name": "web",
+        "dry_run": False,
+        "decision": "convert",
+        "reason": "opted in",
+        "environment": "prod",
+        "strategy": "canary",
+        "policy_name": "rollout-system/rollout-webhook-policy",
+        "policy_resource_version": "42",
+        "policy_sha256": "ab" * 32,
+        "patch": AUDIT_PATCH,
+        "changes_wanted": (ChangeOutcome("Rollout", "shop", "web"),),
+        "changes_made": (ChangeOutcome("Rollout", "shop", "web", result="applied"),),
+        "warnings": ("no Service selects the pods",),
+        "latency_seconds": 0.0021,
+    }
+    values.update(overrides)
+    return DecisionFacts(**values)
+
+
+def audit_lines(*items: DecisionFacts | tuple[DecisionFacts, str]) -> list[str]:
+    """An audit trail of these records (a ``(facts, kind)`` pair for another kind), chained
+    from the genesis hash, one line each as the sink writes them."""
+    prev = GENESIS
+    lines = []
+    for i, entry in enumerate(items):
+        item, kind = entry if isinstance(entry, tuple) else (entry, RECORD_KIND)
+        at = AUDIT_START + dt.timedelta(minutes=i)
+        record = build_record(item, at=at, prev=prev, version="0.1.0", kind=kind)
+        lines.append(canonical_json(record))
+        prev = record_hash(record)
+    return lines

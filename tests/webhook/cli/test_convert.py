@@ -1,31 +1,15 @@
-"""The `convert` and `policy` commands: exit codes, messages, never a traceback."""
+"""The `convert` command: exit codes, messages, never a traceback."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from webhook.cli import main as cli
-
-REPO = Path(__file__).resolve().parents[3]
-COMMANDS = ("webhook.cli.convert", "webhook.cli.policy")
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli.main(args, modules=COMMANDS)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def write(tmp_path: Path, name: str, text: str) -> str:
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
+from tests.webhook.cli.conftest import REPO, run, write
 
 
 @pytest.mark.parametrize(
@@ -137,59 +121,3 @@ def test_convert_keeps_inputs_without_namespace_without_one(
     code, out, _ = run(["convert", "-f", write(tmp_path, "in.yaml", text)], capsys)
     assert code == 0
     assert all("namespace" not in d["metadata"] for d in yaml.safe_load_all(out) if d)
-
-
-def test_policy_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(
-        ["policy", "validate", str(REPO / "examples/policies/values-prod-with-rollout.yaml")],
-        capsys,
-    )
-    assert code == 0
-    assert "valid (1 environment(s): prod" in out
-    bad = write(
-        tmp_path,
-        "bad.yaml",
-        "defaultEnvironment: prod\nenvironments: {prod: {rollout: {strategy: rolling}}}\n",
-    )
-    code, out, err = run(["policy", "validate", bad], capsys)
-    assert code == 2
-    assert (
-        "environments.prod.rollout.strategy: must be one of canary, bluegreen, not 'rolling'" in err
-    )
-    code, _, err = run(
-        ["policy", "validate", write(tmp_path, "two.yaml", "a: 1\n---\nb: 2\n")], capsys
-    )
-    assert code == 2
-    assert "expected one YAML document, found 2" in err
-
-
-def test_policy_show(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["policy", "show", "--environment", "staging"], capsys)
-    assert code == 0
-    body = yaml.safe_load(out)
-    assert body["staging"]["rollout"]["canary"]["steps"] == [
-        {"setWeight": 50},
-        {"pause": {"duration": "5m"}},
-    ]
-    assert body["staging"]["scaleDown"] == "onsuccess"
-    code, out, _ = run(
-        ["policy", "show", "--policy", str(REPO / "examples/policies/values-bluegreen.yaml")],
-        capsys,
-    )
-    assert yaml.safe_load(out)["environments"]["prod"]["rollout"]["strategy"] == "bluegreen"
-    code, _, err = run(["policy", "show", "--environment", "qa"], capsys)
-    assert code == 2
-    assert "qa: not in the policy" in err
-
-
-def test_console_script_errors_without_traceback(tmp_path: Path) -> None:
-    bad = write(tmp_path, "bad.yaml", "kind: [\n")
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "rollout-webhook"), "convert", "-f", bad],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("rollout-webhook: error: ")
-    assert "Traceback" not in proc.stderr

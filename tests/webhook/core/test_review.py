@@ -7,10 +7,13 @@ import copy
 import json
 from typing import Any
 
+import jsonpatch
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.fixtures import REQUEST_NAMESPACE, deployment, request_namespace_objects
+from webhook.core.policy import builtin_policy
 from webhook.core.review import (
     MAX_WARNING_LENGTH,
     ReviewInvalid,
@@ -104,3 +107,36 @@ def test_clip_warning_keeps_one_line() -> None:
     clipped = clip_warning("word " * 50)
     assert len(clipped) == MAX_WARNING_LENGTH
     assert clipped.endswith("...")
+
+
+def test_a_conversion_patch_is_jsonpatch_s_own() -> None:
+    stored = next(
+        o for o in request_namespace_objects(builtin_policy()) if o["kind"] == "Deployment"
+    )
+    sent = deployment("web", REQUEST_NAMESPACE)
+    ours = make_patch(sent, stored)
+    theirs = jsonpatch.make_patch(sent, stored).patch
+    assert ours, "the fixture's conversion changes the Deployment"
+    assert sorted(ours, key=str) == sorted(theirs, key=str)
+    assert apply_patch(sent, ours) == stored
+
+
+def test_equal_objects_give_no_patch() -> None:
+    sent = deployment("web", REQUEST_NAMESPACE)
+    assert make_patch(sent, copy.deepcopy(sent)) == []
+
+
+@pytest.mark.parametrize("key", ["a/b", "a~b", "~1", "/"])
+def test_keys_are_escaped_as_json_pointer_tokens(key: str) -> None:
+    original: dict[str, Any] = {"metadata": {key: {"x": 1}, "annotations": {}}}
+    mutated = {"metadata": {key: {"x": 2}, "annotations": {key: "y"}}}
+    ops = make_patch(original, mutated)
+    assert apply_patch(original, ops) == mutated
+
+
+def test_a_value_moved_between_keys_is_patched_below_their_parent() -> None:
+    original = {"spec": {"a": {"deep": [1, 2]}, "keep": {"same": True}}}
+    mutated = {"spec": {"b": {"deep": [1, 2]}, "keep": {"same": True}}}
+    ops = make_patch(original, mutated)
+    assert all(op["path"].startswith("/spec/") for op in ops)
+    assert apply_patch(original, ops) == mutated
