@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.webhook.server.conftest import admission_request, deployment
+from tests.builders import admission_request
+from tests.webhook.server.conftest import deployment
 from webhook.core.audit import verify_chain
 from webhook.core.review import decode_patch
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.builders import deployment, hpa, httproute, opted_in, service
+from tests.builders import deployment, hpa, httproute, merge, opted_in, service
 from webhook.core.convert import Neighbours
 from webhook.core.keys import DEFAULT_KEYS as K
 from webhook.core.policy import builtin_policy, parse_policy_text
@@ -26,19 +26,6 @@ from webhook.core.services import POD_TEMPLATE_HASH
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 POLICY = builtin_policy()
-
-
-def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(target)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict):  # RFC 7386: nulls inside a new object add nothing
-            current = out.get(key)
-            out[key] = merge(current if isinstance(current, dict) else {}, value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 class Cluster:

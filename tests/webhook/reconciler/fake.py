@@ -11,20 +11,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from tests.builders import merge
+
 Obj = dict[str, Any]
-
-
-def merge(target: Obj, patch: Mapping[str, Any]) -> Obj:
-    out = copy.deepcopy(target)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, Mapping):  # RFC 7386: nulls inside a new object add nothing
-            current = out.get(key)
-            out[key] = merge(current if isinstance(current, dict) else {}, value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 class FakeAPI:

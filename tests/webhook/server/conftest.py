@@ -27,6 +27,7 @@ import uvicorn
 
 from certs import pki
 from certs.files import write_bundle_dir
+from tests import builders
 from webhook.core.review import UserInfo, apply_patch, decode_patch
 from webhook.server.policy_state import PolicyState
 from webhook.server.ports import AccessDecision, MemoryClusterView
@@ -35,7 +36,6 @@ from webhook.server.settings import ServeSettings
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 CONTROLLER = "system:serviceaccount:argo-rollouts:argo-rollouts"
-ALICE: UserInfo = {"username": "alice", "uid": "u-alice", "groups": ["dev", "system:authenticated"]}
 
 
 @dataclass
@@ -223,59 +223,18 @@ def deployment(
     replicas: int = 3,
     annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "name": name,
-        "namespace": namespace,
-        "labels": dict(labels if labels is not None else {"rollout-webhook.io/enabled": "true"}),
-    }
-    if annotations:
-        meta["annotations"] = dict(annotations)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": meta,
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
-            },
-        },
-    }
+    """A Deployment as the server tests send it: in ``shop``, opted in unless ``labels`` says
+    otherwise, with no strategy."""
+    return builders.deployment(
+        name,
+        namespace,
+        labels=builders.OPTED_IN if labels is None else labels,
+        replicas=replicas,
+        annotations=annotations,
+        strategy=None,
+        image="nginx:1.27",
+    )
 
 
 def service(name: str = "web", namespace: str = "shop", app: str = "web") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"selector": {"app": app}, "ports": [{"name": "http", "port": 80}]},
-    }
-
-
-def admission_request(
-    obj: Mapping[str, Any] | None,
-    *,
-    uid: str = "0a1b2c3d-0000-4000-8000-000000000001",
-    operation: str = "CREATE",
-    user: UserInfo | None = None,
-    dry_run: bool = False,
-    old: Mapping[str, Any] | None = None,
-    kind: tuple[str, str, str] = ("apps", "v1", "Deployment"),
-) -> dict[str, Any]:
-    source = obj or old or {}
-    meta = source.get("metadata") or {}
-    request: dict[str, Any] = {
-        "uid": uid,
-        "kind": {"group": kind[0], "version": kind[1], "kind": kind[2]},
-        "resource": {"group": kind[0], "version": kind[1], "resource": kind[2].lower() + "s"},
-        "namespace": meta.get("namespace", ""),
-        "name": meta.get("name", ""),
-        "operation": operation,
-        "userInfo": dict(user if user is not None else ALICE),
-        "object": dict(obj) if obj is not None else None,
-        "oldObject": dict(old) if old is not None else None,
-        "dryRun": dry_run,
-    }
-    return request
+    return builders.service(name, namespace, {"app": app}, ports=[{"name": "http", "port": 80}])

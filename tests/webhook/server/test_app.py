@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.webhook.server.conftest import FakeCluster, Running, admission_request, deployment, serve
+from tests.builders import admission_request
+from tests.webhook.server.conftest import FakeCluster, Running, deployment, serve
 from webhook.server.policy_state import PolicyState
 from webhook.server.ports import MemoryClusterView
 

@@ -8,15 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.webhook.server.conftest import (
-    ALICE,
-    CONTROLLER,
-    FakeCluster,
-    admission_request,
-    deployment,
-    serve,
-    service,
-)
+from tests.builders import ALICE, admission_request
+from tests.webhook.server.conftest import CONTROLLER, FakeCluster, deployment, serve, service
 from webhook.core.review import MAX_WARNING_LENGTH, UserInfo, apply_patch, decode_patch
 from webhook.server.ports import MemoryClusterView
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from tests.webhook.server.conftest import FakeCluster, admission_request, deployment, serve
+from tests.builders import admission_request
+from tests.webhook.server.conftest import FakeCluster, deployment, serve
 from webhook.core.policy import builtin_policy
 from webhook.kube.cluster import PolicyStore
 

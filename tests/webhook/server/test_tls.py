@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 
 from certs import pki
-from tests.webhook.server.conftest import FakeCluster, admission_request, deployment, serve
+from tests.builders import admission_request
+from tests.webhook.server.conftest import FakeCluster, deployment, serve
 from webhook.core.review import API_VERSION, REVIEW_KIND
 
 
