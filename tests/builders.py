@@ -245,16 +245,18 @@ def admission_request(
     dry_run: bool = False,
     old: Mapping[str, Any] | None = None,
     kind: tuple[str, str, str] = ("apps", "v1", "Deployment"),
+    namespace: str | None = None,
 ) -> dict[str, Any]:
     """The ``request`` of an AdmissionReview for ``obj`` (``old`` on UPDATE and DELETE), its
-    namespace and name taken from the object; ``kind`` is (group, version, kind)."""
+    namespace and name taken from the object unless ``namespace`` is given (a CREATE whose
+    body has none); ``kind`` is (group, version, kind)."""
     source = obj or old or {}
     meta = source.get("metadata") or {}
     request: dict[str, Any] = {
         "uid": uid,
         "kind": {"group": kind[0], "version": kind[1], "kind": kind[2]},
         "resource": {"group": kind[0], "version": kind[1], "resource": kind[2].lower() + "s"},
-        "namespace": meta.get("namespace", ""),
+        "namespace": meta.get("namespace", "") if namespace is None else namespace,
         "name": meta.get("name", ""),
         "operation": operation,
         "userInfo": dict(user if user is not None else ALICE),
