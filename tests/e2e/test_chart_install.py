@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests import builders
 from tests.e2e import harness
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,57 +49,36 @@ class Cluster:
 
 
 def deployment(namespace: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    name = f"app-{uuid.uuid4().hex[:6]}"
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
-        "spec": {
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
-            },
-        },
-    }
+    return builders.deployment(
+        f"app-{uuid.uuid4().hex[:6]}",
+        namespace,
+        labels=labels,
+        replicas=None,
+        strategy=None,
+        image="registry.example/app:1",
+    )
 
 
 def hpa(namespace: str, kind: str) -> dict[str, Any]:
-    api = "apps/v1" if kind == "Deployment" else "argoproj.io/v1alpha1"
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": f"hpa-{uuid.uuid4().hex[:6]}", "namespace": namespace},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": api, "kind": kind, "name": "myapp"},
-            "minReplicas": 1,
-            "maxReplicas": 3,
-        },
-    }
+    return builders.hpa("myapp", namespace, kind, 1, 3, name=f"hpa-{uuid.uuid4().hex[:6]}")
 
 
 def httproute(namespace: str, backends: list[str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": f"route-{uuid.uuid4().hex[:6]}", "namespace": namespace},
-        "spec": {
-            "parentRefs": [{"name": "platform-gateway"}],
-            "rules": [{"backendRefs": [{"name": b, "port": 80} for b in backends]}],
-        },
-    }
+    return builders.httproute(
+        f"route-{uuid.uuid4().hex[:6]}",
+        namespace,
+        [builders.backend_rule(*backends)],
+        parents=[{"name": "platform-gateway"}],
+    )
 
 
 def virtualservice(namespace: str, hosts: list[str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "VirtualService",
-        "metadata": {"name": f"vs-{uuid.uuid4().hex[:6]}", "namespace": namespace},
-        "spec": {
-            "hosts": ["myapp"],
-            "http": [{"name": "primary", "route": [{"destination": {"host": h}} for h in hosts]}],
-        },
-    }
+    return builders.virtualservice(
+        f"vs-{uuid.uuid4().hex[:6]}",
+        namespace,
+        [{"name": "primary", "route": [{"destination": {"host": h}} for h in hosts]}],
+        hosts=["myapp"],
+    )
 
 
 def configmap(namespace: str, name: str) -> dict[str, Any]:

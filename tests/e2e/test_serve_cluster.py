@@ -23,8 +23,9 @@ import pytest
 import yaml
 from cryptography import x509
 
+from tests import builders
 from tests.e2e import harness
-from tests.server.conftest import Running, serve
+from tests.webhook.server.conftest import Running, serve
 from webhook.core.audit import verify_chain
 from webhook.core.policy import builtin_policy
 from webhook.server.runner import build_server
@@ -80,23 +81,14 @@ def get(kubectl: Any, *args: str) -> dict[str, Any] | None:
 
 def deployment(name: str, namespace: str, labels: dict[str, str] | None = None) -> str:
     return json.dumps(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": labels if labels is not None else {f"{KEY}enabled": "true"},
-            },
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
-                },
-            },
-        }
+        builders.deployment(
+            name,
+            namespace,
+            labels=labels if labels is not None else {f"{KEY}enabled": "true"},
+            replicas=2,
+            strategy=None,
+            image="nginx:1.27",
+        )
     )
 
 

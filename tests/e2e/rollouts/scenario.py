@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from kubernetes import client
 
+from tests import builders
 from tests.e2e import harness
 
 KEY = "rollout-webhook.io/"
@@ -99,33 +100,20 @@ def deployment(
         labels[f"{KEY}enabled"] = "true"
     if environment is not None:
         labels[f"{KEY}environment"] = environment
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": [{"name": "app", "image": image}],
-                    # kwok stops "containers" at once: no grace period to wait out.
-                    "terminationGracePeriodSeconds": 0,
-                },
-            },
-        },
-    }
+    return builders.deployment(
+        name,
+        namespace,
+        labels=labels,
+        replicas=replicas,
+        strategy={"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        image=image,
+        # kwok stops "containers" at once: no grace period to wait out.
+        grace_period=0,
+    )
 
 
 def service(name: str, namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
-    }
+    return builders.service(name, namespace, ports=[{"port": 80, "targetPort": 8080}])
 
 
 def ready_pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[client.V1Pod]:

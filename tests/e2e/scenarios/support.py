@@ -28,6 +28,7 @@ import yaml
 
 from certs.files import write_bundle_dir
 from certs.pki import self_signed_for_localhost
+from tests import builders
 from tests.e2e import harness
 
 REPO = Path(__file__).resolve().parents[3]
@@ -243,41 +244,24 @@ def deployment(
     meta_labels = {"app": name, **(labels or {})}
     if enabled is not None:
         meta_labels[ENABLED] = enabled
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": meta_labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
-            },
-        },
-    }
+    return builders.deployment(
+        name,
+        namespace,
+        labels=meta_labels,
+        replicas=replicas,
+        strategy=None,
+        image="registry.example/app:1",
+    )
 
 
 def service(name: str, namespace: str, app: str | None = None) -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"selector": {"app": app or name}, "ports": [{"name": "http", "port": 80}]},
-    }
+    return builders.service(
+        name, namespace, {"app": app or name}, ports=[{"name": "http", "port": 80}]
+    )
 
 
 def hpa(name: str, namespace: str, target: str, *, low: int = 2, high: int = 5) -> Manifest:
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
-            "minReplicas": low,
-            "maxReplicas": high,
-        },
-    }
+    return builders.hpa(target, namespace, lo=low, hi=high, name=name)
 
 
 def annotations_of(obj: Mapping[str, Any] | None) -> dict[str, str]:

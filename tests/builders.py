@@ -1,0 +1,322 @@
+"""The one place the tests build their objects: Kubernetes objects as dicts, AdmissionReview
+requests, audit records, and the JSON merge patch the fakes apply.
+
+Every builder takes the name and namespace first and the rest as keywords; the defaults make
+the unit tests' objects (namespace ``prod``, a RollingUpdate Deployment of three replicas,
+its Service ``web`` on port 80). A tier with other defaults (the server tests' ``shop``, the
+end-to-end tier's images) keeps a thin function of its own that calls these.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from webhook.core.audit import (
+    GENESIS,
+    RECORD_KIND,
+    ChangeOutcome,
+    DecisionFacts,
+    build_record,
+    canonical_json,
+    record_hash,
+)
+from webhook.core.review import UserInfo
+
+Obj = dict[str, Any]
+
+ENABLED = "rollout-webhook.io/enabled"
+OPTED_IN: Mapping[str, str] = {ENABLED: "true"}
+"""The labels that opt a Deployment in."""
+ROLLING_UPDATE: Mapping[str, Any] = {
+    "type": "RollingUpdate",
+    "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
+}
+"""The strategy ``deployment`` writes unless told otherwise (``strategy=None``: none)."""
+HTTP_PORTS: tuple[Mapping[str, Any], ...] = ({"name": "http", "port": 80, "targetPort": 8080},)
+GATEWAY: tuple[Mapping[str, Any], ...] = ({"name": "gw", "namespace": "infra"},)
+ROLLOUT_API = "argoproj.io/v1alpha1"
+
+
+def merge(target: Obj, patch: Mapping[str, Any]) -> Obj:
+    """``target`` with a JSON merge patch applied (RFC 7386), as the API server applies one;
+    neither argument is changed."""
+    out = copy.deepcopy(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping):  # RFC 7386: nulls inside a new object add nothing
+            current = out.get(key)
+            out[key] = merge(current if isinstance(current, dict) else {}, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def deployment(
+    name: str = "web",
+    ns: str = "prod",
+    *,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    replicas: int | None = 3,
+    pod_labels: Mapping[str, str] | None = None,
+    strategy: Mapping[str, Any] | None = ROLLING_UPDATE,
+    image: str = "example/app:1",
+    uid: str | None = None,
+    grace_period: int | None = None,
+) -> Obj:
+    """A Deployment whose pods carry ``pod_labels`` (default ``app: <name>``), selected by
+    the same labels. ``replicas=None`` and ``strategy=None`` leave those fields out;
+    ``grace_period`` sets the pods' terminationGracePeriodSeconds."""
+    pods = dict(pod_labels or {"app": name})
+    meta: Obj = {"name": name, "namespace": ns, "labels": dict(labels or {})}
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    if uid:
+        meta["uid"] = uid
+    pod_spec: Obj = {"containers": [{"name": "app", "image": image}]}
+    if grace_period is not None:
+        pod_spec["terminationGracePeriodSeconds"] = grace_period
+    spec: Obj = {}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    spec["selector"] = {"matchLabels": dict(pods)}
+    if strategy is not None:
+        spec["strategy"] = copy.deepcopy(dict(strategy))
+    spec["template"] = {"metadata": {"labels": dict(pods)}, "spec": pod_spec}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+
+
+def opted_in(name: str = "web", ns: str = "prod", **kw: Any) -> Obj:
+    """A ``deployment`` labelled in (its other ``labels`` kept)."""
+    labels = {**OPTED_IN, **kw.pop("labels", {})}
+    return deployment(name, ns, labels=labels, **kw)
+
+
+def namespace(name: str, labels: Mapping[str, str] | None = None) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": dict(labels or {})},
+    }
+
+
+def service(
+    name: str = "web",
+    ns: str = "prod",
+    selector: Mapping[str, str] | None = None,
+    *,
+    ports: Iterable[Mapping[str, Any]] = HTTP_PORTS,
+) -> Obj:
+    """A Service selecting ``selector`` (default ``app: <name>``)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "selector": dict(selector) if selector is not None else {"app": name},
+            "ports": [dict(p) for p in ports],
+        },
+    }
+
+
+def hpa(
+    target: str = "web",
+    ns: str = "prod",
+    kind: str = "Deployment",
+    lo: int = 2,
+    hi: int = 10,
+    *,
+    name: str | None = None,
+) -> Obj:
+    """An HPA scaling the Deployment (or Rollout, by ``kind``) ``target``; named as its
+    target unless ``name`` says otherwise."""
+    api = "apps/v1" if kind == "Deployment" else ROLLOUT_API
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name or target, "namespace": ns},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": api, "kind": kind, "name": target},
+            "minReplicas": lo,
+            "maxReplicas": hi,
+        },
+    }
+
+
+def backend_rule(*services: str, port: int = 80) -> Obj:
+    """An HTTPRoute rule sending traffic to these Services, with no match."""
+    return {"backendRefs": [{"name": s, "port": port} for s in services]}
+
+
+def httproute(
+    name: str = "web",
+    ns: str = "prod",
+    rules: list[Obj] | None = None,
+    *,
+    parents: Iterable[Mapping[str, Any]] | None = GATEWAY,
+) -> Obj:
+    """An HTTPRoute (default: every path to Service ``web``); ``parents=None`` leaves out
+    its parentRefs."""
+    spec: Obj = {}
+    if parents is not None:
+        spec["parentRefs"] = [dict(p) for p in parents]
+    spec["rules"] = (
+        rules
+        if rules is not None
+        else [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"name": "web", "port": 80}],
+            }
+        ]
+    )
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
+
+
+def virtualservice(
+    name: str = "web",
+    ns: str = "prod",
+    http: list[Obj] | None = None,
+    *,
+    hosts: Iterable[str] = ("web.example.com",),
+) -> Obj:
+    """An Istio VirtualService (default: one route to host ``web``, port 80)."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "hosts": list(hosts),
+            "http": http
+            if http is not None
+            else [{"route": [{"destination": {"host": "web", "port": {"number": 80}}}]}],
+        },
+    }
+
+
+def rollout(
+    name: str = "web",
+    ns: str = "prod",
+    *,
+    replicas: int = 3,
+    strategy: Mapping[str, Any] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> Obj:
+    """A Rollout running the pods of Deployment ``name`` (workloadRef); a canary of one
+    20% step unless ``strategy`` says otherwise."""
+    meta: Obj = {"name": name, "namespace": ns}
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return {
+        "apiVersion": ROLLOUT_API,
+        "kind": "Rollout",
+        "metadata": meta,
+        "spec": {
+            "replicas": replicas,
+            "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "strategy": copy.deepcopy(dict(strategy))
+            if strategy is not None
+            else {"canary": {"steps": [{"setWeight": 20}]}},
+        },
+    }
+
+
+# --- admission requests -----------------------------------------------------------------------
+
+ALICE: UserInfo = {"username": "alice", "uid": "u-alice", "groups": ["dev", "system:authenticated"]}
+"""The user of ``admission_request`` unless told otherwise."""
+
+
+def admission_request(
+    obj: Mapping[str, Any] | None,
+    *,
+    uid: str = "0a1b2c3d-0000-4000-8000-000000000001",
+    operation: str = "CREATE",
+    user: UserInfo | None = None,
+    dry_run: bool = False,
+    old: Mapping[str, Any] | None = None,
+    kind: tuple[str, str, str] = ("apps", "v1", "Deployment"),
+    namespace: str | None = None,
+) -> dict[str, Any]:
+    """The ``request`` of an AdmissionReview for ``obj`` (``old`` on UPDATE and DELETE), its
+    namespace and name taken from the object unless ``namespace`` is given (a CREATE whose
+    body has none); ``kind`` is (group, version, kind)."""
+    source = obj or old or {}
+    meta = source.get("metadata") or {}
+    request: dict[str, Any] = {
+        "uid": uid,
+        "kind": {"group": kind[0], "version": kind[1], "kind": kind[2]},
+        "resource": {"group": kind[0], "version": kind[1], "resource": kind[2].lower() + "s"},
+        "namespace": meta.get("namespace", "") if namespace is None else namespace,
+        "name": meta.get("name", ""),
+        "operation": operation,
+        "userInfo": dict(user if user is not None else ALICE),
+        "object": dict(obj) if obj is not None else None,
+        "oldObject": dict(old) if old is not None else None,
+        "dryRun": dry_run,
+    }
+    return request
+
+
+# --- audit records ----------------------------------------------------------------------------
+
+AUDIT_START = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
+"""When the first record of ``audit_lines`` was written; each next one a minute later."""
+AUDIT_PATCH = [
+    {
+        "op": "add",
+        "path": "/metadata/annotations",
+        "value": {"rollout-webhook.io/rollout-name": "web"},
+    },
+    {"op": "replace", "path": "/spec/replicas", "value": 0},
+]
+
+
+def decision_facts(uid: str, **overrides: Any) -> DecisionFacts:
+    """The facts of one admission decision: a converted Deployment shop/web, by default."""
+    values: dict[str, Any] = {
+        "uid": uid,
+        "user": "alice",
+        "operation": "CREATE",
+        "kind": "Deployment",
+        "namespace": "shop",
+        "name": "web",
+        "dry_run": False,
+        "decision": "convert",
+        "reason": "opted in",
+        "environment": "prod",
+        "strategy": "canary",
+        "policy_name": "rollout-system/rollout-webhook-policy",
+        "policy_resource_version": "42",
+        "policy_sha256": "ab" * 32,
+        "patch": AUDIT_PATCH,
+        "changes_wanted": (ChangeOutcome("Rollout", "shop", "web"),),
+        "changes_made": (ChangeOutcome("Rollout", "shop", "web", result="applied"),),
+        "warnings": ("no Service selects the pods",),
+        "latency_seconds": 0.0021,
+    }
+    values.update(overrides)
+    return DecisionFacts(**values)
+
+
+def audit_lines(*items: DecisionFacts | tuple[DecisionFacts, str]) -> list[str]:
+    """An audit trail of these records (a ``(facts, kind)`` pair for another kind), chained
+    from the genesis hash, one line each as the sink writes them."""
+    prev = GENESIS
+    lines = []
+    for i, entry in enumerate(items):
+        item, kind = entry if isinstance(entry, tuple) else (entry, RECORD_KIND)
+        at = AUDIT_START + dt.timedelta(minutes=i)
+        record = build_record(item, at=at, prev=prev, version="0.1.0", kind=kind)
+        lines.append(canonical_json(record))
+        prev = record_hash(record)
+    return lines

@@ -1,0 +1,123 @@
+"""The `convert` command: exit codes, messages, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.webhook.cli.conftest import REPO, run, write
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("kind: Deployment\nmetadata: {name: [\n", "not valid YAML"),
+        ("- a\n- b\n", "expected a Kubernetes object (a mapping), got list"),
+        ("apiVersion: v1\nmetadata: {name: x}\n", "#1: missing kind"),
+        (
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {}\n",
+            "#1: Deployment has no metadata.name",
+        ),
+        ("kind: List\napiVersion: v1\nitems: 3\n", "a List needs an items list"),
+    ],
+)
+def test_convert_malformed_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    path = write(tmp_path, "bad.yaml", text)
+    code, out, err = run(["convert", "-f", path], capsys)
+    assert code == 2
+    assert out == ""
+    assert path in err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_convert_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["convert", "-f", "/nonexistent/x.yaml"], capsys)
+    assert code == 2
+    assert "/nonexistent/x.yaml: no such file or directory" in err
+
+
+def test_convert_unknown_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        ["convert", "-f", str(REPO / "examples/services/myapp-dev.yaml"), "--environment", "qa"],
+        capsys,
+    )
+    assert code == 2
+    assert "--environment qa: not in the policy (known: dev, prod, staging)" in err
+
+
+def test_convert_invalid_policy_lists_every_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = write(
+        tmp_path,
+        "p.yaml",
+        "defaultEnvironment: x\nenvironments:\n  x:\n    rollout: {canary: {steps: [{setWeight: 101}, {paws: {}}]}}\n",
+    )
+    code, _, err = run(
+        ["convert", "-f", str(REPO / "examples/services/myapp-dev.yaml"), "--policy", policy],
+        capsys,
+    )
+    assert code == 2
+    assert "environments.x.rollout.canary.steps[0].setWeight: must be between 0 and 100" in err
+    assert "environments.x.rollout.canary.steps[1].paws: unknown key" in err
+
+
+def test_convert_passes_other_objects_through_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        (REPO / "examples/services/myapp-dev.yaml")
+        .read_text()
+        .replace('rollout-webhook.io/enabled: "true"', "x: y")
+    )
+    code, out, err = run(["convert", "-f", write(tmp_path, "in.yaml", text)], capsys)
+    assert code == 0
+    assert [d for d in yaml.safe_load_all(out) if d] == [d for d in yaml.safe_load_all(text) if d]
+    assert "Deployment dev/myapp: not converted: not opted in" in err
+
+
+def test_convert_directory_stdin_json_and_enable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "api"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}},
+        },
+    }
+    monkeypatch.setattr(sys, "stdin", __import__("io").StringIO(yaml.safe_dump(dep)))
+    code, out, err = run(
+        ["convert", "-f", "-", "--enable", "-o", "json", "-n", "payments-dev"], capsys
+    )
+    assert code == 0, err
+    items = json.loads(out)["items"]
+    assert [i["kind"] for i in items] == ["Deployment", "Rollout"]
+    assert items[1]["metadata"]["namespace"] == "payments-dev"
+    assert items[1]["spec"]["strategy"]["canary"]["steps"] == [{"setWeight": 100}]
+    code, out, _ = run(["convert", "-f", str(REPO / "examples/services")], capsys)
+    assert code == 0
+    assert sum(1 for d in yaml.safe_load_all(out) if d and d["kind"] == "Rollout") == 5
+
+
+def test_convert_keeps_inputs_without_namespace_without_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        (REPO / "examples/services/myapp-bluegreen.yaml")
+        .read_text()
+        .replace("  namespace: prod\n", "")
+    )
+    code, out, _ = run(["convert", "-f", write(tmp_path, "in.yaml", text)], capsys)
+    assert code == 0
+    assert all("namespace" not in d["metadata"] for d in yaml.safe_load_all(out) if d)

@@ -1,0 +1,53 @@
+"""The `policy` command: `validate` and `show`, exit codes and messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.webhook.cli.conftest import REPO, run, write
+
+
+def test_policy_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        ["policy", "validate", str(REPO / "examples/policies/values-prod-with-rollout.yaml")],
+        capsys,
+    )
+    assert code == 0
+    assert "valid (1 environment(s): prod" in out
+    bad = write(
+        tmp_path,
+        "bad.yaml",
+        "defaultEnvironment: prod\nenvironments: {prod: {rollout: {strategy: rolling}}}\n",
+    )
+    code, out, err = run(["policy", "validate", bad], capsys)
+    assert code == 2
+    assert (
+        "environments.prod.rollout.strategy: must be one of canary, bluegreen, not 'rolling'" in err
+    )
+    code, _, err = run(
+        ["policy", "validate", write(tmp_path, "two.yaml", "a: 1\n---\nb: 2\n")], capsys
+    )
+    assert code == 2
+    assert "expected one YAML document, found 2" in err
+
+
+def test_policy_show(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["policy", "show", "--environment", "staging"], capsys)
+    assert code == 0
+    body = yaml.safe_load(out)
+    assert body["staging"]["rollout"]["canary"]["steps"] == [
+        {"setWeight": 50},
+        {"pause": {"duration": "5m"}},
+    ]
+    assert body["staging"]["scaleDown"] == "onsuccess"
+    code, out, _ = run(
+        ["policy", "show", "--policy", str(REPO / "examples/policies/values-bluegreen.yaml")],
+        capsys,
+    )
+    assert yaml.safe_load(out)["environments"]["prod"]["rollout"]["strategy"] == "bluegreen"
+    code, _, err = run(["policy", "show", "--environment", "qa"], capsys)
+    assert code == 2
+    assert "qa: not in the policy" in err

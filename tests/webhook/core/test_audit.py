@@ -1,0 +1,53 @@
+"""The audit record and its hash chain: what a record holds, what breaks the chain."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from tests.builders import AUDIT_PATCH, audit_lines, decision_facts
+from webhook.core.audit import GENESIS, build_record, last_hash, verify_chain
+
+T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def test_record_carries_every_field() -> None:
+    record = build_record(decision_facts("u1"), at=T0, prev=GENESIS, version="0.1.0")
+    assert record["time"] == "2030-01-01T12:00:00.000000Z"
+    assert record["uid"] == "u1"
+    assert record["policy"] == {
+        "name": "rollout-system/rollout-webhook-policy",
+        "resourceVersion": "42",
+        "sha256": "ab" * 32,
+    }
+    assert record["patch"] == AUDIT_PATCH
+    assert record["changes"]["made"][0]["result"] == "applied"
+    assert record["latencyMs"] == 2.1
+    assert record["version"] == "0.1.0"
+    assert record["prev"] == GENESIS
+
+
+def test_an_intact_chain_verifies() -> None:
+    lines = audit_lines(decision_facts("a"), decision_facts("b"), decision_facts("c"))
+    report = verify_chain(lines)
+    assert report.broken is None
+    assert report.records == 3
+    assert report.last_hash == last_hash(lines)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "line"),
+    [
+        (lambda lines: [lines[0], lines[1].replace('"convert"', '"skip"'), lines[2]], 3),
+        (lambda lines: [lines[0], lines[2]], 2),  # a record removed
+        (lambda lines: [lines[0], lines[0], lines[1], lines[2]], 2),  # a record repeated
+        (lambda lines: [lines[0], lines[1], lines[2][:40]], 3),  # torn by a crash
+    ],
+)
+def test_tampering_names_the_first_broken_record(tamper: Any, line: int) -> None:
+    lines = tamper(audit_lines(decision_facts("a"), decision_facts("b"), decision_facts("c")))
+    report = verify_chain(lines)
+    assert report.broken is not None
+    assert report.broken.line == line

@@ -1,0 +1,89 @@
+"""The caches' index: a Deployment's conversion plans the same from the index as from its
+whole namespace, and the index follows every put, delete and re-list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.builders import hpa, httproute, namespace, opted_in, service, virtualservice
+from webhook.core.admission import deployment_neighbours, neighbours_of
+from webhook.core.convert import plan_conversion
+from webhook.core.index import index_keys
+from webhook.core.keys import Keys
+from webhook.core.policy import builtin_policy
+from webhook.kube.view import MemoryClusterView
+
+NS = "prod"
+NAMES = st.sampled_from(["web", "api", "web-canary", "db", "x"])
+LABELS = st.dictionaries(st.sampled_from(["app", "tier", "track"]), st.sampled_from(["web", "a"]))
+HOSTS = st.sampled_from(
+    ["web", "api.prod", "web.prod.svc", "db.prod.svc.cluster.local", "web.other"]
+)
+
+
+@st.composite
+def namespaces(draw: st.DrawFn) -> list[dict[str, Any]]:
+    objects: list[dict[str, Any]] = [namespace(NS)]
+    for name in draw(st.sets(NAMES, max_size=4)):
+        objects.append(service(name, NS, selector=draw(LABELS)))
+    for name in draw(st.sets(NAMES, max_size=2)):
+        objects.append(hpa(name, NS, kind=draw(st.sampled_from(["Deployment", "Rollout"]))))
+    for index in range(draw(st.integers(0, 3))):
+        backends = [{"name": n, "port": 80} for n in draw(st.lists(NAMES, max_size=3))]
+        objects.append(httproute(f"r{index}", NS, rules=[{"backendRefs": backends}]))
+    for index in range(draw(st.integers(0, 2))):
+        routes = [{"destination": {"host": h}} for h in draw(st.lists(HOSTS, max_size=3))]
+        objects.append(virtualservice(f"v{index}", NS, http=[{"route": routes}]))
+    return objects
+
+
+@settings(max_examples=300, deadline=None)
+@given(namespaces(), NAMES, LABELS)
+def test_the_index_plans_what_the_whole_namespace_plans(
+    objects: list[dict[str, Any]], name: str, pods: dict[str, str]
+) -> None:
+    view = MemoryClusterView(objects)
+    deployment = opted_in(name, NS, pod_labels=pods or {"app": name})
+    policy, keys = builtin_policy(), Keys()
+    whole = plan_conversion(deployment, neighbours_of(view, NS), policy, keys=keys)
+    indexed = deployment_neighbours(view, NS, deployment)
+    assert plan_conversion(deployment, indexed, policy, keys=keys) == whole
+    assert len(indexed.services) <= len(view.list("Service", NS))
+
+
+def _brute_force(view: MemoryClusterView, kind: str, keys: set[str]) -> list[str]:
+    return sorted(o["metadata"]["name"] for o in view.list(kind, NS) if index_keys(kind, o) & keys)
+
+
+def test_the_index_follows_puts_deletes_and_relists() -> None:
+    view = MemoryClusterView(
+        [service("web", NS, {"app": "web"}), service("api", NS, {"app": "api"})]
+    )
+    web_key = index_keys("Service", service("web", NS, {"app": "web"}))
+
+    def found() -> list[str]:
+        return [o["metadata"]["name"] for o in view.indexed("Service", NS, web_key)]
+
+    assert found() == ["web"]
+    view.put(service("api", NS, {"app": "web"}))  # its selector changed
+    assert found() == ["api", "web"] == _brute_force(view, "Service", set(web_key))
+    view.delete(service("web", NS))
+    assert found() == ["api"]
+    view.replace_kind("Service", [service("db", NS, {"app": "web"})])
+    assert found() == ["db"]
+    view.replace_kind("Service", [])
+    assert found() == [] and view.indexed("Service", "elsewhere", web_key) == ()
+
+
+def test_malformed_objects_have_no_keys_and_break_nothing() -> None:
+    broken: dict[str, Any] = {"kind": "HTTPRoute", "metadata": {"name": "r", "namespace": NS}}
+    for spec in ({"rules": "x"}, {"rules": [{"backendRefs": [1, {"name": 2}]}]}, None):
+        broken["spec"] = spec
+        assert index_keys("HTTPRoute", broken) == frozenset()
+    vs: dict[str, Any] = {"spec": {"http": [{"route": [{"destination": "web"}]}]}}
+    assert index_keys("VirtualService", vs) == frozenset()
+    assert index_keys("Service", {"spec": {"selector": "app"}}) == frozenset()
+    assert index_keys("HorizontalPodAutoscaler", {"spec": {"scaleTargetRef": []}}) == frozenset()

@@ -1,0 +1,370 @@
+"""The reconciler's decisions, pass by pass, against a tiny in-memory cluster."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.builders import deployment, hpa, httproute, merge, opted_in, service
+from webhook.core.actions import Apply, Delete, DeleteOrphanReplicaSets, Emit, Patch
+from webhook.core.convert import Neighbours
+from webhook.core.keys import DEFAULT_KEYS as K
+from webhook.core.policy import builtin_policy, parse_policy_text
+from webhook.core.reconcile import ReconcilePlan, contains, plan_reconcile
+from webhook.core.services import POD_TEMPLATE_HASH
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+POLICY = builtin_policy()
+
+
+class Cluster:
+    """Objects by (kind, name) in one namespace; carries out a plan's actions."""
+
+    def __init__(self, *objs: dict[str, Any]) -> None:
+        self.objs = {(o["kind"], o["metadata"]["name"]): copy.deepcopy(o) for o in objs}
+        self.orphan_rs_deleted = 0
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        return self.objs.get((kind, name))
+
+    def of(self, kind: str) -> tuple[dict[str, Any], ...]:
+        return tuple(o for (k, _), o in sorted(self.objs.items()) if k == kind)
+
+    def plan(self, name: str = "web", policy: Any = POLICY, now: datetime = NOW) -> ReconcilePlan:
+        neighbours = Neighbours(
+            namespace=None,
+            services=self.of("Service"),
+            hpas=self.of("HorizontalPodAutoscaler"),
+            http_routes=self.of("HTTPRoute"),
+            rollouts=self.of("Rollout"),
+        )
+        return plan_reconcile(
+            "prod", name, self.get("Deployment", name), neighbours, policy, now=now
+        )
+
+    def carry_out(self, plan: ReconcilePlan) -> None:
+        for action in plan.actions:
+            if isinstance(action, Apply):
+                key = (action.manifest["kind"], action.manifest["metadata"]["name"])
+                current = self.objs.get(key, {})
+                self.objs[key] = merge(current, action.manifest)
+                self.objs[key]["metadata"].setdefault("creationTimestamp", NOW.isoformat())
+            elif isinstance(action, Patch):
+                self.objs[(action.kind, action.name)] = merge(
+                    self.objs[(action.kind, action.name)], action.patch
+                )
+            elif isinstance(action, Delete):
+                del self.objs[(action.kind, action.name)]
+            elif isinstance(action, DeleteOrphanReplicaSets):
+                self.orphan_rs_deleted += 1
+
+
+def kinds(plan: ReconcilePlan) -> list[str]:
+    out = []
+    for a in plan.actions:
+        if isinstance(a, Apply):
+            out.append(f"apply {a.manifest['kind']}")
+        elif isinstance(a, Patch):
+            out.append(f"patch {a.kind}")
+        elif isinstance(a, Delete):
+            out.append(f"delete {a.kind}")
+        elif isinstance(a, DeleteOrphanReplicaSets):
+            out.append("delete orphan ReplicaSets")
+        else:
+            out.append(f"event {a.reason}")
+    return out
+
+
+def running(dep: dict[str, Any]) -> dict[str, Any]:
+    dep = copy.deepcopy(dep)
+    dep["metadata"]["generation"] = 1
+    dep["status"] = {"observedGeneration": 1, "availableReplicas": dep["spec"]["replicas"]}
+    return dep
+
+
+def test_contains_allows_additions_by_others() -> None:
+    assert contains({"a": {"b": 1}}, {"a": {"b": 1, "c": 2}, "d": 3})
+    assert not contains({"a": [1, 2]}, {"a": [1]})
+    assert not contains({"a": 1}, {})
+
+
+def test_catch_up_converts_what_admission_missed() -> None:
+    cluster = Cluster(running(opted_in(uid="u1")), service(), hpa(), httproute())
+    plan = cluster.plan()
+    assert plan.state == "converting"
+    assert kinds(plan) == [
+        "apply Service",
+        "apply HTTPRoute",
+        "apply Rollout",
+        "apply HorizontalPodAutoscaler",
+        "patch Deployment",
+        "event Converted",
+    ]
+    # A running Deployment keeps its replicas: Argo scales it down.
+    patch = next(a for a in plan.actions if isinstance(a, Patch))
+    assert "spec" not in patch.patch
+    rollout = next(
+        a.manifest for a in plan.actions if isinstance(a, Apply) and a.manifest["kind"] == "Rollout"
+    )
+    assert rollout["metadata"]["ownerReferences"][0]["uid"] == "u1"
+    cluster.carry_out(plan)
+    again = cluster.plan()
+    assert again.state == "converted"
+    assert again.actions == ()
+
+
+def test_changes_by_argo_are_not_drift() -> None:
+    cluster = Cluster(running(opted_in(uid="u1")), service(), httproute())
+    cluster.carry_out(cluster.plan())
+    for svc in cluster.of("Service"):
+        svc["spec"]["selector"][POD_TEMPLATE_HASH] = "abc123"
+    route = cluster.get("HTTPRoute", "web")
+    assert route is not None
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    refs[0]["weight"], refs[1]["weight"] = 75, 25
+    rollout = cluster.get("Rollout", "web")
+    assert rollout is not None
+    rollout["status"] = {"phase": "Paused", "availableReplicas": 3}
+    assert cluster.plan().actions == ()
+
+
+def test_orphaned_rollout_is_deleted_after_a_grace_period() -> None:
+    cluster = Cluster(running(opted_in(uid="u1")), service())
+    cluster.carry_out(cluster.plan())
+    del cluster.objs[("Deployment", "web")]
+    young = cluster.plan(now=NOW + timedelta(seconds=10))
+    assert young.actions == ()
+    assert young.requeue_after == pytest.approx(51)
+    old = cluster.plan(now=NOW + timedelta(minutes=5))
+    assert kinds(old) == ["delete Service", "delete Rollout"] or kinds(old) == [
+        "delete Rollout",
+        "delete Service",
+    ]
+
+
+def test_the_orphan_grace_is_the_caller_s() -> None:
+    cluster = Cluster(running(opted_in(uid="u1")), service())
+    cluster.carry_out(cluster.plan())
+    del cluster.objs[("Deployment", "web")]
+    neighbours = Neighbours(
+        namespace=None, services=cluster.of("Service"), rollouts=cluster.of("Rollout")
+    )
+
+    def plan(seconds: float, grace: timedelta) -> ReconcilePlan:
+        at = NOW + timedelta(seconds=seconds)
+        return plan_reconcile("prod", "web", None, neighbours, POLICY, now=at, orphan_grace=grace)
+
+    short = timedelta(seconds=3)
+    assert plan(1, short).actions == ()
+    assert plan(1, short).requeue_after == pytest.approx(3)
+    assert {a.kind for a in plan(4, short).actions if isinstance(a, Delete)} == {
+        "Rollout",
+        "Service",
+    }
+    assert plan(4, timedelta(seconds=60)).actions == ()  # the default would still wait
+
+
+def test_gitops_resync_is_drained_with_an_event() -> None:
+    cluster = Cluster(opted_in(uid="u1", replicas=3), service())
+    cluster.carry_out(cluster.plan())
+    dep = cluster.get("Deployment", "web")
+    rollout = cluster.get("Rollout", "web")
+    assert dep is not None and rollout is not None
+    rollout["status"] = {"phase": "Healthy", "availableReplicas": 3}
+    dep["spec"]["replicas"] = 0
+    assert cluster.plan().actions == ()
+    dep["spec"]["replicas"] = 5  # Argo CD put back the count from Git
+    plan = cluster.plan()
+    assert kinds(plan) == ["patch Deployment", "event ReplicasDrained"]
+    patch = plan.actions[0]
+    assert isinstance(patch, Patch)
+    assert patch.patch == {
+        "metadata": {"annotations": {K.original_replicas: "5"}},
+        "spec": {"replicas": 0},
+    }
+    event = plan.actions[1]
+    assert isinstance(event, Emit)
+    assert "ignoreDifferences" in event.message
+
+
+def test_no_drain_while_the_rollout_is_not_healthy() -> None:
+    cluster = Cluster(opted_in(uid="u1", replicas=3), service())
+    cluster.carry_out(cluster.plan())
+    rollout = cluster.get("Rollout", "web")
+    dep = cluster.get("Deployment", "web")
+    assert rollout is not None and dep is not None
+    rollout["status"] = {"phase": "Progressing", "availableReplicas": 1}
+    dep["spec"]["replicas"] = 3
+    assert cluster.plan().actions == ()
+
+
+def test_opt_out_restores_first_and_never_leaves_zero_ready_pods() -> None:
+    dep = opted_in(uid="u1", replicas=3)
+    cluster = Cluster(dep, service(), hpa(lo=2, hi=6), httproute())
+    cluster.carry_out(cluster.plan())
+    stored = cluster.get("Deployment", "web")
+    assert stored is not None
+    stored["spec"]["replicas"] = 0  # as Argo leaves it
+    stored["metadata"]["labels"][K.enabled] = "false"
+    for svc in cluster.of("Service"):
+        svc["spec"]["selector"][POD_TEMPLATE_HASH] = "abc"
+
+    first = cluster.plan()
+    assert kinds(first) == [
+        "event OptingOut",
+        "patch Rollout",
+        "patch Deployment",
+        "apply HorizontalPodAutoscaler",
+        "apply HTTPRoute",
+    ]
+    assert first.requeue_after
+    cluster.carry_out(first)
+    assert stored is not cluster.get("Deployment", "web")
+    dep_now = cluster.get("Deployment", "web")
+    assert dep_now is not None and dep_now["spec"]["replicas"] == 3
+    hpa_now = cluster.get("HorizontalPodAutoscaler", "web")
+    assert hpa_now is not None and hpa_now["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+    assert cluster.get("Rollout", "web") is not None  # not yet: no pods of the Deployment
+
+    dep_now["status"] = {"availableReplicas": 1}
+    waiting = cluster.plan()
+    assert waiting.actions == ()
+    assert "1 of 3 available" in waiting.summary
+
+    dep_now["status"] = {"availableReplicas": 3}
+    release = cluster.plan()
+    assert kinds(release) == ["patch Rollout"]
+    cluster.carry_out(release)
+    released = cluster.get("Rollout", "web")
+    assert released is not None
+    assert released["spec"]["strategy"] == {"canary": {"steps": []}} or set(
+        released["spec"]["strategy"]["canary"]
+    ).isdisjoint({"stableService", "canaryService", "trafficRouting"})
+
+    delete = cluster.plan()
+    # The stable Service selects the Deployment's pods before the Rollout goes.
+    assert kinds(delete) == ["patch Service", "delete Rollout", "delete Service"]
+    assert all(
+        a.orphan_dependents for a in delete.actions if isinstance(a, Delete) and a.kind == "Rollout"
+    )
+    cluster.carry_out(delete)
+    stable_now = cluster.get("Service", "web")
+    assert stable_now is not None and POD_TEMPLATE_HASH not in stable_now["spec"]["selector"]
+
+    cleanup = cluster.plan()
+    assert kinds(cleanup) == [
+        "delete orphan ReplicaSets",
+        "patch Deployment",
+        "event OptedOut",
+    ]
+    cluster.carry_out(cleanup)
+    final = cluster.get("Deployment", "web")
+    assert final is not None
+    assert not set(final["metadata"].get("annotations", {})) & set(K.written_annotations())
+    stable = cluster.get("Service", "web")
+    assert stable is not None and POD_TEMPLATE_HASH not in stable["spec"]["selector"]
+    done = cluster.plan()
+    assert (done.state, done.actions) == ("plain", ())
+
+
+def test_opt_out_waits_while_the_orphaning_delete_of_the_rollout_is_in_progress() -> None:
+    """A Rollout deleted with orphaned dependents stays (deletionTimestamp, the orphan
+    finalizer) until the garbage collector has freed its ReplicaSets: no second delete, and
+    no ReplicaSet clean-up before it is gone."""
+    cluster = Cluster(opted_in(uid="u1", replicas=3), service())
+    cluster.carry_out(cluster.plan())
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["metadata"]["labels"][K.enabled] = "false"
+    cluster.carry_out(cluster.plan())
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["status"] = {"availableReplicas": 3}
+    cluster.carry_out(cluster.plan())  # the Rollout lets go of the Services
+    assert "delete Rollout" in kinds(cluster.plan())
+    rollout = cluster.get("Rollout", "web")
+    assert rollout is not None
+    rollout["metadata"]["deletionTimestamp"] = "2026-11-26T12:00:00Z"
+    rollout["metadata"]["finalizers"] = ["orphan"]
+
+    waiting = cluster.plan()
+    assert (waiting.state, waiting.actions) == ("opting-out", ())
+    assert waiting.requeue_after
+    assert "deletion" in waiting.summary
+
+
+def test_refused_deployments_are_left_alone() -> None:
+    cluster = Cluster(opted_in(annotations={K.refused: "user may not create rollouts"}), service())
+    plan = cluster.plan()
+    assert (plan.state, plan.actions) == ("refused", ())
+
+
+def test_plain_deployments_are_left_alone() -> None:
+    cluster = Cluster(deployment(), service())
+    assert cluster.plan().actions == ()
+
+
+@pytest.mark.parametrize(
+    ("mode", "follows"), [("immediate", True), ("nextChange", False), ("never", False)]
+)
+def test_policy_change_follows_rollout_updates(mode: str, follows: bool) -> None:
+    cluster = Cluster(opted_in(uid="u1"), service())
+    cluster.carry_out(cluster.plan())
+    new_policy = parse_policy_text(
+        f"defaultEnvironment: prod\nrolloutUpdates: {mode}\nenvironments:\n"
+        "  prod:\n    rollout: {canary: {steps: [{setWeight: 33}]}}\n"
+    )
+    plan = cluster.plan(policy=new_policy)
+    applied = [
+        a.manifest for a in plan.actions if isinstance(a, Apply) and a.manifest["kind"] == "Rollout"
+    ]
+    if follows:
+        assert applied and applied[0]["spec"]["strategy"]["canary"]["steps"] == [{"setWeight": 33}]
+    else:
+        assert applied == []
+
+
+def test_a_kept_strategy_still_gets_the_services_the_cluster_has() -> None:
+    """Under rolloutUpdates nextChange the reconciler keeps a Rollout's steps, but which
+    Services and routes it uses is the cluster's to decide: a Rollout written from a plan
+    that had not seen the Service yet (admission racing the Service's creation) is repaired."""
+    cluster = Cluster(running(opted_in(uid="u1")))
+    cluster.carry_out(cluster.plan())
+    rollout = cluster.get("Rollout", "web")
+    assert rollout is not None
+    assert "stableService" not in rollout["spec"]["strategy"]["canary"]
+    cluster.objs[("Service", "web")] = service()
+    cluster.objs[("HTTPRoute", "web")] = httproute()
+    plan = cluster.plan()
+    applied = [
+        a.manifest for a in plan.actions if isinstance(a, Apply) and a.manifest["kind"] == "Rollout"
+    ]
+    assert applied, kinds(plan)
+    canary = applied[0]["spec"]["strategy"]["canary"]
+    assert (canary["stableService"], canary["canaryService"]) == ("web", "web-canary")
+    assert "trafficRouting" in canary
+    assert canary["steps"] == rollout["spec"]["strategy"]["canary"]["steps"]
+
+
+def test_a_blue_green_rollout_lets_go_of_its_services_before_it_goes() -> None:
+    cluster = Cluster(
+        opted_in(uid="u1", replicas=2, annotations={K.strategy: "bluegreen"}), service()
+    )
+    cluster.carry_out(cluster.plan())
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["metadata"]["labels"][K.enabled] = "false"
+    cluster.carry_out(cluster.plan())
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["status"] = {"availableReplicas": 2}
+    release = cluster.plan()
+    assert kinds(release) == ["patch Rollout"]
+    cluster.carry_out(release)
+    rollout = cluster.get("Rollout", "web")
+    assert rollout is not None
+    assert rollout["spec"]["strategy"] == {"canary": {"steps": []}}
+    assert "delete Rollout" in kinds(cluster.plan())

@@ -1,0 +1,87 @@
+"""The cluster wiring: the stores the watches feed, the policy store, freezing the caches."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.webhook.kube.scripted_api import dep
+from webhook.kube.cluster import PolicyStore, ViewStore
+from webhook.kube.resources import DEPLOYMENT
+from webhook.kube.view import MemoryClusterView
+from webhook.server.policy_state import PolicyState
+
+
+def test_policy_store_follows_the_configmap() -> None:
+    results: list[str] = []
+    state = PolicyState(on_reload=results.append)
+    store = PolicyStore(state)
+    store.replace([])  # no ConfigMap at start: the built-in policy, nothing counted
+    assert state.current is not None
+    assert state.current.version.name == "built-in"
+    assert results == []
+    store.upsert({"metadata": {"name": "p", "namespace": "ns"}, "data": {"policy.yaml": "x: ["}})
+    assert results == ["invalid"]
+    assert state.current.version.name == "built-in"
+    store.remove({})
+    assert results == ["invalid", "removed"]
+
+
+def test_listeners_hear_every_change_and_list_all_namespaces() -> None:
+    view = MemoryClusterView()
+    heard: list[tuple[str, str]] = []
+    store = ViewStore(
+        view, DEPLOYMENT, [lambda kind, obj: heard.append((kind, obj["metadata"]["name"]))]
+    )
+    store.replace([dep("a", "1"), dep("b", "1", namespace="pay")])
+    store.upsert(dep("c", "2"))
+    store.remove(dep("a", "3"))
+    store.replace([dep("c", "4")])  # a re-list: "b" is gone, and is told as such
+    assert heard == [
+        ("Deployment", "a"),
+        ("Deployment", "b"),
+        ("Deployment", "c"),
+        ("Deployment", "a"),
+        ("Deployment", "c"),
+        ("Deployment", "b"),
+    ]
+    store.upsert(dep("d", "5", namespace="pay"))
+    assert sorted(o["metadata"]["name"] for o in view.list("Deployment", "")) == ["c", "d"]
+
+
+def test_the_caches_are_frozen_once_when_every_watch_has_synced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from webhook.kube import cluster as cluster_module
+    from webhook.server.settings import ServeSettings
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(cluster_module, "freeze_caches", lambda: frozen.append(True))
+    cluster = cluster_module.Cluster(None, ServeSettings())  # type: ignore[arg-type]
+    events = [threading.Event(), threading.Event()]
+    cluster.reflectors = [SimpleNamespace(synced=e) for e in events]  # type: ignore[misc]
+    events[0].set()
+    cluster._check_synced()
+    assert not cluster.view.synced() and not frozen
+    events[1].set()
+    cluster._check_synced()
+    cluster._check_synced()  # a re-list after an expired watch: frozen already
+    assert cluster.view.synced() and frozen == [True]
+
+
+def test_freezing_keeps_live_objects_out_of_the_collector() -> None:
+    import gc
+
+    from webhook.kube.cluster import freeze_caches
+
+    cached = [{"metadata": {"name": str(i)}} for i in range(1000)]
+    before = gc.get_freeze_count()
+    try:
+        freeze_caches()
+        assert gc.get_freeze_count() >= before + len(cached)
+        assert all(id(o) not in {id(x) for x in gc.get_objects()} for o in cached[:3])
+    finally:
+        gc.unfreeze()

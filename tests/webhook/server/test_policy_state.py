@@ -1,0 +1,119 @@
+"""POST /validate on the policy ConfigMap, and the reload of a watched policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.builders import admission_request
+from tests.webhook.server.conftest import FakeCluster, deployment, serve
+from webhook.core.policy import builtin_policy
+from webhook.kube.cluster import PolicyStore
+
+NAMESPACE = "rollout-system"
+CONFIGMAP = "rollout-webhook-policy"
+
+
+def policy_configmap(doc: Any, resource_version: str = "1") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": CONFIGMAP,
+            "namespace": NAMESPACE,
+            "resourceVersion": resource_version,
+        },
+        "data": {"policy.yaml": yaml.safe_dump(doc)},
+    }
+
+
+def good_policy(default: str = "dev") -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(json.dumps(builtin_policy().document))
+    doc["defaultEnvironment"] = default
+    return doc
+
+
+def bad_policy() -> dict[str, Any]:
+    doc = good_policy()
+    env = doc["environments"]["prod"]["rollout"]
+    env["canary"]["steps"][0] = {"setWeight": 250}
+    doc["defaultEnvironment"] = "nowhere"
+    return doc
+
+
+def validate(running: Any, obj: dict[str, Any], operation: str = "CREATE") -> dict[str, Any]:
+    request = admission_request(obj, kind=("", "v1", "ConfigMap"), operation=operation)
+    body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    answer = running.client.post(f"{running.url}/validate", json=body)
+    assert answer.status_code == 200
+    response: dict[str, Any] = answer.json()["response"]
+    return response
+
+
+def test_invalid_policy_configmap_is_denied_with_every_error(tmp_path: Path) -> None:
+    with serve(tmp_path, cluster=FakeCluster(), namespace=NAMESPACE) as running:
+        response = validate(running, policy_configmap(bad_policy()))
+        assert response["allowed"] is False
+        assert response["status"]["code"] == 422
+        message = response["status"]["message"]
+        assert "environments.prod.rollout.canary.steps[0].setWeight" in message
+        assert "defaultEnvironment" in message
+        assert "2 error(s)" in message
+        (record,) = running.records(1)
+        assert record["decision"] == "deny"
+
+
+def test_valid_policy_and_other_configmaps_are_allowed(tmp_path: Path) -> None:
+    with serve(tmp_path, cluster=FakeCluster(), namespace=NAMESPACE) as running:
+        assert validate(running, policy_configmap(good_policy()))["allowed"] is True
+        other = policy_configmap(bad_policy())
+        other["metadata"]["name"] = "something-else"
+        assert validate(running, other)["allowed"] is True
+        deleting = validate(running, policy_configmap(bad_policy()), operation="DELETE")
+        assert deleting["allowed"] is True
+        broken_yaml = policy_configmap({})
+        broken_yaml["data"]["policy.yaml"] = "environments: [unclosed"
+        response = validate(running, broken_yaml)
+        assert response["allowed"] is False
+        assert "not valid YAML" in response["status"]["message"]
+
+
+def test_reload_applies_a_good_policy_and_keeps_it_over_a_bad_one(tmp_path: Path) -> None:
+    cluster = FakeCluster(policy_configmap=policy_configmap(good_policy("staging"), "10"))
+    with serve(tmp_path, cluster=cluster, namespace=NAMESPACE) as running:
+        assert cluster.policy is not None
+        store = PolicyStore(cluster.policy)
+        first = running.review(admission_request(deployment(), uid="a"))
+        assert first["auditAnnotations"]["environment"] == "staging"
+        assert f"{NAMESPACE}/{CONFIGMAP}@10/" in first["auditAnnotations"]["policy-version"]
+
+        store.upsert(policy_configmap(good_policy("dev"), "11"))  # the watch sees a change
+        second = running.review(admission_request(deployment(), uid="b"))
+        assert second["auditAnnotations"]["environment"] == "dev"
+
+        store.upsert(policy_configmap(bad_policy(), "12"))  # refused: dev stays
+        third = running.review(admission_request(deployment(), uid="c"))
+        assert third["auditAnnotations"]["environment"] == "dev"
+        assert "@11/" in third["auditAnnotations"]["policy-version"]
+        assert cluster.policy.last_error is not None
+
+        metrics = running.client.get(f"{running.url}/metrics").text
+        assert 'rollout_webhook_policy_reloads_total{result="invalid"} 1.0' in metrics
+        assert 'rollout_webhook_policy_reloads_total{result="applied"} 2.0' in metrics
+
+        store.remove({})  # the ConfigMap is deleted: the built-in policy applies
+        fourth = running.review(admission_request(deployment(), uid="d"))
+        assert fourth["auditAnnotations"]["policy-version"].startswith("built-in@")
+        records = {r["uid"]: r for r in running.records(4)}
+        assert records["c"]["policy"]["resourceVersion"] == "11"
+
+
+def test_a_fixed_policy_file(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(good_policy("staging")))
+    with serve(tmp_path, cluster=FakeCluster(), policy_file=path) as running:
+        response = running.review(admission_request(deployment()))
+        assert response["auditAnnotations"]["environment"] == "staging"
