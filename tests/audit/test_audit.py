@@ -17,9 +17,11 @@ from webhook.cli.main import main
 from webhook.core.audit import (
     GENESIS,
     RECORD_KIND,
+    RECOVERY_KIND,
     WRITES_KIND,
     ChangeOutcome,
     DecisionFacts,
+    TornLine,
     build_record,
     canonical_json,
     last_hash,
@@ -107,7 +109,16 @@ def test_an_intact_chain_verifies() -> None:
         (lambda lines: [lines[0], lines[1].replace('"convert"', '"skip"'), lines[2]], 3),
         (lambda lines: [lines[0], lines[2]], 2),  # a record removed
         (lambda lines: [lines[0], lines[0], lines[1], lines[2]], 2),  # a record repeated
-        (lambda lines: [lines[0], lines[1], lines[2][:40]], 3),  # torn by a crash
+        (lambda lines: [lines[0], lines[1][:40], lines[2]], 2),  # torn, no recovery record
+        (
+            lambda lines: [
+                lines[0],
+                lines[1].replace('"web"', '"web","name":"other"', 1),
+                lines[2],
+            ],
+            2,
+        ),
+        (lambda lines: [lines[0], lines[1].replace(":", ": ", 1), lines[2]], 2),  # re-serialised
     ],
 )
 def test_tampering_names_the_first_broken_record(tamper: Any, line: int) -> None:
@@ -136,17 +147,67 @@ def test_file_sink_flushes_each_record_and_continues_the_chain(tmp_path: Path) -
     assert out.getvalue().splitlines() == lines[:2]
 
 
-def test_a_torn_last_line_is_kept_visible(tmp_path: Path) -> None:
+def test_a_torn_last_line_is_reported_not_a_break() -> None:
+    lines = trail(facts("a"), facts("b"), facts("c"))
+    report = verify_chain([lines[0], lines[1], lines[2][:40]])
+    assert report.broken is None
+    assert report.records == 2
+    assert report.torn == (TornLine(3, None),)
+
+
+def test_after_a_crash_the_chain_continues_from_a_recovery_record(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     lines = trail(facts("a"), facts("b"))
     path.write_text(lines[0] + "\n" + lines[1][:30])  # the crash
     sink = AuditTrail(file=path, stream=io.StringIO(), clock=lambda: T0)
     sink.record_nowait(facts("c"))
     sink.close()
-    report = verify_chain(path.read_text().splitlines())
+    written = path.read_text().splitlines()
+    assert written[1] == lines[1][:30]  # the torn line stays visible
+    recovery = json.loads(written[2])
+    assert recovery["kind"] == RECOVERY_KIND
+    assert recovery["torn"]["line"] == 2
+    assert recovery["prev"] == record_hash(json.loads(lines[0]))
+    report = verify_chain(written)
+    assert report.broken is None
+    assert report.torn == (TornLine(2, 3),)
+    assert [json.loads(line).get("uid") for line in written[3:]] == ["c"]
+
+
+def _recovered_trail(tmp_path: Path) -> list[str]:
+    path = tmp_path / "audit.jsonl"
+    lines = trail(facts("a"), facts("b"), facts("c"))
+    path.write_text("\n".join(lines) + "\n" + lines[0][:25])
+    AuditTrail(file=path, stream=io.StringIO(), clock=lambda: T0).close()
+    return path.read_text().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("forge", "line", "message"),
+    [
+        # A record removed before the torn line: the recovery record no longer links.
+        (lambda w: [w[0], w[2], w[3], w[4]], 2, "prev hash does not match"),
+        # A torn line made up later: the recovery record names another line.
+        (lambda w: [w[0], w[1], w[2], '{"kind": "Admiss', w[3], w[4]], 4, "no recovery record"),
+        # The torn text swapped: the recovery record carries the hash of the real one.
+        (lambda w: [*w[:3], w[3][:20], w[4]], 4, "no recovery record"),
+    ],
+)
+def test_a_forged_recovery_is_a_break(tmp_path: Path, forge: Any, line: int, message: str) -> None:
+    written = _recovered_trail(tmp_path)
+    assert verify_chain(written).broken is None
+    report = verify_chain(forge(written))
     assert report.broken is not None
-    assert report.broken.line == 2
-    assert "not JSON" in report.broken.message
+    assert report.broken.line == line
+    assert message in report.broken.message
+
+
+def test_a_duplicate_key_is_named() -> None:
+    lines = trail(facts("a"), facts("b"))
+    forged = lines[1][:-1] + ',"decision":"skip"}'
+    report = verify_chain([lines[0], forged])
+    assert report.broken is not None
+    assert "duplicate key 'decision'" in report.broken.message
 
 
 @pytest.fixture
@@ -211,6 +272,48 @@ def test_cli_verify(audit_file: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["audit", str(audit_file), "--verify"]) == 1
     out = capsys.readouterr().out
     assert "chain broken at line 3 (uid u-a)" in out
+
+
+def test_cli_verify_reports_torn_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_text("\n".join(_recovered_trail(tmp_path)) + "\n")
+    assert main(["audit", str(path), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "line 4 is torn (a crash); the chain continues from the recovery record at line 5" in out
+    assert "4 record(s), chain intact" in out  # three decisions and the recovery record
+    lines = trail(facts("a"), facts("b"))
+    path.write_text(lines[0] + "\n" + lines[1][:50])
+    assert main(["audit", str(path), "--verify"]) == 0
+    assert "line 2 is torn (the writer stopped in mid-record" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "web\n2030-01-01 12:00:00  CREATE     Deployment  shop/forged  convert",
+        "web\x1b[2J\x1b[31m",
+        "web\u202eevil",
+    ],
+)
+def test_cli_output_escapes_control_characters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_text("\n".join(trail(facts("a", name=name, reason=f"opted in {name}"))) + "\n")
+    assert main(["audit", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert len(table.splitlines()) == 2
+    assert "\x1b" not in table
+    assert "\u202e" not in table
+    assert main(["audit", str(path), "--show", "a"]) == 0
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown
+    assert "\u202e" not in shown
+    assert (
+        "forged"
+        not in "".join(line for line in shown.splitlines() if line.startswith("request"))[:0]
+    )
+    assert sum(line.startswith("2030-01-01 12:00:00") for line in shown.splitlines()) == 0
 
 
 def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
