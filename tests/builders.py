@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import io
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from webhook.core.audit import (
@@ -24,6 +26,7 @@ from webhook.core.audit import (
     record_hash,
 )
 from webhook.core.review import UserInfo
+from webhook.server.audit_trail import AuditTrail
 
 Obj = dict[str, Any]
 
@@ -320,3 +323,13 @@ def audit_lines(*items: DecisionFacts | tuple[DecisionFacts, str]) -> list[str]:
         lines.append(canonical_json(record))
         prev = record_hash(record)
     return lines
+
+
+def recovered_audit_lines(tmp_path: Path) -> list[str]:
+    """A trail of three decisions whose writer crashed in mid-record and started again:
+    line 4 is torn, line 5 is its recovery record."""
+    path = tmp_path / "audit.jsonl"
+    lines = audit_lines(decision_facts("a"), decision_facts("b"), decision_facts("c"))
+    path.write_text("\n".join(lines) + "\n" + lines[0][:25])
+    AuditTrail(file=path, stream=io.StringIO(), clock=lambda: AUDIT_START).close()
+    return path.read_text().splitlines()

@@ -21,8 +21,12 @@ from webhook.cli.errors import UsageError
 from webhook.core.audit import (
     RECORD_KIND,
     RECORD_KINDS,
+    RECOVERY_KIND,
     WRITES_KIND,
+    ChainReport,
+    RecordInvalid,
     is_record_line,
+    parse_record_line,
     parse_time,
     verify_chain,
 )
@@ -88,11 +92,13 @@ def read_records(lines: Iterator[str], source: str) -> Iterator[tuple[int, dict[
         if not is_record_line(text):
             continue  # a log line in the same stream (kubectl logs mixes them)
         try:
-            record = json.loads(text)
-        except ValueError:
-            print(f"audit: {source}:{number}: not JSON, skipped", file=sys.stderr)
+            record = parse_record_line(text)
+        except RecordInvalid as err:
+            print(f"audit: {source}:{number}: {err}, skipped", file=sys.stderr)
             continue
-        if not isinstance(record, dict) or record.get("kind") not in RECORD_KINDS:
+        if record.get("kind") == RECOVERY_KIND:
+            continue  # the writer's note about a torn line: --verify reports it
+        if record.get("kind") not in RECORD_KINDS:
             print(f"audit: {source}:{number}: not an audit record, skipped", file=sys.stderr)
             continue
         yield number, record
@@ -131,8 +137,19 @@ def _row(record: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
+def printable(text: str) -> str:
+    """``text`` with control and format characters escaped (``\\x1b``, ``\\n``,
+    ``\\u202e``): names and reasons in records come from requests, and a newline or a
+    terminal escape in them must not forge a row or drive the reader's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+
+
 def format_table(records: Sequence[dict[str, Any]]) -> str:
-    rows = [COLUMNS, *(_row(r) for r in records)]
+    rows = [COLUMNS, *(tuple(printable(cell) for cell in _row(r)) for r in records)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -170,8 +187,21 @@ def format_patch(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
+
+
 def format_record(record: dict[str, Any], writes: Sequence[dict[str, Any]] = ()) -> str:
-    """One decision in full; ``writes`` (its AdmissionWrites records) say what was made."""
+    """One decision in full; ``writes`` (its AdmissionWrites records) say what was made.
+    Every string is shown with its control characters escaped (``printable``)."""
+    record = _escaped(record)
+    writes = [_escaped(w) for w in writes]
     policy = record.get("policy") or {}
     changes = dict(record.get("changes") or {})
     if writes:
@@ -206,18 +236,34 @@ def format_record(record: dict[str, Any], writes: Sequence[dict[str, Any]] = ())
     return "\n".join(out)
 
 
+def print_verification(report: ChainReport, source: str) -> int:
+    """The verdict of ``--verify``; 1 when the chain is broken."""
+    for torn in report.torn:
+        if torn.recovered_at is None:
+            print(
+                f"audit: {source}: line {torn.line} is torn (the writer stopped in mid-record, "
+                "a crash?); the server writes a recovery record for it when it starts again"
+            )
+        else:
+            print(
+                f"audit: {source}: line {torn.line} is torn (a crash); the chain continues "
+                f"from the recovery record at line {torn.recovered_at}"
+            )
+    if report.broken is not None:
+        print(f"audit: {source}: chain broken at {printable(str(report.broken))}")
+        print(f"audit: the {report.records} record(s) before it are intact")
+        return 1
+    print(f"audit: {source}: {report.records} record(s), chain intact")
+    print(f"audit: last hash {report.last_hash} (keep it outside the pod: docs/audit.md)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     source = "stdin" if args.file == "-" else args.file
     handle = _open(args.file)
     try:
         if args.verify:
-            report = verify_chain(handle)
-            if report.broken is not None:
-                print(f"audit: {source}: chain broken at {report.broken}")
-                print(f"audit: the {report.records} record(s) before it are intact")
-                return 1
-            print(f"audit: {source}: {report.records} record(s), chain intact")
-            return 0
+            return print_verification(verify_chain(handle), source)
         since = _since(args.since, dt.datetime.now(dt.UTC))
         if args.show is not None:
             found = [r for _, r in read_records(handle, source) if r.get("uid") == args.show]

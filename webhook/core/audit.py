@@ -22,6 +22,8 @@ RECORD_KIND = "AdmissionDecision"
 """A decision: written before the answer leaves the server."""
 WRITES_KIND = "AdmissionWrites"
 """What became of a decision's cluster writes: written when they are done, same uid."""
+RECOVERY_KIND = "AuditRecovery"
+"""Written at start-up after a line torn by a crash: names it and links past it."""
 RECORD_KINDS = (RECORD_KIND, WRITES_KIND)
 
 
@@ -147,10 +149,50 @@ class ChainBreak:
 
 
 @dataclass(frozen=True)
+class TornLine:
+    """A line a crash cut short: ``recovered_at`` is the line of the recovery record the
+    writer left when it started again (None: it has not started again yet)."""
+
+    line: int
+    recovered_at: int | None
+
+
+@dataclass(frozen=True)
 class ChainReport:
     records: int
     broken: ChainBreak | None
     last_hash: str
+    torn: tuple[TornLine, ...] = ()
+
+
+class RecordInvalid(ValueError):
+    """A line that claims to be a record but is not one as the writer writes them."""
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise RecordInvalid(f"duplicate key {dup!r} (a reader would see only one value)")
+    return record
+
+
+def parse_record_line(text: str) -> dict[str, Any]:
+    """A record line as the writer wrote it: one JSON object, no key twice, in the
+    canonical form. Anything else raises ``RecordInvalid`` (a line edited by hand or
+    torn by a crash); ``json.JSONDecodeError`` is one of them."""
+    try:
+        record = json.loads(text, object_pairs_hook=_refuse_duplicates)
+    except json.JSONDecodeError as err:
+        raise RecordInvalid(f"not JSON ({err.msg})") from None
+    except RecursionError:
+        raise RecordInvalid("not JSON (nested too deeply)") from None
+    if not isinstance(record, dict):
+        raise RecordInvalid("not a JSON object")
+    if canonical_json(record) != text:
+        raise RecordInvalid("not in canonical form (re-serialised or edited by hand)")
+    return record
 
 
 def is_record_line(text: str) -> bool:
@@ -159,26 +201,75 @@ def is_record_line(text: str) -> bool:
     return text.lstrip().startswith("{")
 
 
+def build_recovery(
+    *, torn_line: int, torn_text: str, at: dt.datetime, prev: str, version: str
+) -> dict[str, Any]:
+    """The record a writer appends at start-up after a line torn by a crash.
+
+    It names the torn line by position and hash and links to the last whole record before
+    it, so the chain goes on past the torn line and a crash can be told from tampering:
+    an edited or removed record still breaks the chain."""
+    return {
+        "kind": RECOVERY_KIND,
+        "time": format_time(at),
+        "torn": {
+            "line": torn_line,
+            "sha256": line_hash(torn_text),
+            "bytes": len(torn_text.encode("utf-8")),
+        },
+        "version": version,
+        "prev": prev,
+    }
+
+
+def _recovers(record: Mapping[str, Any], torn: tuple[int, str] | None) -> bool:
+    if torn is None or record.get("kind") != RECOVERY_KIND:
+        return False
+    what = record.get("torn")
+    return (
+        isinstance(what, Mapping)
+        and what.get("line") == torn[0]
+        and what.get("sha256") == line_hash(torn[1])
+    )
+
+
 def verify_chain(lines: Iterable[str], *, start: str = GENESIS) -> ChainReport:
     """Check every link of a trail given as its text lines.
 
-    Lines that are not JSON objects are not records and are passed over; a line that
-    starts like one but does not parse (torn by a crash, edited by hand) is a break.
-    Stops at the first break: after it the later links may be intact, but nothing about
-    the records before them can be trusted.
+    Lines that are not JSON objects are not records and are passed over. A line that
+    starts like one but is not a record as written (torn, edited, a key twice) is a break,
+    unless the next record is the recovery record the writer leaves after a crash for
+    exactly that line: then the torn line is reported and the chain goes on. A torn last
+    line (the writer has not started again) is reported, not a break. Stops at the first
+    break: after it the later links may be intact, but nothing about the records before
+    them can be trusted.
     """
     expected = start
     count = 0
+    torn: list[TornLine] = []
+    pending: tuple[int, str] | None = None  # a torn line waiting for its recovery record
     for number, raw in enumerate(lines, start=1):
         text = raw.strip()
         if not is_record_line(text):
             continue
         try:
-            record = json.loads(text)
-        except json.JSONDecodeError as err:
-            return ChainReport(count, ChainBreak(number, "", f"not JSON ({err.msg})"), expected)
-        if not isinstance(record, dict):
-            return ChainReport(count, ChainBreak(number, "", "not a JSON object"), expected)
+            record = parse_record_line(text)
+        except RecordInvalid as err:
+            if pending is not None:
+                message = "not JSON, and no recovery record for it follows"
+                broken = ChainBreak(pending[0], "", message)
+                return ChainReport(count, broken, expected, tuple(torn))
+            if str(err).startswith("not JSON"):
+                pending = (number, text)
+                continue
+            return ChainReport(count, ChainBreak(number, "", str(err)), expected, tuple(torn))
+        if pending is not None:
+            if not _recovers(record, pending):
+                message = "not JSON, and no recovery record for it follows"
+                broken = ChainBreak(pending[0], "", message)
+                return ChainReport(count, broken, expected, tuple(torn))
+            torn.append(TornLine(pending[0], number))
+            pending = None
         uid = str(record.get("uid", ""))
         prev = record.get("prev")
         if prev != expected:
@@ -188,29 +279,42 @@ def verify_chain(lines: Iterable[str], *, start: str = GENESIS) -> ChainReport:
                 else "prev hash does not match the record before it "
                 "(a record was changed, inserted or removed)"
             )
-            return ChainReport(count, ChainBreak(number, uid, message), expected)
-        expected = record_hash(record)
+            return ChainReport(count, ChainBreak(number, uid, message), expected, tuple(torn))
+        expected = line_hash(text)
         count += 1
-    return ChainReport(count, None, expected)
+    if pending is not None:
+        torn.append(TornLine(pending[0], None))
+    return ChainReport(count, None, expected, tuple(torn))
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a writer continues an existing trail."""
+
+    prev: str
+    """The hash the next record carries: the last whole record's (GENESIS when none)."""
+    torn: tuple[int, str] | None
+    """The last line, when a crash cut it short: (line number, its text)."""
+
+
+def resume_point(lines: Iterable[str]) -> ResumePoint:
+    """Read when the server restarts and continues an existing file. The last whole record
+    is the link, whatever came before it (``verify_chain`` is the check of the whole)."""
+    prev = GENESIS
+    torn: tuple[int, str] | None = None
+    for number, raw in enumerate(lines, start=1):
+        text = raw.strip()
+        if not is_record_line(text):
+            continue
+        try:
+            json.loads(text)
+        except ValueError:
+            torn = (number, text)
+            continue
+        prev, torn = line_hash(text), None
+    return ResumePoint(prev, torn)
 
 
 def last_hash(lines: Iterable[str]) -> str:
-    """The hash a new record appended after these lines must carry (GENESIS when empty).
-
-    Used when the server restarts and continues an existing file: the last complete line
-    is the link, whatever came before it (``verify_chain`` is the check of the whole).
-    """
-    last: str | None = None
-    for raw in lines:
-        if is_record_line(raw):
-            last = raw.strip()
-    if last is None:
-        return GENESIS
-    try:
-        record = json.loads(last)
-    except ValueError:
-        # A torn last line (a crash in mid-write): hash its text, so verify names it.
-        return hashlib.sha256(last.encode("utf-8")).hexdigest()
-    if not isinstance(record, dict):
-        return hashlib.sha256(last.encode("utf-8")).hexdigest()
-    return record_hash(record)
+    """The hash a new record appended after these lines carries (GENESIS when empty)."""
+    return resume_point(lines).prev

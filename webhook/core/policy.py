@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import yaml
 
+from webhook.core.bounded_yaml import YAMLRefused, load_bounded
 from webhook.core.default_policy import DEFAULT_POLICY_YAML
 from webhook.core.errors import FieldError, PolicyInvalid
 from webhook.core.objects import json_copy
@@ -29,6 +30,8 @@ from webhook.core.policy_schema import (
 )
 
 POLICY_CONFIGMAP_KEY = "policy.yaml"
+MAX_POLICY_BYTES = 1024 * 1024
+"""A ConfigMap holds at most 1 MiB of data."""
 
 RolloutBlock = dict[str, Any]
 
@@ -135,9 +138,14 @@ def parse_policy(
 
 
 def load_yaml(text: str, source: str) -> object:
-    """Parse YAML text; a syntax error becomes PolicyInvalid naming the line."""
+    """Parse YAML text within bounds (``bounded_yaml``); a syntax error, an anchor or an
+    alias becomes PolicyInvalid naming the line."""
     try:
-        return yaml.safe_load(text)
+        return load_bounded(text, max_bytes=MAX_POLICY_BYTES)
+    except YAMLRefused as err:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise PolicyInvalid((FieldError(where, f"refused: {err.problem}"),), source) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -18,11 +18,16 @@ from typing import Any
 
 import yaml
 
+from webhook.core.bounded_yaml import YAMLRefused, load_bounded
 from webhook.core.errors import Finding, error, warning
 from webhook.core.keys import Keys
 from webhook.core.objects import annotations_of, json_copy, labels_of, name_of, namespace_of
 from webhook.core.policy import Environment, Policy
 from webhook.core.policy_schema import STRATEGIES, Strategy, validate_rollout_block
+
+MAX_OVERRIDE_BYTES = 16 * 1024
+"""A rollout block is a few hundred bytes; the API server allows 256 KiB for all of an
+object's annotations together, far more than an override needs."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,11 @@ class StrategyChoice:
 def _parse_rollout_annotation(text: str, keys: Keys) -> tuple[dict[str, Any] | None, list[Finding]]:
     where = f"annotation {keys.rollout}"
     try:
-        value = yaml.safe_load(text)
+        value = load_bounded(text, max_bytes=MAX_OVERRIDE_BYTES)
+    except YAMLRefused as err:
+        mark = err.problem_mark
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        return None, [error("annotation-yaml", f"{where}: refused{at}: {err.problem}")]
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

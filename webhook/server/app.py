@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -89,17 +90,55 @@ def budget_from_query(value: str | None, default: float) -> float:
     return min(seconds, 30.0) * BUDGET_SHARE
 
 
+MAX_JSON_DEPTH = 100
+"""A Deployment nests about 15 levels deep, an AdmissionReview adds 3; the API server never
+sends more than its types allow. Deeper bodies are forged, and would exhaust the recursion
+limit of the parser or of whatever walks the object next."""
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_NESTING = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def _too_deep(body: bytes) -> bool:
+    """True when ``body`` nests deeper than ``MAX_JSON_DEPTH``: counted over its brackets
+    (a few hundred in a review), which over-counts only for unbalanced brackets inside
+    strings, so a count over the limit is confirmed on the parsed document."""
+    brackets = body.translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(map(_NESTING.__getitem__, brackets)), default=0) > (
+        MAX_JSON_DEPTH
+    )
+
+
+def _depth(document: object) -> int:
+    """The nesting depth of a parsed document, without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in value)
+    return deepest
+
+
 def decode_review(body: bytes) -> AdmissionRequest:
     if not body:
         raise CallRefused(400, "request body is empty: expected an AdmissionReview")
+    suspicious = _too_deep(body)
     try:
         document = json.loads(body)
+    except RecursionError:
+        raise CallRefused(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels") from None
     except json.JSONDecodeError as err:
         raise CallRefused(
             400, f"request body is not JSON (line {err.lineno}, column {err.colno}: {err.msg})"
         ) from None
     except ValueError:
         raise CallRefused(400, "request body is not JSON (not UTF-8 text)") from None
+    if suspicious and _depth(document) > MAX_JSON_DEPTH:
+        raise CallRefused(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         return parse_review(document)
     except ReviewInvalid as err:

@@ -28,10 +28,12 @@ from webhook.core.audit import (
     GENESIS,
     RECORD_KIND,
     DecisionFacts,
+    ResumePoint,
     build_record,
+    build_recovery,
     canonical_json,
-    last_hash,
     line_hash,
+    resume_point,
 )
 
 log = logging.getLogger(__name__)
@@ -94,14 +96,41 @@ class AuditTrail:
         prev = GENESIS
         if path.exists():
             with path.open(encoding="utf-8") as existing:
-                prev = last_hash(existing)
+                resume = resume_point(existing)
+            prev = resume.prev
             if path.stat().st_size and not _ends_with_newline(path):
-                # A crash tore the last line: start on a fresh line, the torn one stays
+                # A crash tore the last line: start on a fresh line; the torn one stays
                 # visible to `audit --verify`.
                 with path.open("a", encoding="utf-8") as handle:
                     handle.write("\n")
+            if resume.torn is not None:
+                prev = self._recover(path, resume)
         self._file = path.open("a", encoding="utf-8")
         return prev
+
+    def _recover(self, path: Path, resume: ResumePoint) -> str:
+        """Append the recovery record for a torn last line; returns its hash."""
+        assert resume.torn is not None
+        number, text = resume.torn
+        record = build_recovery(
+            torn_line=number,
+            torn_text=text,
+            at=self._clock(),
+            prev=resume.prev,
+            version=self._version,
+        )
+        line = canonical_json(record)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        log.warning(
+            "audit file %s: line %d was torn by a crash (%d bytes); recovery record written",
+            path,
+            number,
+            len(text.encode("utf-8")),
+        )
+        return line_hash(line)
 
     def record_on_loop(
         self, facts: DecisionFacts, *, kind: str = RECORD_KIND

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import audit_lines, decision_facts
+from tests.builders import audit_lines, decision_facts, recovered_audit_lines
 from webhook.cli.main import main
 from webhook.core.audit import WRITES_KIND, ChangeOutcome, DecisionFacts, last_hash, verify_chain
 
@@ -73,6 +73,50 @@ def test_cli_verify(audit_file: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["audit", str(audit_file), "--verify"]) == 1
     out = capsys.readouterr().out
     assert "chain broken at line 3 (uid u-a)" in out
+
+
+def test_cli_verify_reports_torn_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_text("\n".join(recovered_audit_lines(tmp_path)) + "\n")
+    assert main(["audit", str(path), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "line 4 is torn (a crash); the chain continues from the recovery record at line 5" in out
+    assert "4 record(s), chain intact" in out  # three decisions and the recovery record
+    lines = audit_lines(decision_facts("a"), decision_facts("b"))
+    path.write_text(lines[0] + "\n" + lines[1][:50])
+    assert main(["audit", str(path), "--verify"]) == 0
+    assert "line 2 is torn (the writer stopped in mid-record" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "web\n2030-01-01 12:00:00  CREATE     Deployment  shop/forged  convert",
+        "web\x1b[2J\x1b[31m",
+        "web\u202eevil",
+    ],
+)
+def test_cli_output_escapes_control_characters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_text(
+        "\n".join(audit_lines(decision_facts("a", name=name, reason=f"opted in {name}"))) + "\n"
+    )
+    assert main(["audit", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert len(table.splitlines()) == 2
+    assert "\x1b" not in table
+    assert "\u202e" not in table
+    assert main(["audit", str(path), "--show", "a"]) == 0
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown
+    assert "\u202e" not in shown
+    assert (
+        "forged"
+        not in "".join(line for line in shown.splitlines() if line.startswith("request"))[:0]
+    )
+    assert sum(line.startswith("2030-01-01 12:00:00") for line in shown.splitlines()) == 0
 
 
 def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.builders import AUDIT_PATCH, audit_lines, decision_facts
-from webhook.core.audit import GENESIS, build_record, last_hash, verify_chain
+from webhook.core.audit import GENESIS, TornLine, build_record, last_hash, verify_chain
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -43,7 +43,16 @@ def test_an_intact_chain_verifies() -> None:
         (lambda lines: [lines[0], lines[1].replace('"convert"', '"skip"'), lines[2]], 3),
         (lambda lines: [lines[0], lines[2]], 2),  # a record removed
         (lambda lines: [lines[0], lines[0], lines[1], lines[2]], 2),  # a record repeated
-        (lambda lines: [lines[0], lines[1], lines[2][:40]], 3),  # torn by a crash
+        (lambda lines: [lines[0], lines[1][:40], lines[2]], 2),  # torn, no recovery record
+        (
+            lambda lines: [
+                lines[0],
+                lines[1].replace('"web"', '"web","name":"other"', 1),
+                lines[2],
+            ],
+            2,
+        ),
+        (lambda lines: [lines[0], lines[1].replace(":", ": ", 1), lines[2]], 2),  # re-serialised
     ],
 )
 def test_tampering_names_the_first_broken_record(tamper: Any, line: int) -> None:
@@ -51,3 +60,19 @@ def test_tampering_names_the_first_broken_record(tamper: Any, line: int) -> None
     report = verify_chain(lines)
     assert report.broken is not None
     assert report.broken.line == line
+
+
+def test_a_torn_last_line_is_reported_not_a_break() -> None:
+    lines = audit_lines(decision_facts("a"), decision_facts("b"), decision_facts("c"))
+    report = verify_chain([lines[0], lines[1], lines[2][:40]])
+    assert report.broken is None
+    assert report.records == 2
+    assert report.torn == (TornLine(3, None),)
+
+
+def test_a_duplicate_key_is_named() -> None:
+    lines = audit_lines(decision_facts("a"), decision_facts("b"))
+    forged = lines[1][:-1] + ',"decision":"skip"}'
+    report = verify_chain([lines[0], forged])
+    assert report.broken is not None
+    assert "duplicate key 'decision'" in report.broken.message

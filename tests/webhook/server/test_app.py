@@ -77,6 +77,43 @@ def test_not_an_admission_review_is_400_with_a_message(
     assert message in answer.json()["message"]
 
 
+def _nested(depth: int, inner: str = "1") -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _nested(10_000).encode(),  # past the parser's recursion limit
+        _nested(500).encode(),  # within it, past what any object needs
+        # A deep object inside a well-formed review.
+        json.dumps(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {**admission_request(deployment()), "object": "@"},
+            }
+        )
+        .replace('"@"', '{"a":' * 900 + "1" + "}" * 900)
+        .encode(),
+        ('{"a":' * 10_000 + "1" + "}" * 10_000).encode(),
+    ],
+)
+def test_deep_json_is_400(running: Running, body: bytes) -> None:
+    answer = post(running, body)
+    assert answer.status_code == 400
+    assert "nests deeper than 100 levels" in answer.json()["message"]
+    assert running.client.get(f"{running.url}/healthz").status_code == 200
+
+
+def test_brackets_inside_strings_do_not_count_as_depth(running: Running) -> None:
+    request = admission_request(deployment(labels={}))
+    request["object"]["metadata"]["annotations"] = {"query": "[" * 300 + "{" * 300}
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    answer = post(running, json.dumps(review).encode())
+    assert answer.status_code == 200
+
+
 def test_bad_operation_is_named(running: Running) -> None:
     request = admission_request(deployment(), operation="PATCH")
     body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}

@@ -10,9 +10,19 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from tests.builders import audit_lines, decision_facts
-from webhook.core.audit import RECORD_KIND, WRITES_KIND, verify_chain
+import pytest
+
+from tests.builders import audit_lines, decision_facts, recovered_audit_lines
+from webhook.core.audit import (
+    RECORD_KIND,
+    RECOVERY_KIND,
+    WRITES_KIND,
+    TornLine,
+    record_hash,
+    verify_chain,
+)
 from webhook.server.audit_trail import AuditTrail
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -37,17 +47,43 @@ def test_file_sink_flushes_each_record_and_continues_the_chain(tmp_path: Path) -
     assert out.getvalue().splitlines() == lines[:2]
 
 
-def test_a_torn_last_line_is_kept_visible(tmp_path: Path) -> None:
+def test_after_a_crash_the_chain_continues_from_a_recovery_record(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     lines = audit_lines(decision_facts("a"), decision_facts("b"))
     path.write_text(lines[0] + "\n" + lines[1][:30])  # the crash
     sink = AuditTrail(file=path, stream=io.StringIO(), clock=lambda: T0)
     sink.record_nowait(decision_facts("c"))
     sink.close()
-    report = verify_chain(path.read_text().splitlines())
+    written = path.read_text().splitlines()
+    assert written[1] == lines[1][:30]  # the torn line stays visible
+    recovery = json.loads(written[2])
+    assert recovery["kind"] == RECOVERY_KIND
+    assert recovery["torn"]["line"] == 2
+    assert recovery["prev"] == record_hash(json.loads(lines[0]))
+    report = verify_chain(written)
+    assert report.broken is None
+    assert report.torn == (TornLine(2, 3),)
+    assert [json.loads(line).get("uid") for line in written[3:]] == ["c"]
+
+
+@pytest.mark.parametrize(
+    ("forge", "line", "message"),
+    [
+        # A record removed before the torn line: the recovery record no longer links.
+        (lambda w: [w[0], w[2], w[3], w[4]], 2, "prev hash does not match"),
+        # A torn line made up later: the recovery record names another line.
+        (lambda w: [w[0], w[1], w[2], '{"kind": "Admiss', w[3], w[4]], 4, "no recovery record"),
+        # The torn text swapped: the recovery record carries the hash of the real one.
+        (lambda w: [*w[:3], w[3][:20], w[4]], 4, "no recovery record"),
+    ],
+)
+def test_a_forged_recovery_is_a_break(tmp_path: Path, forge: Any, line: int, message: str) -> None:
+    written = recovered_audit_lines(tmp_path)
+    assert verify_chain(written).broken is None
+    report = verify_chain(forge(written))
     assert report.broken is not None
-    assert report.broken.line == 2
-    assert "not JSON" in report.broken.message
+    assert report.broken.line == line
+    assert message in report.broken.message
 
 
 CRASH = """
