@@ -140,6 +140,11 @@ def test_rollout_annotation_merges_and_replaces_steps() -> None:
             {K.rollout: "canary: ["},
             "annotation rollout-webhook.io/rollout: not valid YAML at line 1",
         ),
+        (
+            {K.rollout: 'a: &a ["x","x"]\nb: &b [*a,*a]\ncanary: {steps: [*b]}'},
+            "annotation rollout-webhook.io/rollout: refused at line 1: anchors (&name) are not"
+            " accepted: write the value out",
+        ),
     ],
 )
 def test_invalid_overrides_refuse_with_a_message(annotations: dict[str, str], message: str) -> None:
