@@ -25,7 +25,7 @@ from webhook.core.convert import Conversion, ConversionOperation, Neighbours, pl
 from webhook.core.hpa import retarget_hpa, targets
 from webhook.core.index import backend_keys, selecting_keys, target_key
 from webhook.core.keys import Keys
-from webhook.core.objects import Obj, annotations_of, json_copy, name_of, pod_labels
+from webhook.core.objects import Obj, annotations_of, json_copy, labels_of, name_of, pod_labels
 from webhook.core.policy import Policy
 from webhook.core.review import AdmissionPlan, AdmissionRequest, request_kind, request_username
 from webhook.core.routes import httproute_references, virtualservice_references
@@ -177,6 +177,67 @@ def plan_without_writes(
         changes=(),
         warnings=(*plan.warnings, f"no changes written on your behalf: {denial}"),
     )
+
+
+def plan_without_policy(
+    request: AdmissionRequest, reader: ClusterReader, why: str, *, keys: Keys
+) -> AdmissionPlan:
+    """The plan when no valid policy is in force (``why``: what was refused): nothing new
+    is converted and nothing is written, but what is converted stays as it is.
+
+    The policy ConfigMap was refused when the server started (an edit made while the
+    policy webhook was down, or a chart installed with a broken policy), so there is no
+    last good one. The built-in policy would be a guess at what the admin meant: it could
+    convert a service the broken policy switched off. So an update of a converted
+    Deployment keeps its replicas and the product's annotations (dropping them would run
+    the Deployment's pods beside the Rollout's, argo-rollouts#4935), an HPA of a converted
+    Deployment keeps scaling the Rollout, and everything else is admitted as sent.
+    """
+    kind = request_kind(request)
+    obj = request.get("object") or {}
+    old = request.get("oldObject") or {}
+    if kind == "Deployment" and annotations_of(old).get(keys.rollout_name):
+        return AdmissionPlan(
+            "skip",
+            f"no valid policy in force ({why}): the conversion is held as it is",
+            mutated=_held_conversion(obj, old, keys),
+            warnings=(f"no valid policy in force ({why}); replicas and annotations held",),
+        )
+    if kind == "HorizontalPodAutoscaler":
+        namespace = _namespace(request, obj)
+        target = ((obj.get("spec") or {}).get("scaleTargetRef") or {}).get("name", "")
+        if targets(obj, "Deployment", target) and _converted_deployments(
+            reader, namespace, keys, lambda n: n == target
+        ):
+            return AdmissionPlan(
+                "skip",
+                f"no valid policy in force ({why}): the HPA keeps scaling Rollout {target}",
+                mutated=retarget_hpa(obj, target),
+            )
+    reason = f"no valid policy in force ({why}): admitted as sent"
+    if kind == "Deployment" and _opted_in(obj, reader, _namespace(request, obj), keys):
+        return AdmissionPlan("skip", reason, warnings=(f"not converted: {reason}",))
+    return AdmissionPlan("skip", reason)
+
+
+def _opted_in(obj: Mapping[str, Any], reader: ClusterLister, namespace: str, keys: Keys) -> bool:
+    own = labels_of(obj).get(keys.enabled)
+    if own is not None:
+        return own == "true"
+    return labels_of(reader.get("Namespace", "", namespace) or {}).get(keys.enabled) == "true"
+
+
+def _held_conversion(obj: Mapping[str, Any], old: Mapping[str, Any], keys: Keys) -> Obj:
+    """``obj`` with the replicas and the product's annotations of the stored ``old``."""
+    held = json_copy(dict(obj))
+    metadata = held.setdefault("metadata", {})
+    annotations = metadata.setdefault("annotations", {})
+    stored = annotations_of(old)
+    annotations.update({k: stored[k] for k in keys.written_annotations() if k in stored})
+    replicas = (old.get("spec") or {}).get("replicas")
+    if replicas is not None:
+        held.setdefault("spec", {})["replicas"] = replicas
+    return held
 
 
 def _converted_deployments(

@@ -51,6 +51,8 @@ class ServerParts:
     metrics: Metrics
     certificate_loaded: Callable[[], bool]
     policy_loaded: Callable[[], bool]
+    policy_detail: Callable[[], str | None] = lambda: None
+    """What is wrong with the policy ConfigMap, when something is (shown by /readyz)."""
     caches_synced: Callable[[], bool] = lambda: True
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     """Coroutines to run while the app is up (certificate polling, the write worker)."""
@@ -254,7 +256,8 @@ def _add_health_endpoints(app: FastAPI, parts: ServerParts) -> None:
         ]
         if missing:
             return PlainTextResponse(f"not ready: {', '.join(missing)}\n", status_code=503)
-        return PlainTextResponse("ready\n")
+        detail = parts.policy_detail()
+        return PlainTextResponse("ready\n" if detail is None else f"ready; {detail}\n")
 
     @app.get("/metrics")
     async def metrics() -> Response:

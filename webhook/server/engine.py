@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
-from webhook.core.admission import plan_without_writes
+from webhook.core.admission import plan_without_policy, plan_without_writes
 from webhook.core.audit import DecisionFacts
 from webhook.core.cluster import ClusterReader, ClusterWriter
 from webhook.core.errors import PolicyInvalid
@@ -66,6 +66,7 @@ class AdmissionEngine:
         reader: ClusterReader,
         policy: Callable[[], Policy | None],
         decide: Decide,
+        policy_problem: Callable[[], str | None] = lambda: None,
         audit: AuditSink,
         metrics: Metrics,
         writer: ClusterWriter | None = None,
@@ -75,6 +76,7 @@ class AdmissionEngine:
         self.keys = Keys(settings.label_prefix)
         self.reader = reader
         self.policy = policy
+        self.policy_problem = policy_problem
         self.decide = decide
         self.audit = audit
         self.metrics = metrics
@@ -145,6 +147,9 @@ class AdmissionEngine:
         if request.get("object") is None:
             return AdmissionPlan("skip", "the request carries no object")
         if policy is None:
+            problem = self.policy_problem()
+            if problem is not None:  # refused at start: no policy will come by waiting
+                return plan_without_policy(request, self.reader, problem, keys=self.keys)
             # Readiness keeps traffic away until a policy is known; this is the race.
             raise RuntimeError("no policy loaded yet")
         return self.decide(request, self.reader, policy, keys=self.keys)

@@ -40,6 +40,13 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.policy_condition = Gauge(
+            "rollout_webhook_policy_condition",
+            "1 for the condition of the policy in force: loading, valid, last-good (an edit "
+            "was refused) or none (refused with no policy before it: nothing is converted).",
+            ["condition"],
+            registry=self.registry,
+        )
         self.certificate_expiry = Gauge(
             "rollout_webhook_certificate_expiry_timestamp_seconds",
             "Expiry (notAfter, Unix time) of the serving certificate in use.",
@@ -78,3 +85,7 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+    def show_policy_condition(self, condition: str) -> None:
+        for each in ("loading", "valid", "last-good", "none"):
+            self.policy_condition.labels(each).set(1 if each == condition else 0)

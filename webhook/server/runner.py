@@ -164,6 +164,7 @@ def _build(
         settings=settings,
         reader=view,
         policy=lambda: policy_state.current,
+        policy_problem=policy_state.problem,
         decide=decide_mutation,
         audit=audit,
         metrics=metrics,
@@ -174,7 +175,8 @@ def _build(
         engine=engine,
         metrics=metrics,
         certificate_loaded=lambda: certificate.current is not None,
-        policy_loaded=lambda: policy_state.loaded,
+        policy_loaded=lambda: policy_state.known,
+        policy_detail=policy_state.problem,
         caches_synced=view.synced,
         background=[certificate.poll_forever],
     )
@@ -249,7 +251,10 @@ def _load_certificate(
 
 def _policy_state(settings: ServeSettings, metrics: Metrics, *, with_cluster: bool) -> PolicyState:
     """A fixed file; else (with a cluster) the watched ConfigMap; else the built-in policy."""
-    policy_state = PolicyState(on_reload=lambda result: metrics.policy_reloads.labels(result).inc())
+    policy_state = PolicyState(
+        on_reload=lambda result: metrics.policy_reloads.labels(result).inc(),
+        on_condition=metrics.show_policy_condition,
+    )
     if settings.policy_file is not None:
         policy_state.set(load_policy_file(settings.policy_file))
     elif not with_cluster:

@@ -25,6 +25,7 @@ from webhook.core.admission import (
     deployment_neighbours,
     mark_refused,
     neighbours_of,
+    plan_without_policy,
     plan_without_writes,
 )
 from webhook.core.cluster import ClusterReader
@@ -779,3 +780,81 @@ def test_the_request_object_is_not_changed() -> None:
         keys=DEFAULT_KEYS,
     )
     assert sent == deployment()
+
+
+# --- no valid policy in force ------------------------------------------------------------------
+
+WHY_NO_POLICY = "policy ConfigMap refused, no policy in force: line 1: not valid YAML"
+PLAIN = builders.deployment(labels={})
+
+
+def _stripped(obj: Obj) -> Obj:
+    """``obj`` as a GitOps resync sends it again: no product annotations, its own replicas."""
+    sent = copy.deepcopy(obj)
+    sent["metadata"]["annotations"] = {}
+    sent["spec"]["replicas"] = 3
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("kind", "obj", "old", "cached", "held", "warned"),
+    [
+        pytest.param(DEPLOYMENT, builders.opted_in(), None, (), None, True, id="new-opted-in"),
+        pytest.param(
+            DEPLOYMENT,
+            PLAIN,
+            None,
+            (builders.namespace(NS, {K.enabled: "true"}),),
+            None,
+            True,
+            id="new-in-an-opted-in-namespace",
+        ),
+        pytest.param(
+            DEPLOYMENT,
+            builders.deployment(labels={K.enabled: "false"}),
+            None,
+            (builders.namespace(NS, {K.enabled: "true"}),),
+            None,
+            False,
+            id="opted-out-in-an-opted-in-namespace",
+        ),
+        pytest.param(DEPLOYMENT, PLAIN, None, (), None, False, id="plain"),
+        pytest.param(
+            DEPLOYMENT,
+            _stripped(converted(replicas=0)),
+            converted(replicas=0),
+            (),
+            converted(replicas=0),
+            True,
+            id="a-resync-of-a-converted-deployment-is-held",
+        ),
+        pytest.param(
+            HPA,
+            builders.hpa(),
+            None,
+            (converted(),),
+            builders.hpa(kind="Rollout"),
+            False,
+            id="an-hpa-of-a-converted-deployment-keeps-scaling-the-rollout",
+        ),
+        pytest.param(HPA, builders.hpa(), None, (PLAIN,), None, False, id="an-hpa-of-a-plain-one"),
+        pytest.param(
+            HTTPROUTE, builders.httproute(), None, (converted(),), None, False, id="route"
+        ),
+    ],
+)
+def test_without_a_policy_nothing_new_is_converted_and_conversions_are_held(
+    kind: tuple[str, str, str],
+    obj: Obj,
+    old: Obj | None,
+    cached: Sequence[Obj],
+    held: Obj | None,
+    warned: bool,
+) -> None:
+    request = review(obj, kind, old=old, operation="UPDATE" if old else "CREATE")
+    plan = plan_without_policy(request, Caches(*cached), WHY_NO_POLICY, keys=K)
+    assert plan.decision == "skip"
+    assert plan.changes == ()
+    assert WHY_NO_POLICY in plan.reason
+    assert sent_back(request, plan) == (obj if held is None else held)
+    assert bool(plan.warnings) == warned

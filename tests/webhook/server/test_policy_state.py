@@ -11,6 +11,7 @@ import yaml
 from tests.builders import admission_request
 from tests.webhook.server.conftest import FakeCluster, deployment, serve
 from webhook.core.policy import builtin_policy
+from webhook.core.review import decode_patch
 from webhook.kube.cluster import PolicyStore
 
 NAMESPACE = "rollout-system"
@@ -117,3 +118,48 @@ def test_a_fixed_policy_file(tmp_path: Path) -> None:
     with serve(tmp_path, cluster=FakeCluster(), policy_file=path) as running:
         response = running.review(admission_request(deployment()))
         assert response["auditAnnotations"]["environment"] == "staging"
+
+
+def test_a_policy_refused_at_start_leaves_the_server_ready_converting_nothing(
+    tmp_path: Path,
+) -> None:
+    cluster = FakeCluster(policy_configmap=policy_configmap(bad_policy(), "7"))
+    with serve(tmp_path, cluster=cluster, namespace=NAMESPACE) as running:
+        ready = running.client.get(f"{running.url}/readyz")
+        assert ready.status_code == 200
+        assert "ready; policy ConfigMap refused, no policy in force: " in ready.text
+        metrics = running.client.get(f"{running.url}/metrics").text
+        assert 'rollout_webhook_policy_condition{condition="none"} 1.0' in metrics
+        assert 'rollout_webhook_policy_condition{condition="valid"} 0.0' in metrics
+
+        new = running.review(admission_request(deployment(), uid="new"))
+        assert new["allowed"] is True
+        assert "patch" not in new
+        assert any("not converted: no valid policy in force" in w for w in new["warnings"])
+
+        converted = deployment(replicas=0, annotations={"rollout-webhook.io/rollout-name": "web"})
+        resync = deployment(replicas=3)  # a GitOps resync sends the chart's object again
+        held = running.review(
+            admission_request(resync, uid="held", old=converted, operation="UPDATE")
+        )
+        assert held["allowed"] is True
+        assert {"op": "replace", "path": "/spec/replicas", "value": 0} in decode_patch(held)
+        assert cluster.writer.applied == []
+
+        assert cluster.policy is not None
+        PolicyStore(cluster.policy).upsert(policy_configmap(good_policy("staging"), "8"))
+        assert running.client.get(f"{running.url}/readyz").text == "ready\n"
+        later = running.review(admission_request(deployment(), uid="later"))
+        assert later["auditAnnotations"]["environment"] == "staging"
+
+
+def test_a_refused_edit_is_shown_while_the_last_good_policy_is_in_force(tmp_path: Path) -> None:
+    cluster = FakeCluster(policy_configmap=policy_configmap(good_policy("staging"), "10"))
+    with serve(tmp_path, cluster=cluster, namespace=NAMESPACE) as running:
+        assert cluster.policy is not None
+        PolicyStore(cluster.policy).upsert(policy_configmap(bad_policy(), "11"))
+        ready = running.client.get(f"{running.url}/readyz")
+        assert ready.status_code == 200
+        assert f"the last good policy {NAMESPACE}/{CONFIGMAP}@10/" in ready.text
+        metrics = running.client.get(f"{running.url}/metrics").text
+        assert 'rollout_webhook_policy_condition{condition="last-good"} 1.0' in metrics
