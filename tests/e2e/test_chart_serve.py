@@ -57,9 +57,11 @@ def eventually(check: Callable[[], T | None], what: str, process: harness.Manage
         time.sleep(0.25)
 
 
-def local_argv(container: dict[str, Any], kubeconfig: Path, cert_dir: Path, port: int) -> list[str]:
-    """The container's command line, made to run here: same flags, local paths."""
-    replaced = {"--in-cluster", "--host", "--port", "--cert-dir"}
+def local_argv(
+    container: dict[str, Any], kubeconfig: Path, cert_dir: Path, port: int, health_port: int
+) -> list[str]:
+    """The container's command line, made to run here: same flags, local paths and ports."""
+    replaced = {"--in-cluster", "--host", "--port", "--cert-dir", "--health-port"}
     kept = [a for a in container["args"] if a.split("=")[0] not in replaced]
     env = [f"{e['name']}={e['value']}" for e in container["env"] if "value" in e]
     binary = str(Path(sys.executable).parent / "rollout-webhook")
@@ -72,6 +74,7 @@ def local_argv(container: dict[str, Any], kubeconfig: Path, cert_dir: Path, port
         f"--cert-dir={cert_dir}",
         "--host=127.0.0.1",
         f"--port={port}",
+        f"--health-port={health_port}",
     ]
 
 
@@ -114,10 +117,10 @@ def served(
     kubeconfig.write_text(yaml.safe_dump(harness.token_kubeconfig(control_plane, FULLNAME, token)))
     bundle = self_signed_for_localhost(datetime.datetime.now(datetime.UTC))
     tls = write_bundle_dir(bundle, workdir / "tls")
-    (port,) = harness.free_ports(1)
+    port, health_port = harness.free_ports(2)
     process = harness.ManagedProcess(
         "rollout-webhook",
-        local_argv(container, kubeconfig, tls.directory, port),
+        local_argv(container, kubeconfig, tls.directory, port, health_port),
         workdir / "serve.log",
     )
     process.start()
@@ -125,7 +128,13 @@ def served(
     context = ssl.create_default_context(cadata=bundle.ca_pem)
 
     def ready() -> bool:
+        # The chart's probes ask the health port (plain HTTP); the admission port answers too.
         try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{health_port}/readyz", timeout=2
+            ) as probe:
+                if probe.status != 200:
+                    return False
             with urllib.request.urlopen(f"{url}/readyz", context=context, timeout=2) as answer:
                 return bool(answer.status == 200)
         except OSError:

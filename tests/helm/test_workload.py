@@ -45,12 +45,20 @@ def test_deployment_is_highly_available_and_locked_down(render: Render) -> None:
     # No CPU limit (throttling would become admission latency); memory is limited.
     assert "cpu" not in container["resources"]["limits"]
     assert "memory" in container["resources"]["limits"]
+    # The probes use the health port, which no load on the admission port can starve.
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"https": 8443, "health": 8081}
+    assert "--health-port=8081" in container["args"]
     assert container["readinessProbe"]["httpGet"] == {
         "path": "/readyz",
-        "port": "https",
-        "scheme": "HTTPS",
+        "port": "health",
+        "scheme": "HTTP",
     }
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"] == {
+        "path": "/healthz",
+        "port": "health",
+        "scheme": "HTTP",
+    }
     pdb = find(docs, "PodDisruptionBudget")
     assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
     assert pdb["spec"]["maxUnavailable"] == 1

@@ -28,6 +28,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8443)")
     parser.add_argument(
+        "--health-port",
+        type=int,
+        help="also serve /healthz, /readyz and /metrics in plain HTTP on this port, a "
+        "listener of its own for the probes (default: only on --port)",
+    )
+    parser.add_argument(
         "--cert-dir",
         type=Path,
         help="directory with tls.crt and tls.key, polled for changes "
@@ -91,6 +97,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     names = (
         "host",
         "port",
+        "health_port",
         "cert_dir",
         "policy_file",
         "kubeconfig",

@@ -236,6 +236,13 @@ def _add_admission_endpoints(app: FastAPI, parts: ServerParts) -> None:
         return await admission(request, "validate", validate_handler)
 
 
+def create_health_app(parts: ServerParts) -> FastAPI:
+    """/healthz, /readyz and /metrics alone: the app of the health port."""
+    app = FastAPI(title="rollout-webhook health", docs_url=None, redoc_url=None, openapi_url=None)
+    _add_health_endpoints(app, parts)
+    return app
+
+
 def _add_health_endpoints(app: FastAPI, parts: ServerParts) -> None:
     """/healthz (the process answers), /readyz (it can decide) and /metrics."""
 

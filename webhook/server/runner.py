@@ -27,9 +27,11 @@ from webhook.core.errors import PolicyInvalid
 from webhook.core.keys import Keys
 from webhook.core.policy import Policy, builtin_policy, load_yaml, policy_from_document
 from webhook.kube.view import MemoryClusterView
-from webhook.server.app import ServerParts, create_app
+from webhook.server.app import ServerParts, create_app, create_health_app
 from webhook.server.audit_trail import AuditTrail
+from webhook.server.connections import read_guarded_h11
 from webhook.server.engine import AdmissionEngine
+from webhook.server.health import HealthServer
 from webhook.server.memory import tune_allocator
 from webhook.server.metrics import Metrics
 from webhook.server.policy_state import PolicyState
@@ -275,6 +277,15 @@ def _assemble(
         worker = engine.worker
         parts.background.append(worker.run)
         parts.on_shutdown.append(lambda: worker.drain(settings.write_timeout_seconds))
+    if settings.health_port is not None:
+        health = HealthServer(
+            create_health_app(parts),
+            host=settings.host,
+            port=settings.health_port,
+            read_timeout=settings.read_timeout_seconds,
+        )
+        health.start()
+        cleanups.append(health.stop)
     server = Server(create_app(parts), settings, engine, certificate, audit, metrics, cleanups)
 
     async def close_at_shutdown() -> None:
@@ -366,7 +377,6 @@ def uvicorn_config(server: Server, **overrides: Any) -> uvicorn.Config:
     options: dict[str, Any] = {
         "host": server.settings.host,
         "port": server.settings.port,
-        "http": "h11",
         "lifespan": "on",
         "log_level": "info",
         "access_log": False,
@@ -376,6 +386,7 @@ def uvicorn_config(server: Server, **overrides: Any) -> uvicorn.Config:
         "ssl_context_factory": lambda config, default: server.ssl_context(),
         "timeout_graceful_shutdown": 10,
         "limit_concurrency": server.settings.max_connections,
+        "http": read_guarded_h11(server.settings.read_timeout_seconds),
     }
     options.update(overrides)
     return uvicorn.Config(server.app, **options)

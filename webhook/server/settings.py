@@ -80,6 +80,13 @@ class ServeSettings(BaseSettings):
     access_review_timeout_seconds: float = Field(default=2.0, gt=0, le=10)
     cert_poll_seconds: float = Field(default=2.0, gt=0, le=300)
     write_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    health_port: int | None = Field(default=None, ge=1, le=65535)
+    """A port of its own, plain HTTP on ``host``, for /healthz, /readyz and /metrics, so
+    that no load on the admission port can fail the probes (none: only the admission port
+    serves them). They stay on the admission port either way."""
+    read_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    """Time a connection has to deliver each whole request (headers and body) before it is
+    closed; the API server sends a review in one write."""
     log_format: LogFormat = "text"
     """Lines on standard error: text for people, JSON (one object a line) for a log
     pipeline. Either way a line about an admission request names it (uid, kind,
