@@ -355,6 +355,29 @@ def test_policy_configmap_is_validated_and_reloaded(
     assert 'rollout_webhook_policy_reloads_total{result="applied"}' in metrics
 
 
+def test_a_rollout_the_served_schema_refuses_leaves_the_deployment_as_sent(
+    cluster_server: tuple[Running, Any, Path],
+) -> None:
+    """The policy's own checks pass this override; the Rollout CRD the cluster serves
+    refuses it. Admitted as sent: never stored at 0 replicas for a Rollout that cannot be
+    made, and the warning names the path."""
+    _, kubectl, _ = cluster_server
+    written_after(kubectl, "schema-barrier")  # the webhook is in force
+    manifest = json.loads(deployment("dry", SHOP))
+    manifest["metadata"]["annotations"] = {
+        f"{KEY}rollout": "canary:\n  analysis:\n    templates: [{templateName: t}]\n"
+        "    dryRun: [1]\n"
+    }
+    result = kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    assert "spec.strategy.canary.analysis.dryRun[0]: 1 is not of type 'object'" in result.stderr
+    stored = get(kubectl, "deployment", "dry", "-n", SHOP)
+    assert stored is not None
+    assert stored["spec"]["replicas"] == 2
+    assert f"{KEY}rollout-name" not in stored["metadata"].get("annotations", {})
+    time.sleep(2)  # nothing is written after the answer either
+    assert get(kubectl, "rollout", "dry", "-n", SHOP) is None
+
+
 def test_rotate_certs_bootstraps_the_secret_and_serves_from_it(
     plane: tuple[harness.ControlPlane, Any], tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from tests.helm.conftest import CHART, NAMESPACE, RELEASE, Render, find
+from webhook.core.crd_schema import ROLLOUT_CRD_NAME
 from webhook.kube import actions, resources
 from webhook.kube.writer import SAR_PATH
 
@@ -53,6 +54,13 @@ def expected_grants(certificates: str) -> set[Grant]:
     # The watch-fed caches list and watch every cached kind cluster-wide (webhook/kube/cache.py).
     for res in resources.CACHED:
         grant("cluster", res.group, res.plural, "list watch")
+    # The Rollout CRD, whose schema judges every planned Rollout: a list and watch with a
+    # metadata.name field selector (webhook/kube/cluster.py).
+    assert (resources.CRD.group, resources.CRD.plural) == (
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+    )
+    grant("cluster", resources.CRD.group, resources.CRD.plural, "list watch", (ROLLOUT_CRD_NAME,))
     # The policy ConfigMap: a list and watch with a metadata.name field selector.
     grant("namespace", "", "configmaps", "list watch", (f"{RELEASE}-policy",))
     # Server-side apply of generated objects (create: an apply that creates is also

@@ -9,7 +9,13 @@ from typing import Any
 import yaml
 
 from webhook.cli.errors import UsageError
-from webhook.cli.manifests import ManifestError, load_single_document
+from webhook.cli.manifests import ManifestError, load_manifests, load_single_document
+from webhook.core.crd_schema import (
+    ROLLOUT_CRD_NAME,
+    RolloutSchema,
+    SchemaUnusable,
+    rollout_schema_from_crd,
+)
 from webhook.core.errors import PolicyInvalid
 from webhook.core.policy import Policy, builtin_policy, policy_from_document
 
@@ -25,6 +31,27 @@ def load_policy(path: str | None) -> Policy:
         raise UsageError(str(err)) from None
     except PolicyInvalid as err:
         raise UsageError(str(err)) from None
+
+
+def load_rollout_schema(path: str | None) -> RolloutSchema | None:
+    """The Rollout CRD's schema from a file (a CRD manifest, or a multi-document file that
+    holds it), or None without ``--crd``."""
+    if path is None:
+        return None
+    try:
+        docs = load_manifests([path])
+    except ManifestError as err:
+        raise UsageError(f"--crd {err}") from None
+    for manifest in docs:
+        obj = manifest.obj
+        if obj.get("kind") == "CustomResourceDefinition" and (
+            (obj.get("metadata") or {}).get("name") == ROLLOUT_CRD_NAME
+        ):
+            try:
+                return rollout_schema_from_crd(obj, source=path)
+            except SchemaUnusable as err:
+                raise UsageError(f"--crd {err}") from None
+    raise UsageError(f"--crd {path}: no CustomResourceDefinition {ROLLOUT_CRD_NAME} in it")
 
 
 class _Dumper(yaml.SafeDumper):

@@ -14,10 +14,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.cli.common import load_policy, render
+from webhook.cli.common import load_policy, load_rollout_schema, render
 from webhook.cli.errors import UsageError
 from webhook.cli.manifests import Manifest, ManifestError, load_manifests
 from webhook.core.convert import Neighbours, plan_conversion
+from webhook.core.crd_schema import RolloutSchema
 from webhook.core.keys import DEFAULT_KEYS
 from webhook.core.policy import Policy
 
@@ -60,6 +61,12 @@ def register(subparsers: Any) -> None:
         "--enable",
         action="store_true",
         help='treat every Deployment as labelled rollout-webhook.io/enabled="true"',
+    )
+    parser.add_argument(
+        "--crd",
+        metavar="FILE",
+        help="the Rollout CustomResourceDefinition the cluster serves: a Deployment whose "
+        "Rollout its schema refuses is not converted (without it, Rollouts are not checked)",
     )
     parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     parser.set_defaults(func=run)
@@ -111,11 +118,12 @@ def run(args: argparse.Namespace) -> int:
     if args.environment and policy.environment(args.environment) is None:
         known = ", ".join(sorted(policy.environments))
         raise UsageError(f"--environment {args.environment}: not in the policy (known: {known})")
+    schema = load_rollout_schema(args.crd)
     objects = _read(manifests, args)
     for ref in list(objects.order):
         obj = objects.current[ref]
         if ref[0] == "Deployment" and obj.get("apiVersion") == "apps/v1":
-            _convert(ref, objects, policy, args.environment)
+            _convert(ref, objects, policy, args.environment, schema)
     sys.stdout.write(render(objects.printed(), args.output))
     return 0
 
@@ -142,7 +150,13 @@ def _read(manifests: list[Manifest], args: argparse.Namespace) -> _Objects:
     return objects
 
 
-def _convert(ref: ObjectRef, objects: _Objects, policy: Policy, environment: str | None) -> None:
+def _convert(
+    ref: ObjectRef,
+    objects: _Objects,
+    policy: Policy,
+    environment: str | None,
+    schema: RolloutSchema | None,
+) -> None:
     """Plan one Deployment's conversion, say what happened on stderr, and put every object
     it changes or generates in place of the input's."""
     where = f"Deployment {ref[1]}/{ref[2]}"
@@ -152,6 +166,7 @@ def _convert(ref: ObjectRef, objects: _Objects, policy: Policy, environment: str
         policy,
         operation="CREATE",
         environment=environment,
+        rollout_schema=schema,
     )
     for finding in result.findings:
         print(f"{where}: {finding}", file=sys.stderr)

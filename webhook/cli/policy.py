@@ -6,9 +6,10 @@ import argparse
 import sys
 from typing import Any
 
-from webhook.cli.common import dump_yaml, load_policy
+from webhook.cli.common import dump_yaml, load_policy, load_rollout_schema
 from webhook.cli.errors import UsageError
 from webhook.cli.manifests import ManifestError, load_single_document
+from webhook.core.convert import policy_plan_problems
 from webhook.core.errors import PolicyInvalid
 from webhook.core.policy import Policy, policy_from_document
 
@@ -23,6 +24,12 @@ def register(subparsers: Any) -> None:
     )
     validate.add_argument(
         "file", metavar="FILE", help="policy YAML, a ConfigMap holding policy.yaml, or -"
+    )
+    validate.add_argument(
+        "--crd",
+        metavar="FILE",
+        help="the Rollout CustomResourceDefinition the cluster serves: also refuse a policy "
+        "whose environments make Rollouts its schema refuses",
     )
     validate.set_defaults(func=run_validate)
 
@@ -44,6 +51,13 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"{args.file}: invalid, {len(err.errors)} error(s):", file=sys.stderr)
         for problem in err.errors:
             print(f"  {problem}", file=sys.stderr)
+        return 2
+    schema = load_rollout_schema(args.crd)
+    refused = () if schema is None else policy_plan_problems(policy, schema)
+    if refused:
+        print(f"{args.file}: invalid, {len(refused)} error(s):", file=sys.stderr)
+        for refusal in refused:
+            print(f"  {refusal}", file=sys.stderr)
         return 2
     names = ", ".join(policy.environments)
     print(

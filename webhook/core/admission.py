@@ -22,6 +22,7 @@ from typing import Any
 
 from webhook.core.cluster import ClusterLister, ClusterReader
 from webhook.core.convert import Conversion, ConversionOperation, Neighbours, plan_conversion
+from webhook.core.crd_schema import RolloutSchema
 from webhook.core.hpa import retarget_hpa, targets
 from webhook.core.index import backend_keys, selecting_keys, target_key
 from webhook.core.keys import Keys
@@ -94,7 +95,12 @@ def _with_namespace(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
 
 
 def decide_deployment(
-    request: AdmissionRequest, reader: ClusterReader, policy: Policy, *, keys: Keys
+    request: AdmissionRequest,
+    reader: ClusterReader,
+    policy: Policy,
+    *,
+    keys: Keys,
+    rollout_schema: RolloutSchema | None = None,
 ) -> AdmissionPlan:
     obj = request.get("object") or {}
     namespace = _namespace(request, obj)
@@ -113,6 +119,7 @@ def decide_deployment(
         operation=operation,
         old_deployment=request.get("oldObject"),
         keys=keys,
+        rollout_schema=rollout_schema,
     )
     mutated = None
     if conversion.converted:
@@ -346,12 +353,18 @@ def decide_route(
 
 
 def decide_mutation(
-    request: AdmissionRequest, reader: ClusterReader, policy: Policy, *, keys: Keys
+    request: AdmissionRequest,
+    reader: ClusterReader,
+    policy: Policy,
+    *,
+    keys: Keys,
+    rollout_schema: RolloutSchema | None = None,
 ) -> AdmissionPlan:
-    """The plan for a CREATE or UPDATE of any kind the mutating webhook is sent."""
+    """The plan for a CREATE or UPDATE of any kind the mutating webhook is sent; with
+    ``rollout_schema``, a Deployment whose Rollout it refuses is not converted."""
     kind = request["kind"]["kind"]
     if kind == "Deployment":
-        return decide_deployment(request, reader, policy, keys=keys)
+        return decide_deployment(request, reader, policy, keys=keys, rollout_schema=rollout_schema)
     if kind == "HorizontalPodAutoscaler":
         return decide_hpa(request, reader, policy, keys=keys)
     if kind in ROUTE_KINDS:

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from webhook.core.crd_schema import RolloutSchema, rollout_problems
 from webhook.core.errors import Finding, error, warning
 from webhook.core.hpa import clamp_to_hpa, hpas_for, retarget_hpa, targets
 from webhook.core.keys import DEFAULT_KEYS, Keys
@@ -341,6 +342,17 @@ class _Admitted:
         return [*self.opt_in.findings, *self.choice.findings]
 
 
+def _invalid_replicas(deployment: Mapping[str, Any]) -> tuple[ConversionDecision, str] | None:
+    """A Deployment the API server will refuse for its replica count is left to it: a
+    conversion would patch the count to 0 and so make the invalid object valid."""
+    replicas = spec_of(deployment).get("replicas")
+    if replicas is None or (
+        isinstance(replicas, int) and not isinstance(replicas, bool) and 0 <= replicas < 2**31
+    ):
+        return None
+    return "refuse", f"spec.replicas {replicas!r} is not a valid count: not converted"
+
+
 def _skip_checks(
     deployment: Mapping[str, Any],
     namespace: Mapping[str, Any] | None,
@@ -365,11 +377,14 @@ def _skip_checks(
             version=version,
         )
     admitted = _Admitted(opt_in, env_choice.source, env, resolve_strategy(deployment, env, keys))
-    refusal = _switched_off(admitted, keys)
+    refusal = _switched_off(admitted, keys) or _invalid_replicas(deployment)
     if refusal is None:
         return admitted
     decision, reason = refusal
-    return _skip(decision, reason, deployment, admitted.findings, env.name, version)
+    findings = list(admitted.findings)
+    if decision == "refuse" and not any(f.is_error for f in findings):
+        findings.append(error("not-converted", f"not converted: {reason}"))
+    return _skip(decision, reason, deployment, findings, env.name, version)
 
 
 def _switched_off(admitted: _Admitted, keys: Keys) -> tuple[ConversionDecision, str] | None:
@@ -582,8 +597,13 @@ def plan_conversion(
     keys: Keys = DEFAULT_KEYS,
     environment: str | None = None,
     update_strategy: bool = True,
+    rollout_schema: RolloutSchema | None = None,
 ) -> Conversion:
     """Decide whether and how to convert a Deployment, and produce every resulting object.
+
+    With ``rollout_schema`` (the Rollout CRD the cluster serves), a conversion whose Rollout
+    that schema refuses is a refusal instead: the Deployment is admitted as sent, never at
+    0 replicas for a Rollout that cannot be made.
 
     ``environment`` forces the policy environment (the offline preview's option);
     otherwise the label rules of docs/labels.md choose it. ``update_strategy=False``
@@ -622,7 +642,7 @@ def plan_conversion(
     if layout.stable is not None and layout.second is not None:
         services = (clone_service(layout.stable, layout.second, deployment, keys),)
     verb = "converted" if operation == "CREATE" else "converted (running Deployment)"
-    return Conversion(
+    converted = Conversion(
         decision="convert",
         reason=f"{admitted.opt_in.reason}; {verb} with {env.name} {strategy} ({admitted.source})",
         deployment=_converted_deployment(deployment, applied, wanted, stored, keys),
@@ -637,3 +657,70 @@ def plan_conversion(
         findings=tuple(findings),
         policy_version=version,
     )
+    return judged(converted, deployment, rollout_schema)
+
+
+def judged(
+    conversion: Conversion, deployment: Mapping[str, Any], schema: RolloutSchema | None
+) -> Conversion:
+    """``conversion``, or its refusal when ``schema`` refuses its Rollout (each problem
+    named by its path, e.g. ``spec.strategy.canary.analysis.dryRun[0]``)."""
+    if schema is None or conversion.rollout is None:
+        return conversion
+    problems = rollout_problems(schema, conversion.rollout)
+    if not problems:
+        return conversion
+    # The path first: Kubernetes clips a warning at 120 characters.
+    findings = [
+        error("rollout-schema", f"{problem} (the Rollout schema of {schema.source})")
+        for problem in problems
+    ]
+    return _skip(
+        "refuse",
+        f"the Rollout it makes is refused by the schema of {schema.source}: {problems[0]}",
+        deployment,
+        [*conversion.findings, *findings],
+        conversion.environment,
+        conversion.policy_version,
+    )
+
+
+def policy_plan_problems(policy: Policy, schema: RolloutSchema) -> tuple[str, ...]:
+    """What the served Rollout schema refuses in the Rollout each environment would make
+    for a plain service (a Deployment with its Service), as "environments.NAME.rollout:
+    problem": a policy that passes its own checks may still make Rollouts the cluster
+    refuses (a wrong type deep in an analysis, an int32 overflow)."""
+    labels = {"app": "sample"}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "sample",
+            "namespace": "sample",
+            "labels": {DEFAULT_KEYS.enabled: "true"},
+        },
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": []}},
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "sample", "namespace": "sample"},
+        "spec": {"selector": labels, "ports": [{"port": 80}]},
+    }
+    problems: list[str] = []
+    for name in policy.environments:
+        conversion = plan_conversion(
+            deployment, Neighbours(services=(service,)), policy, environment=name
+        )
+        if conversion.rollout is None:
+            continue
+        problems.extend(
+            f"environments.{name}.rollout: the Rollout it makes is refused by the schema of "
+            f"{schema.source}: {problem}"
+            for problem in rollout_problems(schema, conversion.rollout)
+        )
+    return tuple(problems)

@@ -20,6 +20,7 @@ from typing import Any
 
 from webhook.core.actions import Apply, ClusterAction, Delete, Emit, Patch
 from webhook.core.convert import Conversion, Neighbours, plan_conversion
+from webhook.core.crd_schema import RolloutSchema
 from webhook.core.keys import DEFAULT_KEYS, Keys
 from webhook.core.objects import (
     Obj,
@@ -195,6 +196,7 @@ def _converge(
     neighbours: Neighbours,
     policy: Policy,
     keys: Keys,
+    rollout_schema: RolloutSchema | None = None,
 ) -> ReconcilePlan:
     namespace = str(meta(deployment).get("namespace", ""))
     name = name_of(deployment)
@@ -206,6 +208,7 @@ def _converge(
         old_deployment=deployment,
         keys=keys,
         update_strategy=policy.rollout_updates == "immediate",
+        rollout_schema=rollout_schema,
     )
     if conversion.decision == "refuse":
         return ReconcilePlan(
@@ -284,8 +287,12 @@ def plan_reconcile(
     now: datetime,
     keys: Keys = DEFAULT_KEYS,
     orphan_grace: timedelta = ORPHAN_GRACE,
+    rollout_schema: RolloutSchema | None = None,
 ) -> ReconcilePlan:
     """What to do for the service keyed (namespace, name), and when to look again.
+
+    ``rollout_schema``: the Rollout CRD the cluster serves; a Rollout it refuses is a
+    refusal (nothing written, no retry until the Deployment or the policy changes).
 
     ``orphan_grace``: how old a generated object without its Deployment must be before it
     is deleted (where no garbage collector follows its ownerReference, this is the clean-up).
@@ -303,7 +310,7 @@ def plan_reconcile(
             f"admission refused: {annotations_of(deployment)[keys.refused]}",
         )
     if opt_in.opted_in:
-        converged = _converge(deployment, neighbours, policy, keys)
+        converged = _converge(deployment, neighbours, policy, keys, rollout_schema)
         if converged.state != "refused" and converged.conversion is not None:
             if converged.conversion.converted:
                 return converged

@@ -10,9 +10,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from certs.kube import load_api_client
+from webhook.core.crd_schema import (
+    ROLLOUT_CRD_NAME,
+    RolloutSchema,
+    SchemaUnusable,
+    rollout_schema_from_crd,
+)
 from webhook.kube.cache import Reflector
 from webhook.kube.http import KubeHttp
-from webhook.kube.resources import CACHED, CONFIGMAP, Resource
+from webhook.kube.resources import CACHED, CONFIGMAP, CRD, Resource
 from webhook.kube.view import MemoryClusterView
 from webhook.kube.writer import ClusterAdapter
 
@@ -119,6 +125,41 @@ class PolicyStore:
         self.present = False
 
 
+class RolloutSchemaStore:
+    """The Rollout CRD's watch keeps the schema every planned Rollout is checked against.
+
+    A CRD that is missing (Argo Rollouts not installed yet) or unusable leaves no schema:
+    Rollouts are then not checked, which is logged, and the API server stays the judge of
+    each write."""
+
+    def __init__(self) -> None:
+        self.current: RolloutSchema | None = None
+
+    def replace(self, items: list[dict[str, Any]]) -> None:
+        if items:
+            self.upsert(items[0])
+        else:
+            self.remove({})
+
+    def upsert(self, obj: dict[str, Any]) -> None:
+        version = (obj.get("metadata") or {}).get("resourceVersion", "")
+        source = f"CustomResourceDefinition {ROLLOUT_CRD_NAME}@{version}"
+        try:
+            self.current = rollout_schema_from_crd(obj, source=source)
+        except SchemaUnusable as err:
+            self.current = None
+            log.warning("%s; Rollouts are not checked against a schema", err)
+
+    def remove(self, obj: dict[str, Any]) -> None:
+        if self.current is not None or not obj:
+            log.warning(
+                "no CustomResourceDefinition %s in the cluster: Rollouts are not checked "
+                "against a schema (is Argo Rollouts installed?)",
+                ROLLOUT_CRD_NAME,
+            )
+        self.current = None
+
+
 def freeze_caches() -> None:
     """Take everything alive now (the synced caches, the imported code) out of the cyclic
     garbage collector's reach.
@@ -141,6 +182,7 @@ class Cluster:
         self.settings = settings
         self.view = MemoryClusterView(synced=False)
         self.writer = ClusterAdapter(http, field_manager=settings.field_manager)
+        self.rollout_schema = RolloutSchemaStore()
         self.reflectors: list[Reflector] = []
         self.listeners: list[Listener] = []
         """Called on the watch threads after each cached change: keep them quick."""
@@ -164,6 +206,15 @@ class Cluster:
                     on_synced=self._check_synced,
                 )
             )
+        self.reflectors.append(
+            Reflector(
+                self.http,
+                CRD,
+                self.rollout_schema,
+                field_selector=f"metadata.name={ROLLOUT_CRD_NAME}",
+                on_synced=self._check_synced,
+            )
+        )
         if policy is not None:
             self.reflectors.append(
                 Reflector(

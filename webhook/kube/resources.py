@@ -32,6 +32,13 @@ class Resource:
 
 NAMESPACE = Resource("Namespace", "", "v1", "namespaces", namespaced=False)
 CONFIGMAP = Resource("ConfigMap", "", "v1", "configmaps")
+CRD = Resource(
+    "CustomResourceDefinition",
+    "apiextensions.k8s.io",
+    "v1",
+    "customresourcedefinitions",
+    namespaced=False,
+)
 SERVICE = Resource("Service", "", "v1", "services")
 DEPLOYMENT = Resource("Deployment", "apps", "v1", "deployments")
 HPA = Resource("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers")

@@ -31,6 +31,7 @@ from webhook.core.actions import (
 from webhook.core.admission import neighbours_of
 from webhook.core.audit import ChangeOutcome, DecisionFacts
 from webhook.core.cluster import ClusterLister
+from webhook.core.crd_schema import RolloutSchema
 from webhook.core.keys import DEFAULT_KEYS, Keys
 from webhook.core.objects import labels_of, name_of, namespace_of, spec_of
 from webhook.core.policy import Policy
@@ -121,8 +122,10 @@ class Reconciler:
         expectation_seconds: float = EXPECTATION_SECONDS,
         excluded_namespaces: frozenset[str] = frozenset(),
         orphan_grace: timedelta = ORPHAN_GRACE,
+        rollout_schema: Callable[[], RolloutSchema | None] = lambda: None,
     ) -> None:
         self.view = view
+        self.rollout_schema = rollout_schema
         self.policy = policy
         self.writer = writer
         self.keys = keys
@@ -199,6 +202,7 @@ class Reconciler:
             now=self.now(),
             keys=self.keys,
             orphan_grace=self.orphan_grace,
+            rollout_schema=self.rollout_schema(),
         )
 
     def _recently_made(self, action: ClusterAction, now: float) -> bool:

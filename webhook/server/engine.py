@@ -24,6 +24,8 @@ from typing import Any, Protocol
 from webhook.core.admission import plan_without_policy, plan_without_writes
 from webhook.core.audit import DecisionFacts
 from webhook.core.cluster import ClusterReader, ClusterWriter
+from webhook.core.convert import policy_plan_problems
+from webhook.core.crd_schema import RolloutSchema
 from webhook.core.errors import PolicyInvalid
 from webhook.core.keys import Keys
 from webhook.core.policy import Policy, policy_from_configmap
@@ -54,7 +56,13 @@ class Decide(Protocol):
     """The pure decision on a CREATE/UPDATE of a kind the webhook mutates."""
 
     def __call__(
-        self, request: AdmissionRequest, reader: ClusterReader, policy: Policy, *, keys: Keys
+        self,
+        request: AdmissionRequest,
+        reader: ClusterReader,
+        policy: Policy,
+        *,
+        keys: Keys,
+        rollout_schema: RolloutSchema | None = None,
     ) -> AdmissionPlan: ...
 
 
@@ -67,6 +75,7 @@ class AdmissionEngine:
         policy: Callable[[], Policy | None],
         decide: Decide,
         policy_problem: Callable[[], str | None] = lambda: None,
+        rollout_schema: Callable[[], RolloutSchema | None] = lambda: None,
         audit: AuditSink,
         metrics: Metrics,
         writer: ClusterWriter | None = None,
@@ -77,6 +86,7 @@ class AdmissionEngine:
         self.reader = reader
         self.policy = policy
         self.policy_problem = policy_problem
+        self.rollout_schema = rollout_schema
         self.decide = decide
         self.audit = audit
         self.metrics = metrics
@@ -152,7 +162,9 @@ class AdmissionEngine:
                 return plan_without_policy(request, self.reader, problem, keys=self.keys)
             # Readiness keeps traffic away until a policy is known; this is the race.
             raise RuntimeError("no policy loaded yet")
-        return self.decide(request, self.reader, policy, keys=self.keys)
+        return self.decide(
+            request, self.reader, policy, keys=self.keys, rollout_schema=self.rollout_schema()
+        )
 
     def _annotations(self, plan: AdmissionPlan, policy: Policy | None) -> dict[str, str]:
         values = {
@@ -223,7 +235,9 @@ class AdmissionEngine:
     ) -> tuple[dict[str, Any], ...] | None:
         """On a write thread: the request's changes planned on the caches as they are now,
         or None when the decision would no longer convert (the first plan's changes stay)."""
-        plan = self.decide(request, self.reader, policy, keys=self.keys)
+        plan = self.decide(
+            request, self.reader, policy, keys=self.keys, rollout_schema=self.rollout_schema()
+        )
         return plan.changes if plan.decision == "convert" and plan.changes else None
 
     def left(self, started: float, budget: float) -> float:
@@ -280,6 +294,22 @@ class AdmissionEngine:
         )
         return response
 
+    async def _deny_policy(
+        self, request: AdmissionRequest, problem: str, started: float, budget: float
+    ) -> AdmissionResponse:
+        """Refuse a policy ConfigMap, naming every problem."""
+        plan = AdmissionPlan("deny", problem.splitlines()[0])
+        response = denied(
+            request["uid"],
+            f"{PRODUCT}: {problem}",
+            code=422,
+            reason="Invalid",
+            audit_annotations={"decision": "deny"},
+        )
+        written = self._finish("validate", request, plan, self.policy(), [], response, started)
+        await self.recorded(written, self.left(started, budget))
+        return response
+
     # -- /validate ---------------------------------------------------------------------
 
     async def validate(
@@ -306,18 +336,11 @@ class AdmissionEngine:
         try:
             policy = policy_from_configmap(obj)
         except PolicyInvalid as err:
-            message = f"{PRODUCT}: {err}"
-            plan = AdmissionPlan("deny", str(err).splitlines()[0])
-            response = denied(
-                request["uid"],
-                message,
-                code=422,
-                reason="Invalid",
-                audit_annotations={"decision": "deny"},
-            )
-            written = self._finish("validate", request, plan, self.policy(), [], response, started)
-            await self.recorded(written, self.left(started, budget))
-            return response
+            return await self._deny_policy(request, str(err), started, budget)
+        schema = self.rollout_schema()
+        refused = () if schema is None else policy_plan_problems(policy, schema)
+        if refused:
+            return await self._deny_policy(request, "; ".join(refused), started, budget)
         plan = AdmissionPlan("allow", f"policy {policy.version} is valid")
         response = allowed(request["uid"], audit_annotations={"decision": "allow"})
         written = self._finish("validate", request, plan, policy, [], response, started)

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from certs.files import TLS_CERT_FILE, write_localhost_bundle
 from webhook.core.admission import decide_mutation
 from webhook.core.cluster import ClusterWriter
+from webhook.core.crd_schema import RolloutSchema
 from webhook.core.errors import PolicyInvalid
 from webhook.core.keys import Keys
 from webhook.core.policy import Policy, builtin_policy, load_yaml, policy_from_document
@@ -167,6 +168,7 @@ def _build(
         reader=view,
         policy=lambda: policy_state.current,
         policy_problem=policy_state.problem,
+        rollout_schema=_rollout_schema(cluster),
         decide=decide_mutation,
         audit=audit,
         metrics=metrics,
@@ -183,6 +185,14 @@ def _build(
         background=[certificate.poll_forever],
     )
     return _assemble(parts, settings, certificate, audit, cleanups)
+
+
+def _rollout_schema(cluster: WatchedCluster | None) -> Callable[[], RolloutSchema | None]:
+    """The served Rollout schema, as the cluster's watch keeps it (none without one)."""
+    store = getattr(cluster, "rollout_schema", None)
+    if store is None:
+        return lambda: None
+    return lambda: store.current
 
 
 def _connect(settings: ServeSettings) -> Cluster:
@@ -360,6 +370,7 @@ def start_reconciler(
         synced=cluster.view.synced,
         excluded_namespaces=settings.reconciler_excluded_namespaces,
         orphan_grace=dt.timedelta(seconds=settings.orphan_grace_seconds),
+        rollout_schema=lambda: cluster.rollout_schema.current,
     )
     cluster.listeners.append(reconciler.on_change)
     leader.start()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.schemas import CRD_DIR
 from tests.webhook.cli.conftest import REPO, run, write
 
 
@@ -121,3 +122,59 @@ def test_convert_keeps_inputs_without_namespace_without_one(
     code, out, _ = run(["convert", "-f", write(tmp_path, "in.yaml", text)], capsys)
     assert code == 0
     assert all("namespace" not in d["metadata"] for d in yaml.safe_load_all(out) if d)
+
+
+ROLLOUT_CRD = str(CRD_DIR / "argo-rollouts-v1.9.1-rollout.yaml")
+REFUSED_OVERRIDE = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+  labels: {rollout-webhook.io/enabled: "true"}
+  annotations:
+    rollout-webhook.io/rollout: |
+      canary:
+        analysis:
+          templates: [{templateName: success-rate}]
+          dryRun: [1]
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: nginx}]}
+"""
+
+
+def test_convert_with_the_crd_refuses_a_rollout_its_schema_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "web.yaml", REFUSED_OVERRIDE)
+    code, out, err = run(
+        ["convert", "-f", path, "--environment", "dev", "--crd", ROLLOUT_CRD], capsys
+    )
+    assert code == 0
+    assert "not converted: the Rollout it makes is refused by the schema of" in err
+    assert "spec.strategy.canary.analysis.dryRun[0]: 1 is not of type 'object'" in err
+    [printed] = list(yaml.safe_load_all(out))
+    assert printed["spec"]["replicas"] == 3  # the Deployment as sent: no Rollout, no 0
+    code, out, err = run(["convert", "-f", path, "--environment", "dev"], capsys)
+    assert "converted to dev canary" in err  # without the CRD, only the policy's own checks
+
+
+@pytest.mark.parametrize(
+    ("crd", "message"),
+    [
+        ("missing.yaml", "--crd"),
+        ("web.yaml", "no CustomResourceDefinition rollouts.argoproj.io in it"),
+    ],
+)
+def test_convert_names_a_crd_file_it_cannot_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], crd: str, message: str
+) -> None:
+    path = write(tmp_path, "web.yaml", REFUSED_OVERRIDE)
+    code, _, err = run(["convert", "-f", path, "--crd", str(tmp_path / crd)], capsys)
+    assert code != 0
+    assert message in err
+    assert "Traceback" not in err

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.schemas import CRD_DIR
 from tests.webhook.cli.conftest import REPO, run, write
 
 
@@ -51,3 +52,24 @@ def test_policy_show(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["policy", "show", "--environment", "qa"], capsys)
     assert code == 2
     assert "qa: not in the policy" in err
+
+
+def test_policy_validate_with_the_crd_refuses_rollouts_the_cluster_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        "policy.yaml",
+        "defaultEnvironment: prod\n"
+        "environments:\n"
+        "  prod:\n"
+        "    rollout:\n"
+        "      strategy: bluegreen\n"
+        "      blueGreen: {scaleDownDelaySeconds: 99999999999}\n",
+    )
+    crd = str(CRD_DIR / "argo-rollouts-v1.9.1-rollout.yaml")
+    assert run(["policy", "validate", path], capsys)[0] == 0  # its own checks pass
+    code, _, err = run(["policy", "validate", path, "--crd", crd], capsys)
+    assert code == 2
+    assert "environments.prod.rollout: the Rollout it makes is refused by the schema" in err
+    assert "scaleDownDelaySeconds: 99999999999 is out of range for int32" in err
