@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from tests.builders import deployment, hpa, httproute, merge, opted_in, service
+from tests.builders import (
+    deployment,
+    hpa,
+    httproute,
+    merge,
+    opted_in,
+    server_side_apply,
+    service,
+)
 from webhook.core.actions import Apply, Delete, DeleteOrphanReplicaSets, Emit, Patch
 from webhook.core.convert import Neighbours
 from webhook.core.keys import DEFAULT_KEYS as K
@@ -49,7 +57,7 @@ class Cluster:
         for action in plan.actions:
             if isinstance(action, Apply):
                 key = (action.manifest["kind"], action.manifest["metadata"]["name"])
-                self.objs[key] = applied(self.objs.get(key, {}), action.manifest)
+                self.objs[key] = server_side_apply(self.objs.get(key, {}), action.manifest)
                 self.objs[key]["metadata"].setdefault("creationTimestamp", NOW.isoformat())
             elif isinstance(action, Patch):
                 self.objs[(action.kind, action.name)] = merge(
@@ -59,21 +67,6 @@ class Cluster:
                 del self.objs[(action.kind, action.name)]
             elif isinstance(action, DeleteOrphanReplicaSets):
                 self.orphan_rs_deleted += 1
-
-
-def applied(current: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
-    """A server-side apply under the product's one field manager: a generated object
-    (applied whole) loses what the manifest no longer sends, except what others own (the
-    pod-template hash Argo adds to a Service's selector); other objects are merged."""
-    result = merge(current, manifest)
-    if manifest["metadata"].get("labels", {}).get(K.managed) != "true":
-        return result
-    result["spec"] = copy.deepcopy(manifest["spec"])
-    result["metadata"]["annotations"] = dict(manifest["metadata"].get("annotations") or {})
-    pinned = (current.get("spec") or {}).get("selector", {}).get(POD_TEMPLATE_HASH)
-    if manifest["kind"] == "Service" and pinned:
-        result["spec"]["selector"][POD_TEMPLATE_HASH] = pinned
-    return result
 
 
 def kinds(plan: ReconcilePlan) -> list[str]:
