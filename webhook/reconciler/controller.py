@@ -5,8 +5,8 @@ through one adapter. Events on any kind are mapped to the Deployments they conce
 (a Service to the Deployments whose pods it selects, an HPA to its target, a route or
 a Namespace to the Deployments of its namespace, a Rollout or generated Service to the
 Deployment it was generated for), both as the object is and as it was before the change,
-and a Service or route also to the Deployments whose Rollout names it; so no event ever
-lists the cluster. It runs only while
+and a Service also to the Deployments whose Rollout names it; so no event ever lists the
+cluster. It runs only while
 this replica holds the leader Lease; the other replicas keep their caches warm.
 """
 
@@ -38,7 +38,7 @@ from webhook.core.objects import labels_of, name_of, namespace_of, spec_of
 from webhook.core.policy import Policy
 from webhook.core.reconcile import ORPHAN_GRACE, ReconcilePlan, plan_reconcile
 from webhook.core.references import names, rollout_references, rollouts_naming
-from webhook.core.services import selects_pods
+from webhook.core.services import own_selector, selects_pods
 from webhook.reconciler.queue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,6 @@ _MOVABLE_KINDS = frozenset({"Service", "HorizontalPodAutoscaler", "Rollout"})
 """Kinds whose change can move them away from a Deployment (a selector, a target, a
 generated object's label): the Deployments of the previous object are queued too. Routes
 and Namespaces concern their whole namespace either way."""
-_NAMED_KINDS = frozenset({"Service", "HTTPRoute", "VirtualService"})
-"""Kinds a Rollout's strategy names."""
 
 
 class ReconcileWriter(Protocol):
@@ -82,6 +80,10 @@ class ReconcileWriter(Protocol):
         *,
         timeout: float,
     ) -> None: ...
+
+
+def _ref(obj: Mapping[str, Any]) -> tuple[str, str]:
+    return namespace_of(obj), name_of(obj)
 
 
 def _signature(action: ClusterAction) -> str:
@@ -180,8 +182,8 @@ class Reconciler:
         }
 
     def named_by(self, kind: str, obj: Mapping[str, Any]) -> set[DeploymentRef]:
-        """The Deployments whose cached Rollout names the Service or route ``obj``: they are
-        concerned even once its selector or backends point elsewhere, or it is gone."""
+        """The Deployments whose cached Rollout names the Service ``obj``: they are concerned
+        even once its selector points elsewhere, or it is gone."""
         rollouts = self.view.list("Rollout", namespace_of(obj))
         return self._rollout_keys(rollouts_naming(rollouts, kind, name_of(obj)))
 
@@ -214,11 +216,20 @@ class Reconciler:
         keys = self.keys_for(kind, obj)
         if previous is not None and kind in _MOVABLE_KINDS:
             keys |= self.keys_for(kind, previous)
-        if kind in _NAMED_KINDS:
+        if kind == "Service" and self._reselected(obj, previous):
             keys |= self.named_by(kind, obj)
         elif kind == "Rollout":
             keys |= self.sharing(obj, previous)
         return keys
+
+    def _reselected(self, service: Mapping[str, Any], previous: Mapping[str, Any] | None) -> bool:
+        """Whether a Service event may concern a Rollout whose pods it does not select: it
+        was created, deleted, or its selector changed. (Argo's pinning of the selector to a
+        ReplicaSet, the bulk of Service updates, is none of these. A route event already
+        reaches every Deployment of its namespace.)"""
+        if previous is None or self.view.get("Service", *_ref(service)) is None:
+            return True
+        return own_selector(service) != own_selector(previous)
 
     def on_change(
         self, kind: str, obj: Mapping[str, Any], previous: Mapping[str, Any] | None = None

@@ -243,8 +243,12 @@ def test_a_change_queues_the_deployment_it_moved_away_from(
 
 
 def test_a_deleted_service_queues_the_deployment_whose_rollout_names_it() -> None:
-    _, reconciler = converted_pair()
+    api, reconciler = converted_pair()
     moved = _moved(service("web"), ("spec", "selector"), {"app": "nobody"})
+    api.put(moved)
+    # Still there, with an unchanged selector (Argo pinning it, say): its own Deployments only.
+    assert reconciler.keys_for_change("Service", moved, moved) == set()
+    api.remove("Service", "prod", "web")
     # Deleted, with a last state that selects nothing: only the Rollout still ties it to web.
     assert reconciler.keys_for("Service", moved) == set()
     assert reconciler.keys_for_change("Service", moved, moved) == {("prod", "web")}
