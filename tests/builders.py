@@ -41,6 +41,7 @@ ROLLING_UPDATE: Mapping[str, Any] = {
 HTTP_PORTS: tuple[Mapping[str, Any], ...] = ({"name": "http", "port": 80, "targetPort": 8080},)
 GATEWAY: tuple[Mapping[str, Any], ...] = ({"name": "gw", "namespace": "infra"},)
 ROLLOUT_API = "argoproj.io/v1alpha1"
+POD_TEMPLATE_HASH = "rollouts-pod-template-hash"
 
 
 def merge(target: Obj, patch: Mapping[str, Any]) -> Obj:
@@ -56,6 +57,27 @@ def merge(target: Obj, patch: Mapping[str, Any]) -> Obj:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def server_side_apply(current: Obj, manifest: Mapping[str, Any]) -> Obj:
+    """What the API server stores for a server-side apply of ``manifest`` under the
+    product's one field manager, as far as the fakes need it: a generated object (labelled
+    ``rollout-webhook.io/managed``, applied whole) loses what the manifest no longer sends,
+    except what others own (the pod-template hash Argo adds to a Service's selector);
+    objects others own (applied in part) are merged."""
+    result = merge(current, manifest)
+    metadata = manifest.get("metadata") or {}
+    if (metadata.get("labels") or {}).get("rollout-webhook.io/managed") != "true":
+        return result
+    result["spec"] = copy.deepcopy(dict(manifest.get("spec") or {}))
+    result["metadata"]["labels"] = dict(metadata.get("labels") or {})
+    result["metadata"]["annotations"] = dict(metadata.get("annotations") or {})
+    if "ownerReferences" in metadata:
+        result["metadata"]["ownerReferences"] = copy.deepcopy(metadata["ownerReferences"])
+    pinned = ((current.get("spec") or {}).get("selector") or {}).get(POD_TEMPLATE_HASH)
+    if manifest.get("kind") == "Service" and pinned:
+        result["spec"]["selector"][POD_TEMPLATE_HASH] = pinned
+    return result
 
 
 def deployment(

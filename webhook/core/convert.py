@@ -39,6 +39,7 @@ from webhook.core.objects import (
     namespace_of,
     owner_reference,
     spec_of,
+    with_applied_hash,
 )
 from webhook.core.policy import Environment, Policy
 from webhook.core.policy_schema import Strategy
@@ -579,12 +580,13 @@ def _rollout_manifest(
         "scaleDown": applied.env.scale_down,
     }
     rollout_spec["strategy"] = strategy_spec
-    return {
+    rollout: Obj = {
         "apiVersion": ROLLOUT_API_VERSION,
         "kind": "Rollout",
         "metadata": metadata,
         "spec": rollout_spec,
     }
+    return with_applied_hash(rollout, keys)
 
 
 def plan_conversion(
@@ -640,7 +642,8 @@ def plan_conversion(
     )
     services: tuple[Obj, ...] = ()
     if layout.stable is not None and layout.second is not None:
-        services = (clone_service(layout.stable, layout.second, deployment, keys),)
+        clone = clone_service(layout.stable, layout.second, deployment, keys)
+        services = (with_applied_hash(clone, keys),)
     verb = "converted" if operation == "CREATE" else "converted (running Deployment)"
     converted = Conversion(
         decision="convert",

@@ -67,6 +67,12 @@ class Keys:
         return f"{self.prefix}policy-version"
 
     @property
+    def applied_hash(self) -> str:
+        """Annotation on every generated object: the hash of the manifest last applied, so
+        a field the product no longer sets (a deleted Service, route or policy key) is drift."""
+        return f"{self.prefix}applied-hash"
+
+    @property
     def refused(self) -> str:
         """Annotation on a Deployment admitted unconverted because its requester may not
         create Rollouts (the confused-deputy check); the reconciler leaves it alone."""

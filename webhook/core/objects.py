@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -106,3 +107,27 @@ def dns_label(base: str, suffix: str) -> str:
     digest = hashlib.sha256(base.encode()).hexdigest()[:6]
     keep = 63 - len(suffix) - len(digest) - 2
     return f"{base[:keep].rstrip('-')}-{digest}-{suffix}"
+
+
+def applied_hash(manifest: Mapping[str, Any], keys: Keys) -> str:
+    """The hash of a generated object's desired manifest, without its ``spec.replicas``
+    (a count others set too: an HPA, a person scaling the Rollout) and without the hash itself.
+
+    Recorded on the object (``keys.applied_hash``): the drift check compares it, so a
+    field the product stopped sending is drift, and the server-side apply under the
+    product's one field manager removes the field.
+    """
+    metadata = dict(meta(manifest))
+    annotations = {k: v for k, v in annotations_of(manifest).items() if k != keys.applied_hash}
+    metadata["annotations"] = annotations
+    spec = {k: v for k, v in spec_of(manifest).items() if k != "replicas"}
+    canonical = {**manifest, "metadata": metadata, "spec": spec}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def with_applied_hash(manifest: Obj, keys: Keys) -> Obj:
+    """The manifest, stamped with its ``applied_hash`` annotation (in place, and returned)."""
+    metadata = manifest.setdefault("metadata", {})
+    metadata.setdefault("annotations", {})[keys.applied_hash] = applied_hash(manifest, keys)
+    return manifest

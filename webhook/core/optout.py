@@ -105,7 +105,7 @@ def plan_opt_out(
         deployment=restored,
         replicas=replicas,
         hpas=tuple(restore_hpa(h, name) for h in hpas),
-        routes=tuple(_routes_without_canary(generated, neighbours)),
+        routes=tuple(routes_without_canary(generated, neighbours)),
         delete_rollout=name if rollout is not None and is_generated(rollout, keys) else None,
         delete_services=tuple(sorted(name_of(s) for s in generated)),
     )
@@ -122,7 +122,7 @@ def _generated_services(
     ]
 
 
-def _routes_without_canary(generated: list[Mapping[str, Any]], neighbours: Neighbours) -> list[Obj]:
+def routes_without_canary(generated: list[Mapping[str, Any]], neighbours: Neighbours) -> list[Obj]:
     """The routes that still send traffic to a generated canary Service, without it."""
     routes: list[Obj] = []
     for svc in generated:

@@ -29,10 +29,12 @@ from webhook.core.objects import (
     labels_of,
     meta,
     name_of,
+    namespace_of,
     spec_of,
 )
-from webhook.core.optout import next_opt_out_step
+from webhook.core.optout import next_opt_out_step, routes_without_canary
 from webhook.core.policy import Policy
+from webhook.core.references import names, rollouts_naming
 from webhook.core.selection import resolve_opt_in
 
 ORPHAN_GRACE = timedelta(seconds=60)
@@ -84,6 +86,15 @@ def contains(desired: Any, actual: Any) -> bool:
 
 
 def _drift(desired: Obj, actual: Mapping[str, Any] | None) -> bool:
+    """Whether the object differs from what the plan wants of it.
+
+    ``contains`` alone accepts extra keys, so it cannot see a field the plan stopped
+    sending (``stableService`` of a deleted Service, ``trafficRouting`` of a deleted
+    route, a policy key removed). Generated objects carry the hash of their desired
+    manifest (``Keys.applied_hash``) among the annotations compared here: when the
+    manifest changes in any way, so does the hash, and the server-side apply under the
+    product's field manager then removes the fields it no longer sends.
+    """
     if actual is None:
         return True
     want = {k: v for k, v in desired.items() if k in ("spec",)}
@@ -99,6 +110,94 @@ def _find(objs: tuple[Mapping[str, Any], ...], name: str) -> Mapping[str, Any] |
     return next((o for o in objs if name_of(o) == name), None)
 
 
+def _claimed_by(
+    svc: Mapping[str, Any], neighbours: Neighbours, name: str, keys: Keys
+) -> str | None:
+    """The other Deployment a generated Service still belongs to, if any: the one it is
+    labelled for, while that Deployment's Rollout exists and names it.
+
+    Two Deployments whose pods one Service selects (a Deployment renamed: the new one
+    created before the old one is deleted) want the same ``<stable>-canary`` Service.
+    Taking it over while the other Rollout uses it would make the two conversions relabel
+    it in turn for as long as both exist; the other one keeps it until its Rollout goes.
+    """
+    current = _find(neighbours.services, name_of(svc))
+    if current is None or not is_generated(current, keys):
+        return None
+    owner = labels_of(current).get(keys.generated_for)
+    if not owner or owner == name:
+        return None
+    rollout = neighbours.rollout_named(owner)
+    if rollout is None or not names(rollout, "Service", name_of(svc)):
+        return None
+    return owner
+
+
+def _generated_services(
+    conversion: Conversion, neighbours: Neighbours, name: str, keys: Keys
+) -> list[ClusterAction]:
+    actions: list[ClusterAction] = []
+    for svc in conversion.services:
+        owner = _claimed_by(svc, neighbours, name, keys)
+        if owner is not None:
+            actions.append(
+                Emit(
+                    "ServiceShared",
+                    f"Service {name_of(svc)} is generated for Deployment {owner}, whose Rollout "
+                    f"still uses it; it is taken over once that Rollout is gone",
+                    "Warning",
+                )
+            )
+        elif _drift(svc, _find(neighbours.services, name_of(svc))):
+            actions.append(Apply(svc, f"generated Service {name_of(svc)}"))
+    return actions
+
+
+def _retired_services(
+    conversion: Conversion, neighbours: Neighbours, name: str, keys: Keys
+) -> list[ClusterAction]:
+    """Generated Services this conversion no longer wants (the ``-canary`` of a deleted
+    stable Service, the ``-preview`` after a switch to canary), once nothing names them.
+
+    The plan applies the Rollout before it gets here, so the Rollout this pass leaves in
+    the cluster is the planned one. The routes lose the Service as a backend first.
+    A route this pass changes anyway is left to the next pass (its own event brings it).
+    """
+    wanted = {name_of(s) for s in conversion.services}
+    planned = conversion.rollout or {}
+    changing = {(str(r["kind"]), name_of(r)) for r in conversion.routes}
+    actions: list[ClusterAction] = []
+    for svc in neighbours.services:
+        svc_name = name_of(svc)
+        if labels_of(svc).get(keys.generated_for) != name or svc_name in wanted:
+            continue
+        if not is_generated(svc, keys) or names(planned, "Service", svc_name):
+            continue
+        if _named_by_another(neighbours, name, svc_name):
+            continue
+        routes = routes_without_canary([svc], neighbours)
+        if any((str(r["kind"]), name_of(r)) in changing for r in routes):
+            continue
+        actions.extend(
+            Apply(r, f"remove backend {svc_name} from {r['kind']} {name_of(r)}") for r in routes
+        )
+        actions.append(
+            Delete(
+                "Service",
+                namespace_of(conversion.deployment),
+                svc_name,
+                "a generated Service the conversion no longer uses",
+            )
+        )
+    return actions
+
+
+def _named_by_another(neighbours: Neighbours, name: str, service: str) -> bool:
+    """Whether a Rollout other than ``name``'s names the Service (it is shared)."""
+    others = [r for r in neighbours.rollouts if name_of(r) != name]
+    return bool(rollouts_naming(others, "Service", service))
+
+
 def _parse_time(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
@@ -109,10 +208,14 @@ def _parse_time(value: object) -> datetime | None:
 
 
 def _generated_for(neighbours: Neighbours, name: str, keys: Keys) -> list[Mapping[str, Any]]:
+    """What was generated for the Deployment ``name``, except the Services another
+    Rollout names: those go to the Deployment that took the Service over (a rename)."""
     return [
         o
         for o in (*neighbours.rollouts, *neighbours.services)
-        if is_generated(o, keys) and labels_of(o).get(keys.generated_for) == name
+        if is_generated(o, keys)
+        and labels_of(o).get(keys.generated_for) == name
+        and not (o.get("kind") == "Service" and _named_by_another(neighbours, name, name_of(o)))
     ]
 
 
@@ -221,9 +324,7 @@ def _converge(
         )
     existing_rollout = neighbours.rollout_named(name)
     actions: list[ClusterAction] = []
-    for svc in conversion.services:
-        if _drift(svc, _find(neighbours.services, name_of(svc))):
-            actions.append(Apply(svc, f"generated Service {name_of(svc)}"))
+    actions.extend(_generated_services(conversion, neighbours, name, keys))
     for route in conversion.routes:
         actions.append(Apply(route, f"canary backend for {route['kind']} {name_of(route)}"))
     assert conversion.rollout is not None
@@ -232,6 +333,7 @@ def _converge(
         actions.append(Apply(conversion.rollout, f"{verb} Rollout {name}"))
     for hpa in conversion.hpas:
         actions.append(Apply(hpa, f"HPA {name_of(hpa)} scales the Rollout"))
+    actions.extend(_retired_services(conversion, neighbours, name, keys))
     wanted = annotations_of(conversion.deployment)
     have = annotations_of(deployment)
     changed = {k: v for k, v in wanted.items() if have.get(k) != v}

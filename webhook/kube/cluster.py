@@ -63,8 +63,12 @@ class PolicySink(Protocol):
         ...
 
 
-Listener = Callable[[str, dict[str, Any]], None]
-"""Told (kind, object) after each change the watches bring (the reconciler's trigger)."""
+Listener = Callable[[str, dict[str, Any], dict[str, Any] | None], None]
+"""Told (kind, object, previous) after each change the watches bring (the reconciler's
+trigger). ``previous`` is the object as the cache held it before (None: it was not
+cached), so a change that moves something away (a Service's selector, an HPA's target, a
+route's backends) still reaches what it used to concern. For a removal, ``object`` is the
+last state and the cache no longer holds it."""
 
 
 class ViewStore:
@@ -77,30 +81,38 @@ class ViewStore:
         self.kind = resource.kind
         self.listeners = listeners if listeners is not None else []
 
-    def _tell(self, obj: dict[str, Any]) -> None:
+    def _tell(self, obj: dict[str, Any], previous: dict[str, Any] | None) -> None:
         for listener in self.listeners:
             try:
-                listener(self.kind, obj)
+                listener(self.kind, obj, previous)
             except Exception:
                 log.exception("listener failed on %s", self.kind)
 
+    def _cached(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        return self.view.get(*MemoryClusterView.key(obj))
+
     def replace(self, items: list[dict[str, Any]]) -> None:
         items = [{**i, "kind": self.kind} for i in items]
+        before = {MemoryClusterView.key(o): o for o in self.view.list(self.kind, "")}
         fresh = {MemoryClusterView.key(i) for i in items}
-        gone = [o for o in self.view.list(self.kind, "") if MemoryClusterView.key(o) not in fresh]
+        gone = [o for k, o in before.items() if k not in fresh]
         self.view.replace_kind(self.kind, items)
-        for obj in (*items, *gone):
-            self._tell(obj)
+        for obj in items:
+            self._tell(obj, before.get(MemoryClusterView.key(obj)))
+        for obj in gone:
+            self._tell(obj, obj)
 
     def upsert(self, obj: dict[str, Any]) -> None:
         obj = {**obj, "kind": self.kind}
+        previous = self._cached(obj)
         self.view.put(obj)
-        self._tell(obj)
+        self._tell(obj, previous)
 
     def remove(self, obj: dict[str, Any]) -> None:
         obj = {**obj, "kind": self.kind}
+        previous = self._cached(obj)
         self.view.delete(obj)
-        self._tell(obj)
+        self._tell(obj, previous)
 
 
 class PolicyStore:

@@ -4,7 +4,9 @@ It reads only the watch-fed caches (the same view the admission path reads) and 
 through one adapter. Events on any kind are mapped to the Deployments they concern
 (a Service to the Deployments whose pods it selects, an HPA to its target, a route or
 a Namespace to the Deployments of its namespace, a Rollout or generated Service to the
-Deployment it was generated for), so no event ever lists the cluster. It runs only while
+Deployment it was generated for), both as the object is and as it was before the change,
+and a Service also to the Deployments whose Rollout names it; so no event ever lists the
+cluster. It runs only while
 this replica holds the leader Lease; the other replicas keep their caches warm.
 """
 
@@ -15,7 +17,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -36,7 +38,8 @@ from webhook.core.keys import DEFAULT_KEYS, Keys
 from webhook.core.objects import labels_of, name_of, namespace_of, spec_of
 from webhook.core.policy import Policy
 from webhook.core.reconcile import ORPHAN_GRACE, ReconcilePlan, plan_reconcile
-from webhook.core.services import selects_pods
+from webhook.core.references import names, rollout_references, rollouts_naming
+from webhook.core.services import own_selector, selects_pods
 from webhook.reconciler.queue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,10 @@ DeploymentRef = tuple[str, str]
 WRITE_TIMEOUT = 10.0
 EXPECTATION_SECONDS = 5.0
 RECONCILER_USER = "rollout-webhook:reconciler"
+_MOVABLE_KINDS = frozenset({"Service", "HorizontalPodAutoscaler", "Rollout"})
+"""Kinds whose change can move them away from a Deployment (a selector, a target, a
+generated object's label): the Deployments of the previous object are queued too. Routes
+and Namespaces concern their whole namespace either way."""
 
 
 class ReconcileWriter(Protocol):
@@ -74,6 +81,10 @@ class ReconcileWriter(Protocol):
         *,
         timeout: float,
     ) -> None: ...
+
+
+def _ref(obj: Mapping[str, Any]) -> tuple[str, str]:
+    return namespace_of(obj), name_of(obj)
 
 
 def _signature(action: ClusterAction) -> str:
@@ -166,8 +177,67 @@ class Reconciler:
             return {(ns, name_of(d)) for d in deployments if selects_pods(obj, d)}
         return {(namespace_of(d), name_of(d)) for d in deployments}
 
-    def on_change(self, kind: str, obj: Mapping[str, Any]) -> None:
-        for key in self.keys_for(kind, obj):
+    def _rollout_keys(self, rollouts: Iterable[Mapping[str, Any]]) -> set[DeploymentRef]:
+        """The Deployments of these Rollouts (a generated Rollout is named as its Deployment)."""
+        return {
+            (namespace_of(r), labels_of(r).get(self.keys.generated_for) or name_of(r))
+            for r in rollouts
+        }
+
+    def named_by(self, kind: str, obj: Mapping[str, Any]) -> set[DeploymentRef]:
+        """The Deployments whose cached Rollout names the Service ``obj``: they are concerned
+        even once its selector points elsewhere, or it is gone."""
+        rollouts = self.view.list("Rollout", namespace_of(obj))
+        return self._rollout_keys(rollouts_naming(rollouts, kind, name_of(obj)))
+
+    def sharing(
+        self, rollout: Mapping[str, Any], previous: Mapping[str, Any] | None
+    ) -> set[DeploymentRef]:
+        """When a Rollout goes or stops naming a Service, the other Deployments whose Rollout
+        names that Service (a renamed Deployment waiting to take a generated Service over)."""
+        ns, name = namespace_of(rollout), name_of(rollout)
+        before = rollout_references(previous if previous is not None else rollout)
+        now = (
+            frozenset()
+            if self.view.get("Rollout", ns, name) is None
+            else (rollout_references(rollout))
+        )
+        released = {n for kind, n in before - now if kind == "Service"}
+        if not released:
+            return set()
+        others = [r for r in self.view.list("Rollout", ns) if name_of(r) != name]
+        return self._rollout_keys(
+            r for r in others if any(names(r, "Service", svc) for svc in released)
+        )
+
+    def keys_for_change(
+        self, kind: str, obj: Mapping[str, Any], previous: Mapping[str, Any] | None = None
+    ) -> set[DeploymentRef]:
+        """The Deployments a change concerns: those of the object as it is now, of the object
+        as it was (a selector, a target or a label that moved away), and those whose Rollout
+        names it."""
+        keys = self.keys_for(kind, obj)
+        if previous is not None and kind in _MOVABLE_KINDS:
+            keys |= self.keys_for(kind, previous)
+        if kind == "Service" and self._reselected(obj, previous):
+            keys |= self.named_by(kind, obj)
+        elif kind == "Rollout":
+            keys |= self.sharing(obj, previous)
+        return keys
+
+    def _reselected(self, service: Mapping[str, Any], previous: Mapping[str, Any] | None) -> bool:
+        """Whether a Service event may concern a Rollout whose pods it does not select: it
+        was created, deleted, or its selector changed. (Argo's pinning of the selector to a
+        ReplicaSet, the bulk of Service updates, is none of these. A route event already
+        reaches every Deployment of its namespace.)"""
+        if previous is None or self.view.get("Service", *_ref(service)) is None:
+            return True
+        return own_selector(service) != own_selector(previous)
+
+    def on_change(
+        self, kind: str, obj: Mapping[str, Any], previous: Mapping[str, Any] | None = None
+    ) -> None:
+        for key in self.keys_for_change(kind, obj, previous):
             if key[0] not in self.excluded_namespaces:
                 self.queue.add(key)
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import yaml
 
-from tests.builders import deployment, hpa, opted_in, service
+from tests.builders import deployment, hpa, httproute, opted_in, service
 from tests.webhook.core.conftest import POLICY, plan
 from webhook.core.convert import Neighbours
 from webhook.core.keys import DEFAULT_KEYS as K
+from webhook.core.objects import applied_hash
 
 # --- the Rollout and the Deployment ------------------------------------------
 
@@ -132,3 +136,52 @@ def test_warnings_are_plain_strings() -> None:
     result = plan(opted_in())
     assert all(isinstance(w, str) for w in result.warnings)
     yaml.safe_dump(list(result.warnings))
+
+
+# --- the applied hash on generated objects -----------------------------------
+
+
+def _hashes(dep: dict[str, Any], *neighbours: dict[str, Any]) -> tuple[str, ...]:
+    result = plan(dep, neighbours=_neighbours(*neighbours))
+    generated = [result.rollout, *result.services]
+    return tuple(o["metadata"]["annotations"][K.applied_hash] for o in generated)
+
+
+def _neighbours(*objs: dict[str, Any]) -> Neighbours:
+    return Neighbours(
+        services=tuple(o for o in objs if o["kind"] == "Service"),
+        http_routes=tuple(o for o in objs if o["kind"] == "HTTPRoute"),
+    )
+
+
+def test_generated_objects_carry_the_hash_of_their_manifest() -> None:
+    result = plan(opted_in(), neighbours=_neighbours(service()))
+    for obj in (result.rollout, *result.services):
+        assert obj["metadata"]["annotations"][K.applied_hash] == applied_hash(obj, K)
+    assert K.applied_hash not in (result.deployment["metadata"].get("annotations") or {})
+
+
+@pytest.mark.parametrize(
+    ("what", "before", "after", "rollout_changes", "clone_changes"),
+    [
+        ("the same inputs", opted_in(), opted_in(), False, False),
+        ("replicas only", opted_in(), opted_in(replicas=7), False, False),
+        ("a label", opted_in(), opted_in(labels={"team": "a"}), True, False),
+        ("the rolling update", opted_in(), opted_in(strategy=None), True, False),
+    ],
+)
+def test_the_hash_follows_the_manifest_except_replicas(
+    what: str, before: Any, after: Any, rollout_changes: bool, clone_changes: bool
+) -> None:
+    first, second = _hashes(before, service()), _hashes(after, service())
+    assert (first[0] != second[0], first[1] != second[1]) == (rollout_changes, clone_changes), what
+
+
+def test_the_hash_changes_when_a_service_or_route_goes() -> None:
+    both = _hashes(opted_in(), service(), httproute())
+    assert _hashes(opted_in(), service())[0] != both[0]  # trafficRouting gone
+    only_rollout = plan(opted_in()).rollout
+    assert only_rollout["metadata"]["annotations"][K.applied_hash] != both[0]
+    wider = service(selector={"app": "web", "tier": "front"})
+    dep = opted_in(pod_labels={"app": "web", "tier": "front"})
+    assert _hashes(dep, wider)[1] != _hashes(dep, service())[1]  # the clone's selector

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from tests.builders import deployment, hpa, httproute, merge, opted_in, service
+from tests.builders import (
+    deployment,
+    hpa,
+    httproute,
+    merge,
+    opted_in,
+    server_side_apply,
+    service,
+)
 from webhook.core.actions import Apply, Delete, DeleteOrphanReplicaSets, Emit, Patch
 from webhook.core.convert import Neighbours
 from webhook.core.keys import DEFAULT_KEYS as K
@@ -49,8 +57,7 @@ class Cluster:
         for action in plan.actions:
             if isinstance(action, Apply):
                 key = (action.manifest["kind"], action.manifest["metadata"]["name"])
-                current = self.objs.get(key, {})
-                self.objs[key] = merge(current, action.manifest)
+                self.objs[key] = server_side_apply(self.objs.get(key, {}), action.manifest)
                 self.objs[key]["metadata"].setdefault("creationTimestamp", NOW.isoformat())
             elif isinstance(action, Patch):
                 self.objs[(action.kind, action.name)] = merge(
@@ -368,3 +375,185 @@ def test_a_blue_green_rollout_lets_go_of_its_services_before_it_goes() -> None:
     assert rollout is not None
     assert rollout["spec"]["strategy"] == {"canary": {"steps": []}}
     assert "delete Rollout" in kinds(cluster.plan())
+
+
+# --- what goes away after the conversion ---------------------------------------------------
+
+
+def rollout_applies(plan: ReconcilePlan) -> list[dict[str, Any]]:
+    return [
+        a.manifest for a in plan.actions if isinstance(a, Apply) and a.manifest["kind"] == "Rollout"
+    ]
+
+
+def converted(*objs: dict[str, Any]) -> Cluster:
+    """A cluster where ``web`` (opted in, running) is converted and the plan is done."""
+    cluster = Cluster(running(opted_in(uid="u1")), *objs)
+    cluster.carry_out(cluster.plan())
+    assert cluster.plan().actions == ()
+    return cluster
+
+
+def test_a_deleted_stable_service_leaves_the_rollout_and_its_canary_goes() -> None:
+    cluster = converted(service(), httproute())
+    assert cluster.get("Service", "web-canary") is not None
+    del cluster.objs[("Service", "web")]
+    plan = cluster.plan()
+    assert kinds(plan) == ["apply Rollout", "apply HTTPRoute", "delete Service"]
+    canary = rollout_applies(plan)[0]["spec"]["strategy"]["canary"]
+    for gone in ("stableService", "canaryService", "trafficRouting"):
+        assert gone not in canary
+    route = next(
+        a.manifest
+        for a in plan.actions
+        if isinstance(a, Apply) and a.manifest["kind"] == "HTTPRoute"
+    )
+    assert [r["name"] for r in route["spec"]["rules"][0]["backendRefs"]] == ["web"]
+    assert plan.actions[-1] == Delete(
+        "Service", "prod", "web-canary", "a generated Service the conversion no longer uses"
+    )
+    cluster.carry_out(plan)
+    rollout = cluster.get("Rollout", "web")
+    assert rollout is not None
+    assert "stableService" not in rollout["spec"]["strategy"]["canary"]
+    assert cluster.plan().actions == ()
+
+
+def _drop_route(cluster: Cluster) -> None:
+    del cluster.objs[("HTTPRoute", "web")]
+
+
+def _drop_stable_service(cluster: Cluster) -> None:
+    del cluster.objs[("Service", "web")]
+
+
+def _move_selector_away(cluster: Cluster) -> None:
+    svc = cluster.get("Service", "web")
+    assert svc is not None
+    svc["spec"]["selector"] = {"app": "other"}
+
+
+def _drop_a_selector_key(cluster: Cluster) -> None:
+    svc = cluster.get("Service", "web")
+    assert svc is not None
+    svc["spec"]["selector"] = {"app": "web"}
+
+
+@pytest.mark.parametrize(
+    ("change", "gone"),
+    [
+        (_drop_route, {"trafficRouting"}),
+        (_drop_stable_service, {"stableService", "canaryService", "trafficRouting"}),
+        (_move_selector_away, {"stableService", "canaryService", "trafficRouting"}),
+    ],
+)
+def test_a_field_the_plan_no_longer_sends_is_drift(change: Any, gone: set[str]) -> None:
+    """``contains`` accepts extra keys: the applied hash is what makes a removal drift."""
+    cluster = converted(service(), httproute())
+    change(cluster)
+    applies = rollout_applies(cluster.plan())
+    assert applies, kinds(cluster.plan())
+    assert not gone & set(applies[0]["spec"]["strategy"]["canary"])
+    cluster.carry_out(cluster.plan())
+    assert cluster.plan().actions == ()
+
+
+def test_a_selector_key_dropped_from_the_stable_service_reaches_the_canary_clone() -> None:
+    cluster = converted(service(selector={"app": "web", "tier": "front"}))
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["spec"]["template"]["metadata"]["labels"]["tier"] = "front"
+    cluster.carry_out(cluster.plan())
+    _drop_a_selector_key(cluster)
+    plan = cluster.plan()
+    clones = [a.manifest for a in plan.actions if isinstance(a, Apply)]
+    assert [c["spec"]["selector"] for c in clones if c["kind"] == "Service"] == [{"app": "web"}]
+    cluster.carry_out(plan)
+    canary = cluster.get("Service", "web-canary")
+    assert canary is not None
+    assert canary["spec"]["selector"] == {"app": "web"}
+
+
+def test_a_policy_key_removed_is_drift_under_immediate() -> None:
+    text = (
+        "defaultEnvironment: prod\nrolloutUpdates: immediate\nenvironments:\n"
+        "  prod:\n    rollout: {canary: {steps: [{setWeight: 33}, {pause: {duration: 1m}}]}}\n"
+    )
+    before = parse_policy_text(text)
+    cluster = Cluster(running(opted_in(uid="u1")), service())
+    cluster.carry_out(cluster.plan(policy=before))
+    assert cluster.plan(policy=before).actions == ()
+    after = parse_policy_text(text.replace("{duration: 1m}", "{}"))
+    applies = rollout_applies(cluster.plan(policy=after))
+    assert applies
+    assert applies[0]["spec"]["strategy"]["canary"]["steps"][1] == {"pause": {}}
+    cluster.carry_out(cluster.plan(policy=after))
+    rollout = cluster.get("Rollout", "web")
+    assert rollout is not None
+    assert rollout["spec"]["strategy"]["canary"]["steps"][1] == {"pause": {}}
+    assert cluster.plan(policy=after).actions == ()
+
+
+def test_replicas_alone_do_not_change_the_applied_hash() -> None:
+    cluster = converted(service())
+    rollout = cluster.get("Rollout", "web")
+    assert rollout is not None
+    rollout["spec"]["replicas"] = 7  # an HPA or a person scaled the Rollout
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["metadata"]["annotations"][K.original_replicas] = "7"
+    assert cluster.plan().actions == ()
+
+
+def test_a_generated_service_named_by_the_rollout_waits_until_the_rollout_lets_go() -> None:
+    cluster = converted(service())
+    rollout = cluster.get("Rollout", "web")
+    assert rollout is not None
+    canary = cluster.get("Service", "web-canary")
+    assert canary is not None
+    stale = copy.deepcopy(canary)
+    stale["metadata"]["name"] = "old-canary"
+    cluster.objs[("Service", "old-canary")] = stale
+    # Still named by the cached Rollout, and by the planned one: kept.
+    rollout["spec"]["strategy"]["canary"]["canaryService"] = "old-canary"
+    other = copy.deepcopy(rollout)
+    other["metadata"]["name"] = "api"
+    cluster.objs[("Rollout", "api")] = other
+    plan = cluster.plan()
+    assert "delete Service" not in kinds(plan)  # api's Rollout names it
+    del cluster.objs[("Rollout", "api")]
+    assert kinds(cluster.plan())[-1] == "delete Service"
+
+
+# --- a Deployment renamed: the new one takes the generated Service over --------------------
+
+
+def test_a_renamed_deployment_takes_the_canary_service_over_once_the_old_rollout_goes() -> None:
+    cluster = converted(service())
+    cluster.objs[("Deployment", "web-v2")] = running(
+        opted_in("web-v2", uid="u2", pod_labels={"app": "web"})
+    )
+    first = cluster.plan("web-v2")
+    assert "apply Service" not in kinds(first)
+    assert "event ServiceShared" in kinds(first)
+    cluster.carry_out(first)
+    assert cluster.plan("web-v2").writes == ()  # no tug of war while both Rollouts exist
+    assert cluster.plan("web").writes == ()
+    canary = cluster.get("Service", "web-canary")
+    assert canary is not None
+    assert canary["metadata"]["labels"][K.generated_for] == "web"
+
+    del cluster.objs[("Deployment", "web")]
+    orphaned = cluster.plan("web", now=NOW + timedelta(minutes=5))
+    # The Rollout goes; the canary Service, named by web-v2's Rollout, stays.
+    assert kinds(orphaned) == ["delete Rollout"]
+    cluster.carry_out(orphaned)
+    takeover = cluster.plan("web-v2")
+    assert kinds(takeover) == ["apply Service"]
+    cluster.carry_out(takeover)
+    canary = cluster.get("Service", "web-canary")
+    assert canary is not None
+    assert canary["metadata"]["labels"][K.generated_for] == "web-v2"
+    assert canary["metadata"]["ownerReferences"][0]["uid"] == "u2"
+    assert cluster.plan("web", now=NOW + timedelta(minutes=5)).state == "absent"
+    assert cluster.plan("web-v2").actions == ()

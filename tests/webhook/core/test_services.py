@@ -8,6 +8,7 @@ from tests.builders import opted_in, service
 from tests.webhook.core.conftest import plan
 from webhook.core.convert import Neighbours
 from webhook.core.keys import DEFAULT_KEYS as K
+from webhook.core.objects import applied_hash
 
 # --- Services ------------------------------------------------------------------
 
@@ -17,6 +18,8 @@ def test_canary_service_clone() -> None:
     svc["spec"].update(type="LoadBalancer", clusterIP="10.0.0.1")
     svc["spec"]["ports"][0]["nodePort"] = 30080
     result = plan(opted_in(), neighbours=Neighbours(services=(svc,)))
+    clone = result.services[0]
+    assert clone["metadata"]["annotations"] == {K.applied_hash: applied_hash(clone, K)}
     assert result.services == (
         {
             "apiVersion": "v1",
@@ -25,6 +28,7 @@ def test_canary_service_clone() -> None:
                 "name": "web-canary",
                 "namespace": "prod",
                 "labels": {K.managed: "true", K.generated_for: "web"},
+                "annotations": {K.applied_hash: applied_hash(clone, K)},
             },
             "spec": {
                 "type": "ClusterIP",

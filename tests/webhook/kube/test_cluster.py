@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -30,21 +31,27 @@ def test_policy_store_follows_the_configmap() -> None:
 
 def test_listeners_hear_every_change_and_list_all_namespaces() -> None:
     view = MemoryClusterView()
-    heard: list[tuple[str, str]] = []
-    store = ViewStore(
-        view, DEPLOYMENT, [lambda kind, obj: heard.append((kind, obj["metadata"]["name"]))]
-    )
+    heard: list[tuple[str, str, str | None]] = []
+
+    def listener(kind: str, obj: dict[str, Any], previous: dict[str, Any] | None) -> None:
+        version = previous["metadata"]["resourceVersion"] if previous is not None else None
+        heard.append((kind, obj["metadata"]["name"], version))
+
+    store = ViewStore(view, DEPLOYMENT, [listener])
     store.replace([dep("a", "1"), dep("b", "1", namespace="pay")])
     store.upsert(dep("c", "2"))
+    store.upsert(dep("c", "3"))
     store.remove(dep("a", "3"))
     store.replace([dep("c", "4")])  # a re-list: "b" is gone, and is told as such
+    # Each change is told with the object as the cache held it before (None: new).
     assert heard == [
-        ("Deployment", "a"),
-        ("Deployment", "b"),
-        ("Deployment", "c"),
-        ("Deployment", "a"),
-        ("Deployment", "c"),
-        ("Deployment", "b"),
+        ("Deployment", "a", None),
+        ("Deployment", "b", None),
+        ("Deployment", "c", None),
+        ("Deployment", "c", "2"),
+        ("Deployment", "a", "1"),
+        ("Deployment", "c", "3"),
+        ("Deployment", "b", "1"),
     ]
     store.upsert(dep("d", "5", namespace="pay"))
     assert sorted(o["metadata"]["name"] for o in view.list("Deployment", "")) == ["c", "d"]

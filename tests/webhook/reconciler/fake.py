@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.builders import merge
+from tests.builders import merge, server_side_apply
 
 Obj = dict[str, Any]
 
@@ -21,7 +21,8 @@ class FakeAPI:
         self.objects: dict[tuple[str, str, str], Obj] = {}
         self.events: list[tuple[str, str, str]] = []
         self.calls: list[str] = []
-        self.watchers: list[Callable[[str, Obj], None]] = []
+        self.watchers: list[Callable[[str, Obj, Obj | None], None]] = []
+        """Told (kind, object, previous) after each change, as the caches' listeners are."""
         self.fail_next: dict[str, int] = {}
         self.lock = threading.Lock()
         self.orphan_deletes = 0
@@ -45,16 +46,17 @@ class FakeAPI:
         meta.setdefault("creationTimestamp", datetime.now(UTC).isoformat())
         key = (obj["kind"], meta.get("namespace", ""), meta["name"])
         with self.lock:
+            previous = self.objects.get(key)
             self.objects[key] = copy.deepcopy(obj)
         for watch in self.watchers:
-            watch(obj["kind"], obj)
+            watch(obj["kind"], obj, previous)
 
     def remove(self, kind: str, namespace: str, name: str) -> None:
         with self.lock:
             obj = self.objects.pop((kind, namespace, name), None)
         if obj is not None:
             for watch in self.watchers:
-                watch(kind, obj)
+                watch(kind, obj, obj)
 
     # --- the writer --------------------------------------------------------
     def _maybe_fail(self, verb: str) -> None:
@@ -67,7 +69,7 @@ class FakeAPI:
         meta = manifest["metadata"]
         self.calls.append(f"apply {manifest['kind']} {meta['name']}")
         current = self.get(str(manifest["kind"]), meta.get("namespace", ""), meta["name"]) or {}
-        self.put(merge(current, manifest))
+        self.put(server_side_apply(current, manifest))
 
     def patch(
         self, kind: str, namespace: str, name: str, patch: Mapping[str, Any], *, timeout: float

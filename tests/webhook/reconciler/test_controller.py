@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
-from tests.builders import hpa, opted_in, service
+import pytest
+
+from tests.builders import hpa, httproute, opted_in, service
 from tests.webhook.reconciler.fake import FakeAPI
 from webhook.core.audit import DecisionFacts
 from webhook.core.keys import DEFAULT_KEYS as K
@@ -184,3 +189,138 @@ def test_excluded_namespaces_are_never_touched() -> None:
     assert len(reconciler.queue) == 0
     assert reconciler.reconcile(("kube-system", "web")) is None
     assert api.calls == []
+
+
+# --- a change reaches the Deployments it moved away from ------------------------------------
+
+
+def converted_pair() -> tuple[FakeAPI, Reconciler]:
+    """``web`` and ``api`` converted, each with its Service; not started."""
+    api = FakeAPI()
+    for name in ("web", "api"):
+        api.put(service(name))
+        api.put(opted_in(name, uid=f"u-{name}"))
+    reconciler, _ = make(api)
+    for name in ("web", "api"):
+        reconciler.reconcile(("prod", name))
+    return api, reconciler
+
+
+def _moved(obj: dict[str, Any], path: tuple[str, ...], value: object) -> dict[str, Any]:
+    moved = copy.deepcopy(obj)
+    target = moved
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return moved
+
+
+@pytest.mark.parametrize(
+    ("kind", "before", "path", "value", "queued"),
+    [
+        # A Service's selector moves from web's pods to api's: both, and web through its Rollout.
+        ("Service", service("web"), ("spec", "selector"), {"app": "api"}, {"web", "api"}),
+        # An HPA moves from Deployment web to Deployment api.
+        (
+            "HorizontalPodAutoscaler",
+            hpa("web"),
+            ("spec", "scaleTargetRef", "name"),
+            "api",
+            {"web", "api"},
+        ),
+        # A Service that selects nothing any more, named by web's Rollout.
+        ("Service", service("web"), ("spec", "selector"), {"app": "gone"}, {"web"}),
+    ],
+)
+def test_a_change_queues_the_deployment_it_moved_away_from(
+    kind: str, before: dict[str, Any], path: tuple[str, ...], value: object, queued: set[str]
+) -> None:
+    _, reconciler = converted_pair()
+    after = _moved(before, path, value)
+    assert {n for _, n in reconciler.keys_for_change(kind, after, before)} == queued
+    # Without the previous object only the new state's Deployments (and Rollouts) count.
+    assert reconciler.keys_for(kind, after) <= reconciler.keys_for_change(kind, after, before)
+
+
+def test_a_deleted_service_queues_the_deployment_whose_rollout_names_it() -> None:
+    api, reconciler = converted_pair()
+    moved = _moved(service("web"), ("spec", "selector"), {"app": "nobody"})
+    api.put(moved)
+    # Still there, with an unchanged selector (Argo pinning it, say): its own Deployments only.
+    assert reconciler.keys_for_change("Service", moved, moved) == set()
+    api.remove("Service", "prod", "web")
+    # Deleted, with a last state that selects nothing: only the Rollout still ties it to web.
+    assert reconciler.keys_for("Service", moved) == set()
+    assert reconciler.keys_for_change("Service", moved, moved) == {("prod", "web")}
+
+
+def test_a_rollout_that_goes_queues_the_deployments_sharing_its_services() -> None:
+    api, reconciler = converted_pair()
+    api.put(opted_in("web-v2", uid="u-v2", pod_labels={"app": "web"}))
+    reconciler.reconcile(("prod", "web-v2"))
+    rollout = api.get("Rollout", "prod", "web")
+    assert rollout is not None
+    with api.lock:
+        del api.objects[("Rollout", "prod", "web")]
+    assert reconciler.keys_for_change("Rollout", rollout, rollout) == {
+        ("prod", "web"),
+        ("prod", "web-v2"),
+    }
+    # A status update that names the same Services queues only its own Deployment.
+    api.put(rollout)
+    assert reconciler.keys_for_change("Rollout", rollout, rollout) == {("prod", "web")}
+
+
+def test_a_deleted_service_converges_through_the_loop() -> None:
+    api = FakeAPI()
+    api.put(service())
+    api.put(httproute())
+    api.put(opted_in(uid="u"))
+    reconciler, _ = make(api)
+    reconciler.reconcile(("prod", "web"))
+    assert api.get("Service", "prod", "web-canary") is not None
+    reconciler.start()
+    try:
+        api.remove("Service", "prod", "web")
+
+        def released() -> bool:
+            canary = (api.get("Rollout", "prod", "web") or {})["spec"]["strategy"]["canary"]
+            return not {"stableService", "canaryService", "trafficRouting"} & set(canary)
+
+        assert until(released)
+        assert until(lambda: api.get("Service", "prod", "web-canary") is None)
+        route = api.get("HTTPRoute", "prod", "web")
+        assert route is not None
+        assert [r["name"] for r in route["spec"]["rules"][0]["backendRefs"]] == ["web"]
+        # Recreated: named again, its canary back.
+        api.put(service())
+        assert until(lambda: api.get("Service", "prod", "web-canary") is not None)
+        assert until(lambda: not released())
+    finally:
+        reconciler.stop()
+
+
+def test_a_renamed_deployment_ends_with_everything_generated_for_the_new_name() -> None:
+    api = FakeAPI()
+    api.put(service())
+    api.put(opted_in(uid="u1"))
+    reconciler, _ = make(api, orphan_grace=timedelta(0))
+    reconciler.reconcile(("prod", "web"))
+    reconciler.start()
+    try:
+        api.put(opted_in("web-v2", uid="u2", pod_labels={"app": "web"}))
+        assert until(lambda: api.get("Rollout", "prod", "web-v2") is not None)
+        api.remove("Deployment", "prod", "web")
+
+        def generated_for(name: str) -> list[str]:
+            return [
+                o["metadata"]["name"]
+                for kind in ("Rollout", "Service")
+                for o in api.list(kind, "prod")
+                if (o["metadata"].get("labels") or {}).get(K.generated_for) == name
+            ]
+
+        assert until(lambda: generated_for("web") == [])
+        assert until(lambda: generated_for("web-v2") == ["web-v2", "web-canary"])
+    finally:
+        reconciler.stop()
