@@ -180,6 +180,15 @@ class Reconciler:
             if key[0] not in self.excluded_namespaces:
                 self.queue.add(key)
 
+    def policy_changed(self, policy: Policy) -> None:
+        """A new policy is in force: every service may have to follow it (its
+        ``rolloutUpdates``, an environment switched off or on), so every key is queued now
+        rather than at the next resync. Not before this replica leads with synced caches:
+        the resync thread queues everything at that moment anyway."""
+        del policy  # each pass reads the policy in force when it runs
+        if self.is_leader() and self.synced():
+            self.enqueue_all()
+
     # --- one pass ---------------------------------------------------------------
 
     def plan(self, key: DeploymentRef) -> ReconcilePlan | None:

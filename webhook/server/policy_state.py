@@ -4,6 +4,10 @@ A valid new policy replaces the old one at once (admission reads ``current`` on 
 request). An invalid one is refused: logged with every error, counted, and the last good
 policy stays in force. A deleted ConfigMap brings back the built-in policy, the same
 policy the product runs with when there never was a ConfigMap.
+
+Whoever must act on a new policy (the reconciler: every opted-in service may have to
+follow it) registers a listener; it is called on the watch thread after each change of
+the policy in force, never for a refused one.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class PolicyState:
         self._policy = initial
         self._on_reload = on_reload
         self.last_error: PolicyInvalid | None = None
+        self.listeners: list[Callable[[Policy], None]] = []
 
     @property
     def current(self) -> Policy | None:
@@ -45,6 +50,15 @@ class PolicyState:
     def set(self, policy: Policy) -> None:
         with self._lock:
             self._policy = policy
+
+    def _changed(self, previous: Policy | None, policy: Policy) -> None:
+        if previous is not None and previous.version == policy.version:
+            return
+        for listener in list(self.listeners):
+            try:
+                listener(policy)
+            except Exception:  # one listener's bug must not stop the policy watch
+                log.exception("policy listener failed")
 
     def _count(self, result: str) -> None:
         if self._on_reload is not None:
@@ -65,12 +79,16 @@ class PolicyState:
         if previous is None or previous.version != policy.version:
             log.info("policy %s applied", policy.version)
             self._count("applied")
+        self._changed(previous, policy)
         return True
 
     def configmap_absent(self, *, deleted: bool) -> None:
         """No ConfigMap (never created, or deleted): the built-in policy applies."""
-        self.set(builtin_policy())
+        previous = self.current
+        policy = builtin_policy()
+        self.set(policy)
         self.last_error = None
         if deleted:
             log.warning("policy ConfigMap deleted: the built-in policy applies")
             self._count("removed")
+        self._changed(previous, policy)

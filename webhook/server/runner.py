@@ -346,6 +346,7 @@ def start_reconciler(
         orphan_grace=dt.timedelta(seconds=settings.orphan_grace_seconds),
     )
     cluster.listeners.append(reconciler.on_change)
+    policy.listeners.append(reconciler.policy_changed)
     leader.start()
     reconciler.start()
 
