@@ -158,7 +158,7 @@ def _build(
     if settings.reconcile and settings.has_cluster:
         connection = _api_connection(cluster)
         if connection is not None:
-            cleanups.append(start_reconciler(settings, connection, policy_state, audit))
+            cleanups.append(start_reconciler(settings, connection, policy_state, audit, metrics))
 
     engine = AdmissionEngine(
         settings=settings,
@@ -314,7 +314,11 @@ def start_rotation(settings: ServeSettings, cluster: Cluster, cert_dir: Path) ->
 
 
 def start_reconciler(
-    settings: ServeSettings, cluster: Cluster, policy: PolicyState, audit: AuditTrail
+    settings: ServeSettings,
+    cluster: Cluster,
+    policy: PolicyState,
+    audit: AuditTrail,
+    metrics: Metrics | None = None,
 ) -> Callable[[], None]:
     """Run the reconciler on ``cluster``'s caches, led by a Lease; returns its stop.
 
@@ -344,6 +348,7 @@ def start_reconciler(
         synced=cluster.view.synced,
         excluded_namespaces=settings.reconciler_excluded_namespaces,
         orphan_grace=dt.timedelta(seconds=settings.orphan_grace_seconds),
+        metrics=metrics,
     )
     cluster.listeners.append(reconciler.on_change)
     policy.listeners.append(reconciler.policy_changed)
