@@ -24,9 +24,10 @@ from webhook.core.hpa import hpas_for
 from webhook.core.keys import DEFAULT_KEYS, Keys
 from webhook.core.objects import annotations_of, is_generated, name_of, namespace_of
 from webhook.core.policy import Policy, builtin_policy, policy_from_configmap
-from webhook.core.reconcile import plan_reconcile
+from webhook.core.reconcile import ReconcilePlan, plan_reconcile
 from webhook.core.routes import httproute_references, virtualservice_references
 from webhook.core.selection import resolve_opt_in
+from webhook.core.service_state import parse_state
 from webhook.kube.resources import CACHED_KINDS
 from webhook.kube.view import MemoryClusterView
 from webhook.server.settings import DEFAULT_NAMESPACE, DEFAULT_POLICY_CONFIGMAP
@@ -35,7 +36,8 @@ from webhook.server.settings import DEFAULT_NAMESPACE, DEFAULT_POLICY_CONFIGMAP
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "status",
-        help="every opted-in service: environment, strategy, Rollout phase, HPA, routes, drift",
+        help="every opted-in service: environment, strategy, Rollout phase, HPA, routes, "
+        "the reconciler's state and why, drift",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -53,6 +55,36 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--policy-configmap", default=DEFAULT_POLICY_CONFIGMAP)
     parser.set_defaults(func=run)
+
+
+def reconciler_state(
+    deployment: Mapping[str, Any], plan: ReconcilePlan, keys: Keys = DEFAULT_KEYS
+) -> dict[str, Any]:
+    """What the reconciler is at for this service.
+
+    - ``failing`` / ``blocked``: its last pass failed (retried with backoff / not retried
+      until the Deployment or the policy changes), as the annotation it writes says;
+    - ``blocked`` too when the planner refuses the conversion (the reason is the refusal);
+    - ``pending``: no failure recorded, but its plan still has writes to make, or it waits
+      on the cluster (an opt-out waits for pods): within the bounds of docs/reconciler.md
+      that is the reconciler at work, beyond them read the Deployment's Events;
+    - ``converged``: nothing left to do.
+    """
+    recorded = parse_state(annotations_of(deployment).get(keys.reconciler_state))
+    if recorded is not None:
+        reason = f"{recorded.get('step')}: {recorded.get('message')}"
+        if recorded.get("fix"):
+            reason += f". To fix: {recorded['fix']}"
+        return {"state": recorded["state"], "reason": reason, "since": recorded.get("since")}
+    if plan.state == "refused":
+        detail = "; ".join(plan.conversion.warnings) if plan.conversion else ""
+        return {
+            "state": "blocked",
+            "reason": f"{plan.summary}: {detail}" if detail else plan.summary,
+        }
+    if plan.writes or plan.requeue_after is not None:
+        return {"state": "pending", "reason": plan.summary}
+    return {"state": "converged", "reason": None}
 
 
 def service_rows(
@@ -112,6 +144,7 @@ def service_rows(
                 else None,
                 "routes": routes,
                 "state": plan.state,
+                "reconciler": reconciler_state(deployment, plan, keys),
                 "drift": [a.why for a in plan.actions if not isinstance(a, Emit)],
                 "policyVersion": annotations.get(keys.policy_version),
             }
@@ -120,7 +153,18 @@ def service_rows(
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    headers = ("NAMESPACE", "NAME", "ENVIRONMENT", "STRATEGY", "PHASE", "HPA", "ROUTES", "DRIFT")
+    headers = (
+        "NAMESPACE",
+        "NAME",
+        "ENVIRONMENT",
+        "STRATEGY",
+        "PHASE",
+        "HPA",
+        "ROUTES",
+        "RECONCILER",
+        "DRIFT",
+        "REASON",
+    )
     lines = [
         (
             r["namespace"],
@@ -130,7 +174,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
             r["phase"],
             r["hpaTarget"] or "-",
             ",".join(r["routes"]) or "-",
+            r["reconciler"]["state"],
             "; ".join(r["drift"]) or "none",
+            r["reconciler"]["reason"] or "-",
         )
         for r in rows
     ]

@@ -79,6 +79,13 @@ class Keys:
         return f"{self.prefix}refused"
 
     @property
+    def reconciler_state(self) -> str:
+        """Annotation on a Deployment whose reconcile fails: JSON saying since when, at which
+        step, why, and what to fix (``webhook.core.service_state``); removed once a pass
+        succeeds. ``rollout-webhook status`` reads it."""
+        return f"{self.prefix}reconciler"
+
+    @property
     def managed(self) -> str:
         """Label on every object the product generates (Rollout, canary/preview Services)."""
         return f"{self.prefix}managed"
@@ -96,6 +103,7 @@ class Keys:
             self.applied_environment,
             self.applied_strategy,
             self.policy_version,
+            self.reconciler_state,
         )
 
 

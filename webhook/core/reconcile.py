@@ -294,16 +294,21 @@ def _gitops_drain(
     ]
 
 
-def _converge(
+def _conversion(
     deployment: Mapping[str, Any],
     neighbours: Neighbours,
     policy: Policy,
     keys: Keys,
     rollout_schema: RolloutSchema | None = None,
-) -> ReconcilePlan:
-    namespace = str(meta(deployment).get("namespace", ""))
-    name = name_of(deployment)
-    conversion = plan_conversion(
+) -> Conversion:
+    """The conversion as the reconciler plans it: an UPDATE of the stored Deployment.
+
+    Only ``rolloutUpdates: immediate`` lets the reconciler move an existing Rollout to the
+    policy's strategy; under ``nextChange`` the next admitted change of the Deployment
+    does, and under ``never`` nothing does (``_kept_strategy`` in the conversion). With
+    ``rollout_schema``, a Rollout the served schema refuses makes a refusal.
+    """
+    return plan_conversion(
         deployment,
         neighbours,
         policy,
@@ -313,24 +318,40 @@ def _converge(
         update_strategy=policy.rollout_updates == "immediate",
         rollout_schema=rollout_schema,
     )
-    if conversion.decision == "refuse":
-        return ReconcilePlan(
-            namespace,
-            name,
-            "refused",
-            conversion.reason,
-            (Emit("ConversionRefused", "; ".join(conversion.warnings)[:1000], "Warning"),),
-            conversion=conversion,
-        )
+
+
+def _refused(deployment: Mapping[str, Any], conversion: Conversion) -> ReconcilePlan:
+    """The policy cannot convert this service as it is: nothing is written, and nothing is
+    tried again until the Deployment, a neighbour or the policy changes (a new event)."""
+    return ReconcilePlan(
+        str(meta(deployment).get("namespace", "")),
+        name_of(deployment),
+        "refused",
+        conversion.reason,
+        (Emit("ConversionRefused", "; ".join(conversion.warnings)[:1000], "Warning"),),
+        conversion=conversion,
+    )
+
+
+def _converge(
+    deployment: Mapping[str, Any],
+    neighbours: Neighbours,
+    policy: Policy,
+    keys: Keys,
+    conversion: Conversion,
+    rollout: Obj,
+) -> ReconcilePlan:
+    """The writes that make the cluster hold ``conversion`` (whose Rollout is ``rollout``)."""
+    namespace = str(meta(deployment).get("namespace", ""))
+    name = name_of(deployment)
     existing_rollout = neighbours.rollout_named(name)
     actions: list[ClusterAction] = []
     actions.extend(_generated_services(conversion, neighbours, name, keys))
     for route in conversion.routes:
         actions.append(Apply(route, f"canary backend for {route['kind']} {name_of(route)}"))
-    assert conversion.rollout is not None
-    if _drift(conversion.rollout, existing_rollout):
+    if _drift(rollout, existing_rollout):
         verb = "create" if existing_rollout is None else "update"
-        actions.append(Apply(conversion.rollout, f"{verb} Rollout {name}"))
+        actions.append(Apply(rollout, f"{verb} Rollout {name}"))
     for hpa in conversion.hpas:
         actions.append(Apply(hpa, f"HPA {name_of(hpa)} scales the Rollout"))
     actions.extend(_retired_services(conversion, neighbours, name, keys))
@@ -367,6 +388,7 @@ def _opt_out(
     neighbours: Neighbours,
     reason: str,
     keys: Keys,
+    conversion: Conversion | None = None,
 ) -> ReconcilePlan:
     step = next_opt_out_step(deployment, neighbours, reason, keys)
     return ReconcilePlan(
@@ -376,6 +398,7 @@ def _opt_out(
         step.summary,
         step.actions,
         step.requeue_after,
+        conversion=conversion,
     )
 
 
@@ -411,11 +434,15 @@ def plan_reconcile(
             "refused",
             f"admission refused: {annotations_of(deployment)[keys.refused]}",
         )
-    if opt_in.opted_in:
-        converged = _converge(deployment, neighbours, policy, keys, rollout_schema)
-        if converged.state != "refused" and converged.conversion is not None:
-            if converged.conversion.converted:
-                return converged
-            return _opt_out(deployment, neighbours, converged.conversion.reason, keys)
-        return converged
-    return _opt_out(deployment, neighbours, opt_in.reason, keys)
+    if not opt_in.opted_in:
+        return _opt_out(deployment, neighbours, opt_in.reason, keys)
+    conversion = _conversion(deployment, neighbours, policy, keys, rollout_schema)
+    if conversion.decision == "refuse":
+        return _refused(deployment, conversion)
+    if conversion.rollout is None:
+        # Opted in, and still not to be converted: its environment is switched off
+        # (rollout.enabled: false, the kill switch) or its override annotation says
+        # enabled: false. With a Rollout that is an opt-out; without one there is nothing
+        # to do (a plain Deployment, converged).
+        return _opt_out(deployment, neighbours, conversion.reason, keys, conversion)
+    return _converge(deployment, neighbours, policy, keys, conversion, conversion.rollout)

@@ -39,7 +39,24 @@ from webhook.core.objects import labels_of, name_of, namespace_of, spec_of
 from webhook.core.policy import Policy
 from webhook.core.reconcile import ORPHAN_GRACE, ReconcilePlan, plan_reconcile
 from webhook.core.references import names, rollout_references, rollouts_naming
+from webhook.core.service_state import (
+    Failure,
+    classify,
+    describe_error,
+    parse_state,
+    same_state,
+    state_annotation,
+    what_to_fix,
+)
 from webhook.core.services import own_selector, selects_pods
+from webhook.kube.http import KubeError
+from webhook.reconciler.failures import (
+    Failing,
+    FailureBook,
+    ReconcileFailure,
+    ReconcileMetrics,
+    inputs_of,
+)
 from webhook.reconciler.queue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -116,6 +133,17 @@ def _describe(action: ClusterAction) -> tuple[str, str, str, str]:
     return "event", "Event", "", action.reason
 
 
+def _step(action: ClusterAction) -> str:
+    """The write, as a failure names it: "apply Rollout team/web"."""
+    verb, kind, ns, name = _describe(action)
+    return f"{verb} {kind} {ns}/{name}" if ns else f"{verb} {kind} {name}"
+
+
+def _status(err: BaseException) -> int | None:
+    """The API server's HTTP status of a failed call (0: not reached); None: not an API call."""
+    return err.status if isinstance(err, KubeError) else None
+
+
 class Reconciler:
     def __init__(
         self,
@@ -134,6 +162,7 @@ class Reconciler:
         excluded_namespaces: frozenset[str] = frozenset(),
         orphan_grace: timedelta = ORPHAN_GRACE,
         rollout_schema: Callable[[], RolloutSchema | None] = lambda: None,
+        metrics: ReconcileMetrics | None = None,
     ) -> None:
         self.view = view
         self.rollout_schema = rollout_schema
@@ -142,7 +171,8 @@ class Reconciler:
         self.keys = keys
         self.audit = audit
         self.now = now
-        self.queue: WorkQueue[DeploymentRef] = queue or WorkQueue()
+        # Not `queue or ...`: an empty queue is falsy (it has a length).
+        self.queue: WorkQueue[DeploymentRef] = queue if queue is not None else WorkQueue()
         self.is_leader = is_leader
         self.synced = synced
         self.resync_seconds = resync_seconds
@@ -153,6 +183,10 @@ class Reconciler:
         self._made: dict[str, float] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.metrics = metrics
+        self.failures = FailureBook()
+        self._refused: dict[DeploymentRef, str] = {}
+        self._tracebacks: set[tuple[DeploymentRef, str]] = set()
         self.passes = 0
         self.errors = 0
 
@@ -253,6 +287,15 @@ class Reconciler:
             if key[0] not in self.excluded_namespaces:
                 self.queue.add(key)
 
+    def policy_changed(self, policy: Policy) -> None:
+        """A new policy is in force: every service may have to follow it (its
+        ``rolloutUpdates``, an environment switched off or on), so every key is queued now
+        rather than at the next resync. Not before this replica leads with synced caches:
+        the resync thread queues everything at that moment anyway."""
+        del policy  # each pass reads the policy in force when it runs
+        if self.is_leader() and self.synced():
+            self.enqueue_all()
+
     # --- one pass ---------------------------------------------------------------
 
     def plan(self, key: DeploymentRef) -> ReconcilePlan | None:
@@ -288,39 +331,66 @@ class Reconciler:
         return made_at is not None and now - made_at < self.expectation_seconds
 
     def reconcile(self, key: DeploymentRef) -> ReconcilePlan | None:
-        """Plan one key and carry the plan out; raises when a write fails."""
+        """Plan one key and carry the plan out; None when no pass ran (not ready, or a
+        failing key whose retry is not due and whose inputs did not change). Raises
+        ``ReconcileFailure``, naming the step, when planning or a write fails."""
         started = time.monotonic()
-        plan = self.plan(key)
+        deployment = self.view.get("Deployment", *key)
+        inputs = inputs_of(deployment, self.policy(), self.keys)
+        if self.failures.held_back(key, inputs, started, None):
+            return None
+        try:
+            plan = self.plan(key)
+        except Exception as err:
+            raise ReconcileFailure("plan", "Deployment", err, inputs=inputs) from err
         if plan is None:
             return None
+        writes = frozenset(_signature(a) for a in plan.writes)
+        if self.failures.held_back(key, inputs, started, writes):
+            return None
         self.passes += 1
-        made: list[ChangeOutcome] = []
-        error: Exception | None = None
-        deployment = self.view.get("Deployment", *key)
         pending = [a for a in plan.writes if self._recently_made(a, started)]
         if pending:
             self.queue.add_after(key, self.expectation_seconds)
             plan = replace(plan, actions=tuple(a for a in plan.actions if a not in pending))
+        made = self._carry_out_all(key, plan, deployment, inputs)
+        if plan.writes:
+            self._audit(plan, made, time.monotonic() - started)
+            log.info("%s/%s %s: %s", key[0], key[1], plan.state, plan.summary)
+        if plan.requeue_after is not None:
+            self.queue.add_after(key, plan.requeue_after)
+        self._forget_old_writes(started)
+        return plan
+
+    def _carry_out_all(
+        self,
+        key: DeploymentRef,
+        plan: ReconcilePlan,
+        deployment: Mapping[str, Any] | None,
+        inputs: str,
+    ) -> list[ChangeOutcome]:
+        """Each action in order; the first failed write stops the pass (the next step of a
+        sequence must not run before the one it depends on)."""
+        made: list[ChangeOutcome] = []
         for action in plan.actions:
             verb, kind, ns, name = _describe(action)
             try:
                 self._carry_out(key, action, deployment)
             except Exception as err:
-                error = err
-                made.append(ChangeOutcome(kind, ns, name, verb, f"failed: {err}"))
-                break
+                made.append(ChangeOutcome(kind, ns, name, verb, f"failed: {describe_error(err)}"))
+                raise ReconcileFailure(
+                    _step(action),
+                    kind,
+                    err,
+                    inputs=inputs,
+                    action=_signature(action),
+                    plan=plan,
+                    made=tuple(made),
+                ) from err
             if not isinstance(action, Emit):
                 self._made[_signature(action)] = time.monotonic()
                 made.append(ChangeOutcome(kind, ns, name, verb, "applied"))
-        if plan.writes:
-            self._audit(plan, made, time.monotonic() - started)
-            log.info("%s/%s %s: %s", key[0], key[1], plan.state, plan.summary)
-        if error is not None:
-            raise error
-        if plan.requeue_after is not None:
-            self.queue.add_after(key, plan.requeue_after)
-        self._forget_old_writes(started)
-        return plan
+        return made
 
     def _forget_old_writes(self, now: float) -> None:
         if len(self._made) > 4 * 1024:
@@ -360,7 +430,13 @@ class Reconciler:
             except Exception as err:  # an Event is information: never fail a pass for it
                 log.warning("event %s on %s/%s not recorded: %s", action.reason, *key, err)
 
-    def _audit(self, plan: ReconcilePlan, made: list[ChangeOutcome], latency: float) -> None:
+    def _audit(
+        self,
+        plan: ReconcilePlan,
+        made: list[ChangeOutcome] | tuple[ChangeOutcome, ...],
+        latency: float,
+        failure: Failure | None = None,
+    ) -> None:
         if self.audit is None:
             return
         conversion = plan.conversion
@@ -378,19 +454,131 @@ class Reconciler:
                 namespace=plan.namespace,
                 name=plan.name,
                 dry_run=False,
-                decision=plan.state,
-                reason=plan.summary,
+                decision=plan.state if failure is None else failure.state,
+                reason=plan.summary if failure is None else failure.text,
                 environment=conversion.environment if conversion else None,
                 strategy=conversion.strategy if conversion else None,
                 policy_name=policy.version.name if policy else None,
                 policy_resource_version=policy.version.resource_version if policy else None,
                 policy_sha256=policy.version.sha256 if policy else None,
                 changes_wanted=wanted,
-                changes_made=made,
+                changes_made=list(made),
                 warnings=conversion.warnings if conversion else (),
                 latency_seconds=latency,
             )
         )
+
+    # --- failures and recoveries -------------------------------------------------
+
+    def work(self, key: DeploymentRef) -> None:
+        """One pass of a queued key; a failure is recorded, said and retried."""
+        try:
+            plan = self.reconcile(key)
+        except ReconcileFailure as failure:
+            self._failed(key, failure)
+            return
+        except Exception as err:  # a bug outside the pass's steps: still said, still retried
+            self._failed(key, ReconcileFailure("pass", "Deployment", err, inputs=""))
+            return
+        if plan is not None:
+            self._succeeded(key, plan)
+
+    def _describe_failure(self, failure: ReconcileFailure) -> Failure:
+        reason, permanent = classify(_status(failure.cause))
+        conversion = failure.plan.conversion if failure.plan is not None else None
+        environment = conversion.environment if conversion is not None else None
+        fix = what_to_fix(reason, failure.step, environment, self.keys) if permanent else ""
+        return Failure(reason, permanent, failure.step, describe_error(failure.cause), fix)
+
+    def _failed(self, key: DeploymentRef, failure: ReconcileFailure) -> None:
+        described = self._describe_failure(failure)
+        self.errors += 1
+        delay = None if described.permanent else self.queue.retry(key)
+        retry_at = None if delay is None else time.monotonic() + delay
+        failing = self.failures.record(key, failure, described, self.now(), retry_at)
+        then = (
+            f"retry in {delay:.1f}s"
+            if delay is not None
+            else "not retried until the Deployment or the policy changes"
+        )
+        log.warning(
+            "reconcile %s/%s failed at %s: %s; attempt %d, %s%s",
+            key[0], key[1], described.step, described.message, failing.attempts, then,
+            f". To fix: {described.fix}" if described.fix else "",
+        )  # fmt: skip
+        if _status(failure.cause) is None and (key, described.message) not in self._tracebacks:
+            self._tracebacks.add((key, described.message))  # a bug: its traceback, once
+            log.error("reconcile %s/%s: unexpected error", *key, exc_info=failure.cause)
+        if self.metrics is not None:
+            self.metrics.reconcile_failed(
+                described.reason, described.step.split(" ", 1)[0], failure.kind
+            )
+            self.metrics.reconcile_services(*self.failures.counts())
+        plan = failure.plan or ReconcilePlan(key[0], key[1], described.state, described.text)
+        self._audit(plan, failure.made, 0.0, described)
+        self._say_failure(key, failing)
+
+    def _say_failure(self, key: DeploymentRef, failing: Failing) -> None:
+        """The Warning Event, and the annotation `rollout-webhook status` reads, written
+        only when it says something new (a transition, not every attempt)."""
+        deployment = self.view.get("Deployment", *key)
+        if deployment is None:
+            return
+        failure = failing.failure
+        reason = "ConversionBlocked" if failure.permanent else "ReconcileFailed"
+        self._carry_out(key, Emit(reason, failure.text, "Warning"), deployment)
+        recorded = parse_state(
+            (deployment.get("metadata") or {})
+            .get("annotations", {})
+            .get(self.keys.reconciler_state)
+        )
+        if same_state(recorded, failure):
+            return
+        value = state_annotation(failure, failing.since)
+        self._annotate(key, value)
+
+    def _annotate(self, key: DeploymentRef, value: str | None) -> None:
+        patch = {"metadata": {"annotations": {self.keys.reconciler_state: value}}}
+        try:
+            self.writer.patch("Deployment", *key, patch, timeout=WRITE_TIMEOUT)
+        except Exception as err:  # the log and the Event have said it already
+            log.warning(
+                "reconcile %s/%s: state annotation not written: %s", *key, describe_error(err)
+            )
+
+    def _succeeded(self, key: DeploymentRef, plan: ReconcilePlan) -> None:
+        self.queue.forget(key)
+        self._count_refusal(key, plan)
+        failing = self.failures.clear(key)
+        if failing is None:
+            return
+        if self.metrics is not None:
+            self.metrics.reconcile_services(*self.failures.counts())
+        log.info(
+            "reconcile %s/%s recovered after %d failed attempt(s): %s",
+            key[0], key[1], failing.attempts, plan.summary,
+        )  # fmt: skip
+        deployment = self.view.get("Deployment", *key)
+        if deployment is None:
+            return
+        message = f"reconciled after {failing.attempts} failed attempt(s) ({plan.state})"
+        self._carry_out(key, Emit("Reconciled", message), deployment)
+        if self.keys.reconciler_state in (
+            (deployment.get("metadata") or {}).get("annotations") or {}
+        ):
+            self._annotate(key, None)
+
+    def _count_refusal(self, key: DeploymentRef, plan: ReconcilePlan) -> None:
+        """A planner refusal is a permanent failure too (nothing is retried until an input
+        changes), counted once per refusal, not per pass."""
+        if plan.state != "refused":
+            self._refused.pop(key, None)
+            return
+        if self._refused.get(key) == plan.summary:
+            return
+        self._refused[key] = plan.summary
+        if self.metrics is not None:
+            self.metrics.reconcile_failed("refused", "plan", "Deployment")
 
     # --- the loop -----------------------------------------------------------------
 
@@ -400,14 +588,10 @@ class Reconciler:
             if key is None:
                 continue
             try:
-                if not self.is_leader():
-                    continue  # the leader does the work; a new leader resyncs everything
-                self.reconcile(key)
-                self.queue.forget(key)
-            except Exception as err:
-                self.errors += 1
-                delay = self.queue.retry(key)
-                log.warning("reconcile %s/%s failed (retry in %.1fs): %s", *key, delay, err)
+                if self.is_leader():  # the leader does the work; a new leader resyncs all
+                    self.work(key)
+            except Exception:  # never lose a worker thread
+                log.exception("reconcile %s/%s: unexpected error", *key)
             finally:
                 self.queue.done(key)
 

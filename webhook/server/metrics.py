@@ -83,6 +83,30 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.reconcile_failure_count = Counter(
+            "rollout_webhook_reconcile_failures",
+            "Failed reconcile passes, by reason (invalid, forbidden, not-found, conflict, "
+            "throttled, server-error, unreachable, internal, refused), step (plan, apply, "
+            "patch, delete, delete-orphans, event) and kind of the object concerned.",
+            ["reason", "step", "kind"],
+            registry=self.registry,
+        )
+        self.reconcile_service_states = Gauge(
+            "rollout_webhook_reconcile_services",
+            "Services whose last reconcile pass failed: failing (retried with backoff) or "
+            "blocked (not retried until the Deployment or the policy changes).",
+            ["state"],
+            registry=self.registry,
+        )
+
+    # The reconciler's ReconcileMetrics (webhook/reconciler/failures.py).
+    def reconcile_failed(self, reason: str, step: str, kind: str) -> None:
+        self.reconcile_failure_count.labels(reason, step, kind).inc()
+
+    def reconcile_services(self, failing: int, blocked: int) -> None:
+        self.reconcile_service_states.labels("failing").set(failing)
+        self.reconcile_service_states.labels("blocked").set(blocked)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -9,6 +9,10 @@ A ConfigMap refused before any policy was in force (at start) leaves no last goo
 the state is ``none``, the server is ready all the same and admits without converting
 (``webhook.core.admission.plan_without_policy``), so a broken edit can never keep every
 replica unready. The state is exported as a metric and in ``/readyz``'s answer.
+
+Whoever must act on a new policy (the reconciler: every opted-in service may have to
+follow it) registers a listener; it is called on the watch thread after each change of
+the policy in force, never for a refused one.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class PolicyState:
         self._on_reload = on_reload
         self._on_condition = on_condition
         self.last_error: PolicyInvalid | None = None
+        self.listeners: list[Callable[[Policy], None]] = []
         self._tell()
 
     @property
@@ -87,6 +92,15 @@ class PolicyState:
             self._policy = policy
         self._tell()
 
+    def _changed(self, previous: Policy | None, policy: Policy) -> None:
+        if previous is not None and previous.version == policy.version:
+            return
+        for listener in list(self.listeners):
+            try:
+                listener(policy)
+            except Exception:  # one listener's bug must not stop the policy watch
+                log.exception("policy listener failed")
+
     def _count(self, result: str) -> None:
         if self._on_reload is not None:
             self._on_reload(result)
@@ -110,14 +124,18 @@ class PolicyState:
         if previous is None or previous.version != policy.version:
             log.info("policy %s applied", policy.version)
             self._count("applied")
+        self._changed(previous, policy)
         self._tell()
         return True
 
     def configmap_absent(self, *, deleted: bool) -> None:
         """No ConfigMap (never created, or deleted): the built-in policy applies."""
-        self.set(builtin_policy())
+        previous = self.current
+        policy = builtin_policy()
+        self.set(policy)
         self.last_error = None
         if deleted:
             log.warning("policy ConfigMap deleted: the built-in policy applies")
             self._count("removed")
+        self._changed(previous, policy)
         self._tell()

@@ -161,7 +161,7 @@ def _build(
     if settings.reconcile and settings.has_cluster:
         connection = _api_connection(cluster)
         if connection is not None:
-            cleanups.append(start_reconciler(settings, connection, policy_state, audit))
+            cleanups.append(start_reconciler(settings, connection, policy_state, audit, metrics))
 
     engine = AdmissionEngine(
         settings=settings,
@@ -340,7 +340,11 @@ def start_rotation(settings: ServeSettings, cluster: Cluster, cert_dir: Path) ->
 
 
 def start_reconciler(
-    settings: ServeSettings, cluster: Cluster, policy: PolicyState, audit: AuditTrail
+    settings: ServeSettings,
+    cluster: Cluster,
+    policy: PolicyState,
+    audit: AuditTrail,
+    metrics: Metrics | None = None,
 ) -> Callable[[], None]:
     """Run the reconciler on ``cluster``'s caches, led by a Lease; returns its stop.
 
@@ -371,8 +375,10 @@ def start_reconciler(
         excluded_namespaces=settings.reconciler_excluded_namespaces,
         orphan_grace=dt.timedelta(seconds=settings.orphan_grace_seconds),
         rollout_schema=lambda: cluster.rollout_schema.current,
+        metrics=metrics,
     )
     cluster.listeners.append(reconciler.on_change)
+    policy.listeners.append(reconciler.policy_changed)
     leader.start()
     reconciler.start()
 

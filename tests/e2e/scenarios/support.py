@@ -45,6 +45,16 @@ ROLLOUT_API = "argoproj.io/v1alpha1"
 POLL = 0.25
 T = TypeVar("T")
 
+BOUND_1 = 10.0
+"""docs/reconciler.md: one service converges within 10 s of the watch event that concerns
+it (one pass, on an idle reconciler)."""
+
+
+def bound_n(services: int) -> float:
+    """docs/reconciler.md: N services queued at once (a policy change queues every one)."""
+    return BOUND_1 + services / 50
+
+
 Manifest = dict[str, Any]
 
 
@@ -305,3 +315,113 @@ def audit_records(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# --- the policy -------------------------------------------------------------------------------
+
+
+def policy_configmap(document: Mapping[str, Any]) -> Manifest:
+    """The chart's policy ConfigMap (the one serve watches) holding `document`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": POLICY_CONFIGMAP, "namespace": WEBHOOK_NAMESPACE},
+        "data": {"policy.yaml": yaml.safe_dump(dict(document))},
+    }
+
+
+def policy_doc(
+    steps: list[Manifest], *, updates: str = "nextChange", enabled: bool = True
+) -> Manifest:
+    """A policy of one environment, staging, the default: canary `steps`, the kill switch
+    `enabled`, and `rolloutUpdates: updates`."""
+    return {
+        "defaultEnvironment": "staging",
+        "rolloutUpdates": updates,
+        "environments": {
+            "staging": {"rollout": {"enabled": enabled, "canary": {"steps": steps}}},
+        },
+    }
+
+
+# --- what the controllers that do not run here would write -----------------------------------
+
+
+def pods_available(kubectl: harness.Tool, name: str, namespace: str) -> None:
+    """The Deployment's status as the Deployment controller writes it once every pod of its
+    current generation is available (no controller-manager runs in this tier)."""
+    stored = get(kubectl, "deployment", name, namespace)
+    assert stored is not None
+    replicas = stored["spec"]["replicas"]
+    status = {
+        "observedGeneration": stored["metadata"]["generation"],
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
+    }
+    kubectl(
+        "patch", "deployment", name, "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+
+
+def rollout_phase(kubectl: harness.Tool, name: str, namespace: str, phase: str) -> None:
+    """The Rollout's phase, as the Argo Rollouts controller would write it."""
+    kubectl(
+        "patch", "rollout", name, "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"phase": phase}}),
+    )  # fmt: skip
+
+
+def finish_orphaning_delete(kubectl: harness.Tool, name: str, namespace: str) -> None:
+    """A Rollout deleted with its dependents orphaned waits for the garbage collector (not
+    running here) to take the `orphan` finalizer off: do its part."""
+    found = get(kubectl, "rollout", name, namespace)
+    if found is not None and found["metadata"].get("deletionTimestamp"):
+        kubectl(
+            "patch", "rollout", name, "-n", namespace, "--type=merge",
+            "-p", json.dumps({"metadata": {"finalizers": None}}),
+        )  # fmt: skip
+
+
+def plain(kubectl: harness.Tool, name: str, namespace: str) -> Manifest | None:
+    """The Deployment, once it is a plain one again: no Rollout, no conversion annotation."""
+    stored = get(kubectl, "deployment", name, namespace)
+    if stored is None or f"{PREFIX}rollout-name" in annotations_of(stored):
+        return None
+    return stored if get(kubectl, "rollout", name, namespace) is None else None
+
+
+def opting_out(kubectl: harness.Tool, name: str, namespace: str, replicas: int) -> bool:
+    """Step 1 of the opt-out done: the Rollout leaves the Deployment alone and the
+    Deployment has its replicas back."""
+    rollout = get(kubectl, "rollout", name, namespace)
+    stored = get(kubectl, "deployment", name, namespace)
+    return (
+        rollout is not None
+        and stored is not None
+        and rollout["spec"]["workloadRef"].get("scaleDown") == "never"
+        and stored["spec"]["replicas"] == replicas
+    )
+
+
+def steps_of(kubectl: harness.Tool, name: str, namespace: str) -> list[Any] | None:
+    rollout = get(kubectl, "rollout", name, namespace)
+    if rollout is None:
+        return None
+    steps: list[Any] = ((rollout["spec"].get("strategy") or {}).get("canary") or {}).get(
+        "steps"
+    ) or []
+    return steps
+
+
+def reconcile_failures(webhook: Webhook) -> list[str]:
+    """The log lines of failed reconcile passes."""
+    if not webhook.log_path.exists():
+        return []
+    return [
+        line
+        for line in webhook.log_path.read_text(errors="replace").splitlines()
+        if "reconcile " in line and " failed" in line and not line.startswith("{")
+    ]

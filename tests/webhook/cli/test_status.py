@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from tests.builders import deployment, hpa, httproute, opted_in, service
 from tests.webhook.reconciler.fake import FakeAPI
 from webhook.cli.status import _table, service_rows
+from webhook.core.keys import DEFAULT_KEYS as K
 from webhook.core.policy import builtin_policy
+from webhook.core.service_state import Failure, state_annotation
 from webhook.kube.resources import CACHED_KINDS
 from webhook.reconciler.controller import Reconciler
 
@@ -52,7 +54,9 @@ def test_rows_show_state_and_drift() -> None:
         "PHASE",
         "HPA",
         "ROUTES",
+        "RECONCILER",
         "DRIFT",
+        "REASON",
     ]
     assert table.splitlines()[1].split() == [
         "prod",
@@ -62,5 +66,39 @@ def test_rows_show_state_and_drift() -> None:
         "Healthy",
         "Rollout",
         "HTTPRoute/web",
+        "converged",
         "none",
+        "-",
     ]
+    assert row["reconciler"] == {"state": "converged", "reason": None}
+
+
+def test_rows_say_pending_failing_and_blocked_with_the_reason() -> None:
+    api = FakeAPI()
+    for obj in (opted_in(uid="u"), service()):
+        api.put(obj)
+    policy = builtin_policy()
+    (pending,) = service_rows(snapshot(api), policy, NOW)
+    assert pending["reconciler"]["state"] == "pending"
+
+    failure = Failure("forbidden", False, "apply Rollout prod/web", "KubeError: 403: denied")
+    dep = api.get("Deployment", "prod", "web")
+    assert dep is not None
+    dep["metadata"]["annotations"] = {K.reconciler_state: state_annotation(failure, NOW)}
+    api.put(dep)
+    (failing,) = service_rows(snapshot(api), policy, NOW)
+    assert failing["reconciler"] == {
+        "state": "failing",
+        "reason": "apply Rollout prod/web: KubeError: 403: denied",
+        "since": "2026-11-26T00:00:00Z",
+    }
+    line = _table([failing]).splitlines()[1]
+    assert " failing " in line
+    assert line.endswith("  apply Rollout prod/web: KubeError: 403: denied")
+
+    api.put(
+        opted_in("bg", uid="b", annotations={K.strategy: "bluegreen"}, pod_labels={"app": "bg"})
+    )
+    rows = {r["name"]: r for r in service_rows(snapshot(api), policy, NOW)}
+    assert rows["bg"]["reconciler"]["state"] == "blocked"
+    assert "no Service for blue-green" in rows["bg"]["reconciler"]["reason"]

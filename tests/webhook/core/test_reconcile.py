@@ -557,3 +557,147 @@ def test_a_renamed_deployment_takes_the_canary_service_over_once_the_old_rollout
     assert canary["metadata"]["ownerReferences"][0]["uid"] == "u2"
     assert cluster.plan("web", now=NOW + timedelta(minutes=5)).state == "absent"
     assert cluster.plan("web-v2").actions == ()
+
+
+def policy_text(
+    *, updates: str = "nextChange", enabled: bool = True, overrides: bool = True
+) -> Any:
+    return parse_policy_text(
+        f"defaultEnvironment: prod\nrolloutUpdates: {updates}\nenvironments:\n"
+        f"  prod:\n    allowServiceOverrides: {str(overrides).lower()}\n"
+        f"    rollout: {{enabled: {str(enabled).lower()}, canary: {{steps: [{{setWeight: 20}}]}}}}\n"
+    )
+
+
+SWITCHED_OFF = "environment prod is switched off (rollout.enabled: false)"
+OVERRIDE_OFF = f"annotation {K.rollout} sets enabled: false"
+
+
+def converted_cluster(**kw: Any) -> Cluster:
+    """A service converted under the built-in policy, as admission leaves it (the
+    Deployment at 0 replicas: its pods come from the Rollout)."""
+    cluster = Cluster(opted_in(uid="u1", **kw), service())
+    cluster.carry_out(cluster.plan())
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None and cluster.get("Rollout", "web") is not None
+    dep["spec"]["replicas"] = 0
+    return cluster
+
+
+def switch_off_by_policy(cluster: Cluster, updates: str) -> Any:
+    return policy_text(updates=updates, enabled=False)
+
+
+def switch_off_by_override(cluster: Cluster, updates: str) -> Any:
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["metadata"].setdefault("annotations", {})[K.rollout] = "enabled: false"
+    return policy_text(updates=updates)
+
+
+@pytest.mark.parametrize("updates", ["immediate", "nextChange", "never"])
+@pytest.mark.parametrize(
+    ("switch", "reason"),
+    [(switch_off_by_policy, SWITCHED_OFF), (switch_off_by_override, OVERRIDE_OFF)],
+)
+def test_a_switched_off_service_with_a_rollout_opts_out(
+    switch: Any, reason: str, updates: str
+) -> None:
+    """The kill switch and the override opt out in every rolloutUpdates mode: step 1 of the
+    sequence (the Deployment first), never a failed pass."""
+    cluster = converted_cluster()
+    policy = switch(cluster, updates)
+    plan = cluster.plan(policy=policy)
+    assert plan.state == "opting-out"
+    assert plan.summary == reason
+    assert kinds(plan) == ["event OptingOut", "patch Rollout", "patch Deployment"]
+    assert plan.requeue_after
+
+
+@pytest.mark.parametrize(
+    ("switch", "reason"),
+    [(switch_off_by_policy, SWITCHED_OFF), (switch_off_by_override, OVERRIDE_OFF)],
+)
+def test_a_switched_off_service_without_a_rollout_is_left_plain(switch: Any, reason: str) -> None:
+    """Opted in, switched off, never converted: converged, nothing to do, no retry."""
+    cluster = Cluster(opted_in(uid="u1"), service())
+    policy = switch(cluster, "nextChange")
+    plan = cluster.plan(policy=policy)
+    assert (plan.state, plan.summary, plan.actions, plan.requeue_after) == (
+        "plain",
+        reason,
+        (),
+        None,
+    )
+
+
+def test_the_kill_switch_runs_the_whole_opt_out_and_back_on_converts_again() -> None:
+    cluster = converted_cluster()
+    off = policy_text(enabled=False)
+    for _ in range(8):
+        plan = cluster.plan(policy=off)
+        cluster.carry_out(plan)
+        dep = cluster.get("Deployment", "web")
+        assert dep is not None
+        dep["status"] = {"availableReplicas": dep["spec"]["replicas"]}
+        if plan.state == "plain":
+            break
+    assert plan.state == "plain"
+    assert cluster.get("Rollout", "web") is None
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None and not set(dep["metadata"].get("annotations") or {}) & set(
+        K.written_annotations()
+    )
+    on = cluster.plan(policy=policy_text())
+    assert on.state == "converting"
+    assert "apply Rollout" in kinds(on)
+
+
+def test_an_override_is_ignored_where_the_environment_forbids_overrides() -> None:
+    cluster = converted_cluster()
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["metadata"]["annotations"][K.rollout] = "enabled: false"
+    plan = cluster.plan(policy=policy_text(overrides=False))
+    assert plan.state in ("converted", "converting")
+    assert "event OptingOut" not in kinds(plan)
+
+
+def _phase(cluster: Cluster, phase: str | None) -> None:
+    rollout = cluster.get("Rollout", "web")
+    if rollout is not None and phase is not None:
+        rollout["status"] = {"phase": phase}
+
+
+@pytest.mark.parametrize("phase", [None, "Healthy", "Progressing", "Paused", "Degraded"])
+@pytest.mark.parametrize("with_rollout", [True, False])
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        {},
+        {K.rollout: "enabled: false"},
+        {K.strategy: "bluegreen"},
+        {K.rollout: "canary: {steps: [{setWeight: 250}]}"},
+        {K.rollout: "- not a mapping"},
+    ],
+)
+@pytest.mark.parametrize("enabled", [True, False])
+@pytest.mark.parametrize("updates", ["immediate", "nextChange", "never"])
+def test_the_planner_never_raises(
+    phase: str | None,
+    with_rollout: bool,
+    annotations: dict[str, str],
+    enabled: bool,
+    updates: str,
+) -> None:
+    """Every decision of the conversion (convert, skip, refuse), with or without a Rollout,
+    in any phase, under every mode: a plan, never an exception (a failed pass with an empty
+    reason was what the operator saw)."""
+    cluster = converted_cluster() if with_rollout else Cluster(opted_in(uid="u1"))
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["metadata"].setdefault("annotations", {}).update(annotations)
+    _phase(cluster, phase)
+    plan = cluster.plan(policy=policy_text(updates=updates, enabled=enabled))
+    assert plan.state in ("converted", "converting", "opting-out", "plain", "refused")
+    assert plan.summary

@@ -14,7 +14,7 @@ from tests.builders import hpa, httproute, opted_in, service
 from tests.webhook.reconciler.fake import FakeAPI
 from webhook.core.audit import DecisionFacts
 from webhook.core.keys import DEFAULT_KEYS as K
-from webhook.core.policy import builtin_policy
+from webhook.core.policy import Policy, builtin_policy, parse_policy_text
 from webhook.reconciler.controller import Reconciler
 from webhook.reconciler.queue import WorkQueue
 
@@ -324,3 +324,48 @@ def test_a_renamed_deployment_ends_with_everything_generated_for_the_new_name() 
         assert until(lambda: generated_for("web-v2") == ["web-v2", "web-canary"])
     finally:
         reconciler.stop()
+
+
+def switched_off_policy() -> Policy:
+    return parse_policy_text(
+        "defaultEnvironment: prod\nenvironments:\n  prod:\n    rollout: {enabled: false}\n"
+    )
+
+
+def test_a_policy_change_queues_every_service_on_the_leader_only() -> None:
+    api = FakeAPI()
+    for name in ("a", "b"):
+        api.put(opted_in(name, uid=name))
+    leading = False
+    reconciler, _ = make(api, is_leader=lambda: leading)
+    reconciler.policy_changed(switched_off_policy())
+    assert len(reconciler.queue) == 0  # a follower: the new leader's resync covers it
+    leading = True
+    reconciler.policy_changed(switched_off_policy())
+    assert len(reconciler.queue) == 2
+
+
+def test_the_kill_switch_opts_services_out_and_a_new_one_stays_plain_without_failures() -> None:
+    api = FakeAPI()
+    api.put(service())
+    api.put(opted_in(uid="u", replicas=3))
+    policy: list[Policy] = [builtin_policy()]
+    reconciler = Reconciler(
+        api, lambda: policy[0], api, queue=WorkQueue(base_delay=0.01, max_delay=0.05)
+    )
+    api.watchers.append(reconciler.on_change)
+    reconciler.reconcile(("prod", "web"))
+    assert api.get("Rollout", "prod", "web") is not None
+    reconciler.start()
+    try:
+        policy[0] = switched_off_policy()
+        reconciler.policy_changed(policy[0])  # what the policy ConfigMap's watch calls
+        assert until(lambda: (api.get("Rollout", "prod", "web") or {}).get("spec", {}).get(
+            "workloadRef", {}).get("scaleDown") == "never")  # fmt: skip
+        api.put(opted_in("late", uid="late", replicas=2))
+        time.sleep(0.3)
+    finally:
+        reconciler.stop()
+    assert api.get("Rollout", "prod", "late") is None
+    assert "late" not in " ".join(api.calls)
+    assert reconciler.errors == 0

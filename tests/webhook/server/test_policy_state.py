@@ -13,6 +13,7 @@ from tests.webhook.server.conftest import FakeCluster, deployment, serve
 from webhook.core.policy import builtin_policy
 from webhook.core.review import decode_patch
 from webhook.kube.cluster import PolicyStore
+from webhook.server.policy_state import PolicyState
 
 NAMESPACE = "rollout-system"
 CONFIGMAP = "rollout-webhook-policy"
@@ -163,3 +164,32 @@ def test_a_refused_edit_is_shown_while_the_last_good_policy_is_in_force(tmp_path
         assert f"the last good policy {NAMESPACE}/{CONFIGMAP}@10/" in ready.text
         metrics = running.client.get(f"{running.url}/metrics").text
         assert 'rollout_webhook_policy_condition{condition="last-good"} 1.0' in metrics
+
+
+def test_listeners_hear_each_change_of_the_policy_in_force_and_nothing_else() -> None:
+    state = PolicyState()
+    heard: list[str] = []
+    state.listeners.append(lambda policy: heard.append(str(policy.version)))
+    store = PolicyStore(state)
+    store.replace([policy_configmap(good_policy("staging"), "10")])  # the first list
+    store.upsert(policy_configmap(good_policy("staging"), "10"))  # a relist: the same
+    store.upsert(policy_configmap(bad_policy(), "11"))  # refused: nothing changed
+    store.upsert(policy_configmap(good_policy("dev"), "12"))
+    store.remove({})  # deleted: the built-in policy
+    assert [v.split("@")[0] for v in heard] == [
+        f"{NAMESPACE}/{CONFIGMAP}",
+        f"{NAMESPACE}/{CONFIGMAP}",
+        "built-in",
+    ]
+    assert ["@10/" in heard[0], "@12/" in heard[1]] == [True, True]
+
+
+def test_a_failing_listener_does_not_stop_the_policy_watch() -> None:
+    state = PolicyState()
+
+    def broken(policy: object) -> None:
+        raise RuntimeError("bug")
+
+    state.listeners.append(broken)
+    assert state.apply_configmap(policy_configmap(good_policy("staging"), "1"))
+    assert state.current is not None and state.current.default_environment == "staging"
