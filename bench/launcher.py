@@ -70,6 +70,11 @@ class AcceptingWriter:
             self.reviews += 1
         return AccessDecision(True, "allowed (benchmark)")
 
+    def may_scale_rollout(
+        self, user: UserInfo, namespace: str, name: str, *, timeout: float
+    ) -> AccessDecision:
+        return self.may_create_rollouts(user, namespace, timeout=timeout)
+
     def apply(self, manifest: Mapping[str, Any], *, timeout: float) -> None:
         with self.lock:
             self.applied += 1

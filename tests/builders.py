@@ -292,6 +292,42 @@ def admission_request(
     return request
 
 
+def scale(name: str = "web", ns: str = "prod", replicas: int = 3) -> Obj:
+    """The autoscaling/v1 Scale of Deployment ``name`` as the API server sends it: the
+    Deployment's name and namespace only, and ``spec.replicas`` left out at 0 (omitempty)."""
+    return {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}"},
+        "spec": {"replicas": replicas} if replicas else {},
+        "status": {"replicas": replicas, "selector": f"app={name}"},
+    }
+
+
+def scale_request(
+    name: str = "web", ns: str = "prod", *, replicas: int, current: int, **kw: Any
+) -> dict[str, Any]:
+    """The request of ``kubectl scale deployment NAME --replicas=REPLICAS`` for a Deployment
+    at ``current``: an UPDATE of the ``deployments/scale`` subresource, whose object is a
+    Scale (kubernetes/kubernetes#84530: only the subresource's admission runs)."""
+    request = admission_request(
+        scale(name, ns, replicas),
+        operation="UPDATE",
+        old=scale(name, ns, current),
+        kind=("autoscaling", "v1", "Scale"),
+        **kw,
+    )
+    deployments = {"group": "apps", "version": "v1", "resource": "deployments"}
+    request.update(
+        resource=deployments,
+        subResource="scale",
+        requestKind={"group": "autoscaling", "version": "v1", "kind": "Scale"},
+        requestResource=deployments,
+        requestSubResource="scale",
+    )
+    return request
+
+
 # --- audit records ----------------------------------------------------------------------------
 
 AUDIT_START = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)

@@ -13,6 +13,7 @@ webhook is refused with the name of the entry that matched, one that does not is
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -153,7 +154,7 @@ def test_every_chart_object_was_accepted(kubectl: harness.Tool, cluster: Cluster
     stored = json.loads(
         kubectl("get", "mutatingwebhookconfiguration", RELEASE, "-o", "json").stdout
     )
-    assert len(stored["webhooks"]) == 5
+    assert len(stored["webhooks"]) == 6
     assert all(len(h["matchConditions"]) >= 2 for h in stored["webhooks"])
 
 
@@ -173,6 +174,28 @@ def test_deployments_reach_the_webhook_by_label_or_namespace(cluster: Cluster) -
     assert refused_by(message, "deployments.rollout-webhook.io")
     # The webhook's own namespace is never sent, so it can always start and roll back.
     assert c.create(deployment(NAMESPACE, {ENABLED: "true"})) == ""
+
+
+def test_every_scale_of_a_deployment_reaches_the_webhook(
+    kubectl: harness.Tool, cluster: Cluster
+) -> None:
+    """`kubectl scale` runs only the scale subresource's admission (kubernetes/kubernetes
+    #84530), and its Scale has no labels: its own entry sends it, for any Deployment."""
+    c = cluster
+
+    def scale(namespace: str, *as_user: str) -> subprocess.CompletedProcess[str]:
+        target = deployment(namespace)  # unlabelled: no Deployment entry is called
+        assert c.create(target) == ""
+        name = target["metadata"]["name"]
+        return kubectl(
+            "scale", "deployment", name, "-n", namespace, "--replicas=2", *as_user, check=False
+        )
+
+    scaled = scale(c.plain)
+    assert refused_by(scaled.stderr, "deployments-scale.rollout-webhook.io")
+    assert scale(c.plain, f"--as={CONTROLLER}").returncode == 0
+    # The webhook's own namespace is never sent, so it can always start and roll back.
+    assert scale(NAMESPACE).returncode == 0
 
 
 def test_the_argo_rollouts_controller_and_the_webhook_itself_pass_by(
@@ -258,6 +281,8 @@ DENIED = [
     ("update", "lease/other", "-n", NAMESPACE),
     ("update", f"lease/{RELEASE}-certs", "-n", NAMESPACE),
     ("delete", "horizontalpodautoscalers.autoscaling", "-n", "team-x"),
+    # Scales are answered, never made: the Rollout's size is applied with the Rollout.
+    ("patch", "deployments.apps", "--subresource=scale", "-n", "team-x"),
     ("patch", "mutatingwebhookconfiguration/someone-else"),
     ("create", "pods", "-n", "team-x"),
     ("update", "services", "-n", "team-x"),

@@ -31,7 +31,13 @@ def test_every_mutating_entry_is_called_safely(render: Render) -> None:
     hooks = mutating(render())
     resources = {r for hook in hooks.values() for rule in hook["rules"] for r in rule["resources"]}
     # Exactly the kinds /mutate handles (webhook/core/admission.py decide_mutation).
-    assert resources == {"deployments", "horizontalpodautoscalers", "httproutes", "virtualservices"}
+    assert resources == {
+        "deployments",
+        "deployments/scale",
+        "horizontalpodautoscalers",
+        "httproutes",
+        "virtualservices",
+    }
     for hook in hooks.values():
         assert hook["admissionReviewVersions"] == ["v1"]
         # The webhook writes Rollouts and Services on real requests and nothing on dry runs.
@@ -47,7 +53,9 @@ def test_every_mutating_entry_is_called_safely(render: Render) -> None:
         }
         assert {"kube-system", "kube-node-lease", NAMESPACE} <= excluded(hook)
         for rule in hook["rules"]:
-            assert rule["operations"] == ["CREATE", "UPDATE"]
+            # A subresource is never created: its object is its parent's.
+            want = ["UPDATE"] if "/" in rule["resources"][0] else ["CREATE", "UPDATE"]
+            assert rule["operations"] == want
         skips = conditions(hook)
         assert (
             skips["not-argo-rollouts-controller"] == f"request.userInfo.username != '{CONTROLLER}'"
@@ -71,6 +79,34 @@ def test_deployments_reach_the_webhook_by_their_label_or_their_namespaces(render
     assert {"key": ENABLED, "operator": "In", "values": ["true"]} in by_namespace[
         "namespaceSelector"
     ]["matchExpressions"]
+
+
+def test_every_scale_of_a_deployment_reaches_the_webhook(render: Render) -> None:
+    """kubectl scale calls deployments/scale, which runs only its own admission
+    (kubernetes/kubernetes#84530); its Scale object has no labels, and an objectSelector is
+    evaluated on it, not on the Deployment (#113594), so none may narrow this entry."""
+    hooks = mutating(render())
+    scale = hooks["deployments-scale.rollout-webhook.io"]
+    assert scale["rules"] == [
+        {
+            "apiGroups": ["apps"],
+            "apiVersions": ["v1"],
+            "resources": ["deployments/scale"],
+            "operations": ["UPDATE"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert "objectSelector" not in scale
+    # A Deployment opts in by its own label in any namespace: only the exclusions apply.
+    assert (
+        scale["namespaceSelector"] == hooks["deployments.rollout-webhook.io"]["namespaceSelector"]
+    )
+    # Only the two users that never need the webhook are skipped; a scale to the count the
+    # Deployment already has is sent too (it still sets the service's size).
+    assert set(conditions(scale)) == {"not-argo-rollouts-controller", "not-rollout-webhook"}
+    # The entries for the Deployment itself never match its subresource.
+    for name in ("deployments.rollout-webhook.io", "namespace-deployments.rollout-webhook.io"):
+        assert [r["resources"] for r in hooks[name]["rules"]] == [["deployments"]]
 
 
 def test_hpas_and_routes_are_filtered_by_what_can_need_the_webhook(render: Render) -> None:

@@ -8,6 +8,9 @@
   what really scales the pods).
 - HTTPRoute / VirtualService: given the canary backend when a Service they send traffic
   to belongs to a converted Deployment.
+- The scale subresource of a Deployment (``kubectl scale deployment``, an HPA still aimed
+  at the Deployment): for a converted Deployment the Scale is patched back to the count
+  the Deployment has, and the count asked for goes to the Rollout.
 
 "Converted" is always decided by ``plan_conversion`` itself on the cached Deployment, so
 the webhook, the reconciler and the offline preview cannot disagree. Re-sending an
@@ -23,12 +26,26 @@ from typing import Any
 from webhook.core.cluster import ClusterLister, ClusterReader
 from webhook.core.convert import Conversion, ConversionOperation, Neighbours, plan_conversion
 from webhook.core.crd_schema import RolloutSchema
-from webhook.core.hpa import retarget_hpa, targets
+from webhook.core.hpa import hpas_for, retarget_hpa, targets
 from webhook.core.index import backend_keys, selecting_keys, target_key
 from webhook.core.keys import Keys
-from webhook.core.objects import Obj, annotations_of, json_copy, labels_of, name_of, pod_labels
+from webhook.core.objects import (
+    Obj,
+    annotations_of,
+    json_copy,
+    labels_of,
+    name_of,
+    pod_labels,
+    spec_of,
+)
 from webhook.core.policy import Policy
-from webhook.core.review import AdmissionPlan, AdmissionRequest, request_kind, request_username
+from webhook.core.review import (
+    AdmissionPlan,
+    AdmissionRequest,
+    is_deployment_scale,
+    request_kind,
+    request_username,
+)
 from webhook.core.routes import httproute_references, virtualservice_references
 from webhook.core.services import selects_pods
 
@@ -352,6 +369,115 @@ def decide_route(
     )
 
 
+SCALE_EXTRA = {"subresource": "scale"}
+"""What the audit record of a Scale's decision adds: it is kept under kind Deployment."""
+
+
+def scale_replicas(scale: Mapping[str, Any] | None) -> int | None:
+    """The count of an autoscaling/v1 Scale. The field is ``omitempty``: a Scale of a
+    Deployment at 0 carries none, so a missing count is 0 (None: not a count)."""
+    if scale is None:
+        return None
+    value = spec_of(scale).get("replicas", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _with_replicas(deployment: Mapping[str, Any], replicas: int) -> dict[str, Any]:
+    return {**deployment, "spec": {**spec_of(deployment), "replicas": replicas}}
+
+
+def _scale_skip(reason: str) -> AdmissionPlan:
+    return AdmissionPlan("skip", reason, extra=SCALE_EXTRA)
+
+
+def decide_deployment_scale(
+    request: AdmissionRequest, reader: ClusterReader, policy: Policy, *, keys: Keys
+) -> AdmissionPlan:
+    """A Scale of a Deployment. Converted: the Scale is patched back to the count the
+    Deployment has (0, or what Argo is still draining), so the Deployment never runs pods
+    of its own, and the Rollout, planned as any admission plans it, gets the count asked
+    for. Not converted, or opting out: the Scale goes through untouched.
+
+    A Scale carries no labels and no annotations (the API server copies only the name,
+    namespace, uid, resourceVersion and creation time into it), so "converted" is read from
+    the cached Deployment. Every Scale is a request for a size, also one equal to the
+    Deployment's count (``kubectl scale --replicas=0`` of a drained Deployment stops the
+    service). An HPA sizes a Rollout it scales: then nothing is written, with a warning.
+    """
+    scale = request.get("object") or {}
+    namespace = _namespace(request, scale)
+    name = request.get("name") or name_of(scale)
+    cached = reader.get("Deployment", namespace, name)
+    if cached is None or not annotations_of(cached).get(keys.rollout_name):
+        return _scale_skip(f"Deployment {name} is not converted")
+    wanted = scale_replicas(scale)
+    current = scale_replicas(request.get("oldObject"))
+    if current is None:
+        current = int(spec_of(cached).get("replicas") or 0)
+    if wanted is None:
+        return _scale_skip("the Scale carries no replica count")
+    neighbours = deployment_neighbours(reader, namespace, cached)
+    conversion = plan_conversion(
+        _with_replicas(cached, wanted),
+        neighbours,
+        policy,
+        operation="UPDATE",
+        old_deployment=_with_replicas(cached, current),
+        keys=keys,
+        # A scale is no change of the service: it never brings in the policy's new steps.
+        update_strategy=False,
+    )
+    if not conversion.converted or conversion.rollout is None:
+        return _scale_skip(f"Deployment {name}: {conversion.reason}")
+    mutated = json_copy(dict(scale))
+    if wanted != current:
+        mutated.setdefault("spec", {})["replicas"] = current
+    plan = AdmissionPlan(
+        decision="convert",
+        reason=f"scale of Deployment {name} to {wanted} sent to Rollout {name}",
+        environment=conversion.environment,
+        strategy=conversion.strategy,
+        mutated=mutated,
+        extra=SCALE_EXTRA,
+    )
+    hpas = hpas_for(neighbours.hpas, name)
+    if hpas:
+        why = f"Rollout {name} is sized by HPA {name_of(hpas[0])}"
+        return replace(
+            plan,
+            reason=f"{why}; scale of Deployment {name} to {wanted} not applied",
+            warnings=(f"{why}: nothing scaled; change the HPA's min/maxReplicas instead",),
+        )
+    rollout = conversion.rollout
+    sized = {**rollout, "spec": {**rollout["spec"], "replicas": wanted}}
+    return replace(
+        plan,
+        changes=(sized,),
+        warnings=(
+            f"Deployment {name} is managed by Rollout {name}: scaled the Rollout to {wanted}; "
+            f"the Deployment stays at {current}",
+        ),
+    )
+
+
+def plan_scale_refused(request: AdmissionRequest, why: str) -> AdmissionPlan:
+    """The plan for a Scale of a converted Deployment by a user who may not scale its
+    Rollout (``why``: the permission check's answer): denied, naming the command that
+    scales the Rollout. Admitting it would start pods of the Deployment beside the
+    Rollout's; admitting it patched back would drop the scale without a word."""
+    who = request_username(request) or "?"
+    namespace = request.get("namespace", "")
+    name = request.get("name", "")
+    wanted = scale_replicas(request.get("object"))
+    count = "N" if wanted is None else str(wanted)
+    message = (
+        f"{who} may not scale rollouts.argoproj.io/{name} in namespace {namespace} ({why}); "
+        f"Deployment {name} is managed by Rollout {name}: "
+        f"kubectl scale rollout {name} --replicas={count}"
+    )
+    return AdmissionPlan("deny", message, extra=SCALE_EXTRA)
+
+
 def decide_mutation(
     request: AdmissionRequest,
     reader: ClusterReader,
@@ -363,6 +489,8 @@ def decide_mutation(
     """The plan for a CREATE or UPDATE of any kind the mutating webhook is sent; with
     ``rollout_schema``, a Deployment whose Rollout it refuses is not converted."""
     kind = request["kind"]["kind"]
+    if is_deployment_scale(request):
+        return decide_deployment_scale(request, reader, policy, keys=keys)
     if kind == "Deployment":
         return decide_deployment(request, reader, policy, keys=keys, rollout_schema=rollout_schema)
     if kind == "HorizontalPodAutoscaler":

@@ -55,6 +55,13 @@ class ClusterWriter(Protocol):
         """A SubjectAccessReview: may this user create rollouts.argoproj.io here?"""
         ...
 
+    def may_scale_rollout(
+        self, user: UserInfo, namespace: str, name: str, *, timeout: float
+    ) -> AccessDecision:
+        """A SubjectAccessReview: may this user patch rollouts.argoproj.io/NAME's scale
+        subresource here (what ``kubectl scale rollout NAME`` needs)?"""
+        ...
+
     def apply(self, manifest: Mapping[str, Any], *, timeout: float) -> None:
         """Server-side apply with the product's one field manager; raises on failure."""
         ...

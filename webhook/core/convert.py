@@ -455,13 +455,14 @@ def _replicas(
     old: Mapping[str, Any] | None,
     operation: ConversionOperation,
     keys: Keys,
-) -> tuple[int, int | None]:
-    """(replicas the owner wants, replicas the stored Deployment should have; None = as is).
+) -> tuple[int, int | None, bool]:
+    """(replicas the owner wants, replicas the stored Deployment should have (None: as is),
+    whether this request resizes the service).
 
     Once converted, the Deployment's own replica count belongs to Argo Rollouts, which
-    scales it down. A later request for a new size (a `kubectl scale`, or a GitOps sync
-    putting back the count from Git, argo-rollouts#4935) is recorded as the wanted size
-    and handed to the Rollout, while the Deployment keeps the count it had.
+    scales it down. A later request for a new size (a GitOps sync putting back the count
+    from Git, argo-rollouts#4935) is the service's new size and goes to the Rollout, while
+    the Deployment keeps the count it had.
     """
     requested = _int(spec_of(deployment).get("replicas"), 1)
     recorded_text = annotations_of(deployment).get(keys.original_replicas)
@@ -472,25 +473,31 @@ def _replicas(
     )
     recorded = int(recorded_text) if recorded_text and recorded_text.isdigit() else None
     if not converted or recorded is None:
-        return requested, (0 if operation == "CREATE" else None)
+        # A new conversion: the Deployment's count is the size it asks for.
+        return requested, (0 if operation == "CREATE" else None), True
     if old is not None:
         previous = _int(spec_of(old).get("replicas"), 1)
         if requested != previous:
-            return requested, previous
-        return recorded, None
-    return recorded, None
+            return requested, previous, True
+    return recorded, None, False
 
 
 def _rollout_replicas(
-    wanted: int, hpas: Sequence[Mapping[str, Any]], existing: Mapping[str, Any] | None
+    wanted: int,
+    resized: bool,
+    hpas: Sequence[Mapping[str, Any]],
+    existing: Mapping[str, Any] | None,
 ) -> int:
-    if not hpas:
-        return wanted
-    if existing is not None and isinstance(spec_of(existing).get("replicas"), int):
-        # The HPA owns the Rollout's size once it scales it.
-        replicas: int = spec_of(existing)["replicas"]
-        return replicas
-    return clamp_to_hpa(wanted, hpas[0])
+    """The Rollout's size. Once the Rollout exists its ``spec.replicas`` is the service's
+    size: an HPA scaling it, or a person (``kubectl scale rollout``), sets it there, and
+    only a request that resizes the Deployment moves it (without an HPA, which owns the
+    size). ``original-replicas`` on the Deployment mirrors it, never the other way round."""
+    current = spec_of(existing).get("replicas") if existing is not None else None
+    if isinstance(current, int) and not isinstance(current, bool) and (hpas or not resized):
+        return current
+    if hpas:
+        return clamp_to_hpa(wanted, hpas[0])
+    return wanted
 
 
 @dataclass(frozen=True)
@@ -526,8 +533,9 @@ def _converted_deployment(
     stored: int | None,
     keys: Keys,
 ) -> Obj:
-    """The Deployment as admitted: the product's annotations, and its replicas when they
-    change (0 on CREATE: pods come from the Rollout only)."""
+    """The Deployment as admitted: the product's annotations (``original-replicas``: the
+    Rollout's size, ``wanted``), and its replicas when they change (0 on CREATE: pods come
+    from the Rollout only)."""
     # Only the metadata is copied: the pod template, nearly all of the object, is shared
     # with the request (nothing changes a conversion's Deployment in place afterwards).
     metadata = json_copy(dict(meta(deployment)))
@@ -634,8 +642,9 @@ def plan_conversion(
     if any(f.is_error for f in findings):
         return _skip("refuse", "pre-flight checks failed", deployment, findings, env.name, version)
 
-    wanted, stored = _replicas(deployment, old_deployment, operation, keys)
+    wanted, stored, resized = _replicas(deployment, old_deployment, operation, keys)
     hpas = hpas_for(neighbours.hpas, name)
+    size = _rollout_replicas(wanted, resized, hpas, existing)
     applied = _Applied(env, strategy, _applied_version(kept is not None, existing, version, keys))
     strategy_spec = _strategy_spec(
         strategy, settings, deployment, layout.stable_name, layout.second, layout.traffic
@@ -648,12 +657,10 @@ def plan_conversion(
     converted = Conversion(
         decision="convert",
         reason=f"{admitted.opt_in.reason}; {verb} with {env.name} {strategy} ({admitted.source})",
-        deployment=_converted_deployment(deployment, applied, wanted, stored, keys),
+        deployment=_converted_deployment(deployment, applied, size, stored, keys),
         environment=env.name,
         strategy=strategy,
-        rollout=_rollout_manifest(
-            deployment, applied, _rollout_replicas(wanted, hpas, existing), strategy_spec, keys
-        ),
+        rollout=_rollout_manifest(deployment, applied, size, strategy_spec, keys),
         services=services,
         hpas=tuple(retarget_hpa(h, name) for h in hpas if not targets(h, "Rollout", name)),
         routes=layout.traffic.routes,

@@ -86,9 +86,15 @@ def plan_opt_out(
 ) -> Restoration:
     name = name_of(deployment)
     annotations = annotations_of(deployment)
+    rollout = neighbours.rollout_named(name)
     recorded = annotations.get(keys.original_replicas, "")
     current = spec_of(deployment).get("replicas")
     replicas = int(recorded) if recorded.isdigit() else (current if isinstance(current, int) else 1)
+    # The Rollout's size is the service's (an HPA or a person may have scaled it since the
+    # annotation was last mirrored).
+    sized = spec_of(rollout).get("replicas") if rollout is not None else None
+    if isinstance(sized, int) and not isinstance(sized, bool):
+        replicas = sized
     hpas = [h for h in neighbours.hpas if targets(h, "Rollout", name)]
     if hpas:
         replicas = clamp_to_hpa(replicas, hpas[0])
@@ -100,7 +106,6 @@ def plan_opt_out(
     restored.setdefault("metadata", {})["annotations"] = kept
 
     generated = _generated_services(deployment, neighbours, keys)
-    rollout = neighbours.rollout_named(name)
     return Restoration(
         deployment=restored,
         replicas=replicas,

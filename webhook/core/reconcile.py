@@ -21,6 +21,7 @@ from typing import Any
 from webhook.core.actions import Apply, ClusterAction, Delete, Emit, Patch
 from webhook.core.convert import Conversion, Neighbours, plan_conversion
 from webhook.core.crd_schema import RolloutSchema
+from webhook.core.hpa import hpas_for
 from webhook.core.keys import DEFAULT_KEYS, Keys
 from webhook.core.objects import (
     Obj,
@@ -251,15 +252,33 @@ def _orphans(
     )
 
 
+REVISION_ANNOTATION = "rollout.argoproj.io/revision"
+"""Argo Rollouts' revision counter on the Rollout: 1 until the pod template first changes."""
+
+
+def _argo_drained(rollout: Mapping[str, Any]) -> bool:
+    """Whether Argo's own scale-down of the Deployment is over: it happens only at the
+    Rollout's first revision, until it is Healthy (argo-rollouts#4935, #4681), so a
+    Deployment scaled up later (a GitOps sync, a `kubectl scale` that got past the webhook)
+    keeps its pods beside the Rollout's for good."""
+    revision = annotations_of(rollout).get(REVISION_ANNOTATION, "")
+    later = revision.isdigit() and int(revision) > 1
+    return (rollout.get("status") or {}).get("phase") == "Healthy" or later
+
+
 def _gitops_drain(
     deployment: Mapping[str, Any],
     rollout: Mapping[str, Any] | None,
     conversion: Conversion,
     policy: Policy,
     keys: Keys,
+    scaled_by_hpa: bool = False,
 ) -> list[ClusterAction]:
-    """argo-rollouts#4935: a GitOps sync puts replicas back on a scaled-down Deployment,
-    and Argo does not scale it down again: capacity doubles for good. Drain it again."""
+    """argo-rollouts#4935: a GitOps sync (or a scale admitted while the webhook was down)
+    puts replicas back on a scaled-down Deployment, and Argo does not scale it down again:
+    capacity doubles for good. Drain it again, and give the count to the Rollout (unless an
+    HPA sizes it): the Rollout's size is the service's, so it must carry the new count
+    before the Deployment's annotation mirrors it."""
     env = policy.environment(conversion.environment or "")
     if env is None or env.scale_down == "never" or rollout is None:
         return []
@@ -268,12 +287,18 @@ def _gitops_drain(
     status = rollout.get("status") or {}
     replicas = spec_of(deployment).get("replicas")
     ready = int(status.get("availableReplicas") or 0) >= int(spec_of(rollout).get("replicas") or 0)
-    if status.get("phase") != "Healthy" or not ready or not isinstance(replicas, int):
+    if not _argo_drained(rollout) or not ready or not isinstance(replicas, int):
         return []
     if replicas == 0:
         return []
     name = name_of(deployment)
+    resized: list[ClusterAction] = []
+    if conversion.rollout is not None and not scaled_by_hpa:
+        sized = {**conversion.rollout, "spec": {**conversion.rollout["spec"], "replicas": replicas}}
+        resized.append(Apply(sized, f"Rollout {name} runs the {replicas} replicas asked for"))
+    # The Rollout first: should the drain then fail, the count asked for is not lost.
     return [
+        *resized,
         Patch(
             "Deployment",
             str(meta(deployment).get("namespace", "")),
@@ -368,7 +393,8 @@ def _converge(
                 "record the conversion on the Deployment",
             )
         )
-    actions.extend(_gitops_drain(deployment, existing_rollout, conversion, policy, keys))
+    by_hpa = bool(hpas_for(neighbours.hpas, name))
+    actions.extend(_gitops_drain(deployment, existing_rollout, conversion, policy, keys, by_hpa))
     writes = [a for a in actions if not isinstance(a, Emit)]
     if writes and existing_rollout is None:
         actions.append(

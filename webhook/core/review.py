@@ -34,6 +34,12 @@ class GroupVersionKind(TypedDict):
     kind: str
 
 
+class GroupVersionResource(TypedDict):
+    group: str
+    version: str
+    resource: str
+
+
 class UserInfo(TypedDict, total=False):
     username: str
     uid: str
@@ -42,9 +48,23 @@ class UserInfo(TypedDict, total=False):
 
 
 class AdmissionRequest(TypedDict):
+    """The fields of a request this webhook reads.
+
+    ``kind``, ``resource`` and ``subResource`` describe the object sent, after the API
+    server converted it to the version the rule names (``matchPolicy: Equivalent``);
+    the ``request*`` fields describe the call as the client made it. A subresource call
+    (``deployments/scale``) sends the subresource's object (an ``autoscaling/v1 Scale``),
+    never its parent, and runs only the subresource's admission (kubernetes/kubernetes#84530).
+    """
+
     uid: str
     kind: GroupVersionKind
     operation: AdmissionOperation
+    resource: NotRequired[GroupVersionResource]
+    subResource: NotRequired[str]
+    requestKind: NotRequired[GroupVersionKind]
+    requestResource: NotRequired[GroupVersionResource]
+    requestSubResource: NotRequired[str]
     namespace: NotRequired[str]
     name: NotRequired[str]
     userInfo: NotRequired[UserInfo]
@@ -130,6 +150,7 @@ def parse_review(body: object) -> AdmissionRequest:
     """
     request = _envelope(body)
     _check_identity(request)
+    _check_resource(request)
     _check_objects(request)
     _check_user(request.get("userInfo", {}))
     return request  # type: ignore[return-value]  # checked above, field by field
@@ -167,6 +188,30 @@ def _check_identity(request: dict[str, Any]) -> None:
         )
 
 
+def _check_group_version(value: object, field_name: str, last: str) -> None:
+    """An object with string members group, version and ``last`` (group may be "")."""
+    if not isinstance(value, dict) or not isinstance(value.get(last), str):
+        raise ReviewInvalid(f"request.{field_name}: must be an object with a string {last!r}")
+    for part in ("group", "version"):
+        if not isinstance(value.get(part, ""), str):
+            raise ReviewInvalid(f"request.{field_name}.{part}: must be a string")
+
+
+def _check_resource(request: dict[str, Any]) -> None:
+    """What was called: the resource, the subresource, and the call as the client made it
+    (all optional: the decision falls back to ``kind`` without them)."""
+    for field_name, last in (
+        ("resource", "resource"),
+        ("requestResource", "resource"),
+        ("requestKind", "kind"),
+    ):
+        if field_name in request:
+            _check_group_version(request[field_name], field_name, last)
+    for field_name in ("subResource", "requestSubResource"):
+        if not isinstance(request.get(field_name, ""), str):
+            raise ReviewInvalid(f"request.{field_name}: must be a string")
+
+
 def _check_objects(request: dict[str, Any]) -> None:
     """The objects, where they are, and whether this is a dry run."""
     for key in ("object", "oldObject"):
@@ -194,6 +239,30 @@ def request_username(request: AdmissionRequest) -> str:
 
 def request_kind(request: AdmissionRequest) -> str:
     return request["kind"]["kind"]
+
+
+def request_resource(request: AdmissionRequest) -> tuple[str, str]:
+    """(resource, subresource) as called, e.g. ("deployments", "scale"); ("", "") when the
+    request does not say (the resource is then known from ``kind`` alone)."""
+    resource = request.get("resource")
+    return (resource["resource"] if resource else ""), request.get("subResource", "")
+
+
+def is_deployment_scale(request: AdmissionRequest) -> bool:
+    """A call of a Deployment's scale subresource (``kubectl scale deployment``, an HPA)."""
+    resource = request.get("resource")
+    return (
+        resource is not None
+        and resource.get("group") == "apps"
+        and request_resource(request) == ("deployments", "scale")
+    )
+
+
+def subject_kind(request: AdmissionRequest) -> str:
+    """The kind of the object a request changes, as the audit trail and the write order name
+    it: the parent's for a scale subresource (a Scale of a Deployment changes the
+    Deployment), otherwise the kind sent."""
+    return "Deployment" if is_deployment_scale(request) else request_kind(request)
 
 
 def request_name(request: AdmissionRequest) -> str:

@@ -54,17 +54,30 @@ def apply_body(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
-def access_review_body(user: UserInfo, namespace: str) -> dict[str, Any]:
-    """A SubjectAccessReview: may this user (groups and extra included) create Rollouts?"""
+def access_review_body(
+    user: UserInfo,
+    namespace: str,
+    *,
+    verb: str = "create",
+    subresource: str = "",
+    name: str = "",
+) -> dict[str, Any]:
+    """A SubjectAccessReview: may this user (groups and extra included) do ``verb`` on
+    Rollouts (by default: create them) in the namespace?"""
+    attributes = {
+        "namespace": namespace,
+        "verb": verb,
+        "group": "argoproj.io",
+        "resource": "rollouts",
+    }
+    if subresource:
+        attributes["subresource"] = subresource
+    if name:
+        attributes["name"] = name
     spec: dict[str, Any] = {
         "user": user.get("username", ""),
         "groups": list(user.get("groups", [])),
-        "resourceAttributes": {
-            "namespace": namespace,
-            "verb": "create",
-            "group": "argoproj.io",
-            "resource": "rollouts",
-        },
+        "resourceAttributes": attributes,
     }
     if user.get("uid"):
         spec["uid"] = user["uid"]
@@ -84,9 +97,18 @@ class ClusterAdapter:
     def may_create_rollouts(
         self, user: UserInfo, namespace: str, *, timeout: float
     ) -> AccessDecision:
-        answer = self.http.request(
-            "POST", SAR_PATH, body=access_review_body(user, namespace), timeout=timeout
-        )
+        return self._review(access_review_body(user, namespace), timeout)
+
+    def may_scale_rollout(
+        self, user: UserInfo, namespace: str, name: str, *, timeout: float
+    ) -> AccessDecision:
+        # kubectl scale sends a merge patch of the scale subresource unless it is given a
+        # precondition (--current-replicas, --resource-version), then a get and an update.
+        body = access_review_body(user, namespace, verb="patch", subresource="scale", name=name)
+        return self._review(body, timeout)
+
+    def _review(self, body: dict[str, Any], timeout: float) -> AccessDecision:
+        answer = self.http.request("POST", SAR_PATH, body=body, timeout=timeout)
         status = answer.get("status") or {}
         allowed = bool(status.get("allowed")) and not status.get("denied")
         reason = str(status.get("reason") or status.get("evaluationError") or "")

@@ -1,4 +1,5 @@
-"""The permission check of admission: may the requesting user create Rollouts here?
+"""The permission check of admission: may the requesting user create Rollouts here (or,
+for a scale of a converted Deployment, scale its Rollout)?
 
 A SubjectAccessReview for the requesting user (the confused-deputy check: the webhook
 writes with its own rights, so it first asks whether the user could have made the writes
@@ -21,7 +22,7 @@ from webhook.server.metrics import Metrics
 log = logging.getLogger(__name__)
 
 
-def _identity(user: UserInfo, namespace: str) -> tuple[object, ...]:
+def _identity(user: UserInfo, namespace: str, scaled: str) -> tuple[object, ...]:
     extra = user.get("extra", {})
     return (
         user.get("username", ""),
@@ -29,6 +30,7 @@ def _identity(user: UserInfo, namespace: str) -> tuple[object, ...]:
         tuple(sorted(user.get("groups", []))),
         tuple(sorted((k, tuple(v)) for k, v in extra.items())),
         namespace,
+        scaled,
     )
 
 
@@ -64,8 +66,12 @@ class AccessReviews:
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
-    async def check(self, user: UserInfo, namespace: str, *, budget: float) -> AccessDecision:
-        key = _identity(user, namespace)
+    async def check(
+        self, user: UserInfo, namespace: str, *, budget: float, scaled_rollout: str = ""
+    ) -> AccessDecision:
+        """May the user create Rollouts in the namespace, or, given ``scaled_rollout``,
+        scale that Rollout?"""
+        key = _identity(user, namespace, scaled_rollout)
         now = self._monotonic()
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
@@ -73,8 +79,14 @@ class AccessReviews:
             return cached[1]
         timeout = max(0.05, min(self._timeout, budget))
         try:
-            call = functools.partial(
-                self._writer.may_create_rollouts, user, namespace, timeout=timeout
+            call = (
+                functools.partial(
+                    self._writer.may_scale_rollout, user, namespace, scaled_rollout, timeout=timeout
+                )
+                if scaled_rollout
+                else functools.partial(
+                    self._writer.may_create_rollouts, user, namespace, timeout=timeout
+                )
             )
             decision = await asyncio.wait_for(
                 asyncio.get_running_loop().run_in_executor(self._threads, call),

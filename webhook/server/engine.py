@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
-from webhook.core.admission import plan_without_policy, plan_without_writes
+from webhook.core.admission import plan_scale_refused, plan_without_policy, plan_without_writes
 from webhook.core.audit import DecisionFacts
 from webhook.core.cluster import ClusterReader, ClusterWriter
 from webhook.core.convert import policy_plan_problems
@@ -36,10 +36,12 @@ from webhook.core.review import (
     allowed,
     clip_warning,
     denied,
+    is_deployment_scale,
     patch_for,
     request_kind,
     request_name,
     request_username,
+    subject_kind,
 )
 from webhook.server.access_reviews import AccessReviews
 from webhook.server.audit_trail import AuditSink
@@ -130,23 +132,48 @@ class AdmissionEngine:
         policy = self.policy()  # read once: a reload meanwhile must not mix two policies
         plan = self._plan(request, policy)
         if plan.changes and plan.decision == "convert" and self.access is not None:
-            user = request.get("userInfo", {})
-            namespace = request.get("namespace", "")
             # Leave a tenth of a second for the answer and its audit record.
             remaining = budget - (self.monotonic() - started) - 0.1
-            access = await self.access.check(user, namespace, budget=remaining)
-            if not access.allowed:
-                plan = plan_without_writes(request, plan, access.reason, keys=self.keys)
+            plan = await self._checked(request, plan, self.access, remaining)
         patch = patch_for(request, plan)
-        response = allowed(
-            request["uid"],
-            patch=patch,
-            warnings=plan.warnings,
-            audit_annotations=self._annotations(plan, policy),
-        )
+        if plan.decision == "deny":
+            response = denied(
+                request["uid"],
+                f"{PRODUCT}: {plan.reason}",
+                warnings=plan.warnings,
+                audit_annotations=self._annotations(plan, policy),
+            )
+        else:
+            response = allowed(
+                request["uid"],
+                patch=patch,
+                warnings=plan.warnings,
+                audit_annotations=self._annotations(plan, policy),
+            )
         written = self._finish("mutate", request, plan, policy, patch, response, started)
         await self.recorded(written, self.left(started, budget))
         return response
+
+    async def _checked(
+        self, request: AdmissionRequest, plan: AdmissionPlan, access: AccessReviews, budget: float
+    ) -> AdmissionPlan:
+        """The plan once the requester's rights are known: may they make its writes?
+
+        A Scale of a converted Deployment writes the Rollout's size: the requester must be
+        allowed to scale that Rollout, or the Scale is denied (admitted, it would either
+        start Deployment pods or be dropped without a word). Anything else writes
+        Rollouts: without the right to create them, nothing is written
+        (``plan_without_writes``)."""
+        user = request.get("userInfo", {})
+        namespace = request.get("namespace", "")
+        if is_deployment_scale(request):
+            name = request.get("name", "")
+            answer = await access.check(user, namespace, budget=budget, scaled_rollout=name)
+            return plan if answer.allowed else plan_scale_refused(request, answer.reason)
+        answer = await access.check(user, namespace, budget=budget)
+        if answer.allowed:
+            return plan
+        return plan_without_writes(request, plan, answer.reason, keys=self.keys)
 
     def _plan(self, request: AdmissionRequest, policy: Policy | None) -> AdmissionPlan:
         user = request_username(request)
@@ -193,7 +220,7 @@ class AdmissionEngine:
             uid=request["uid"],
             user=request_username(request),
             operation=request["operation"],
-            kind=request_kind(request),
+            kind=subject_kind(request),
             namespace=request.get("namespace", ""),
             name=request_name(request),
             dry_run=dry_run,
@@ -210,8 +237,9 @@ class AdmissionEngine:
             latency_seconds=latency,
             extra=plan.extra,
         )
+        metric_kind = "Deployment/scale" if is_deployment_scale(request) else facts.kind
         self.metrics.requests.labels(
-            endpoint, request_kind(request), request["operation"], plan.decision
+            endpoint, metric_kind, request["operation"], plan.decision
         ).inc()
         self.metrics.latency.labels(endpoint).observe(latency)
         if plan.changes and not dry_run and self.worker is not None:
@@ -219,7 +247,8 @@ class AdmissionEngine:
             # record with the same uid says what became of them.
             pending = tuple(change_outcome(m, "pending") for m in plan.changes)
             written = self.audit.record_on_loop(replace(facts, changes_made=pending))
-            key = (request_kind(request), facts.namespace, facts.name)
+            # A Scale's writes are ordered with those of its Deployment's requests.
+            key = (facts.kind, facts.namespace, facts.name)
             creating = request["operation"] == "CREATE" and bool(request.get("name"))
             replan = None
             if creating and policy is not None and plan.decision == "convert":

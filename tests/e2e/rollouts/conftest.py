@@ -4,7 +4,8 @@
   Rollouts controller, one set for this package (stopped when its last test is done, so the
   rest of the tier keeps its "nothing reconciles" control plane).
 - `webhook`: `rollout-webhook serve` as a process, with tests/e2e/rollouts/policy.yaml,
-  registered for namespaces labelled `rollout-webhook.io/e2e-tier: rollouts`.
+  registered through the chart's own MutatingWebhookConfiguration (rendered by `helm
+  template`), narrowed to namespaces labelled `rollout-webhook.io/e2e-tier: rollouts`.
 - `rollouts_namespace`: the tier's `namespace`, labelled so the webhook serves it.
 - `argo`: `kubectl argo rollouts ...` through the real kubectl and the built plugin.
 
@@ -172,7 +173,7 @@ def webhook(
             )
         time.sleep(0.25)
     stored = harness.register_webhook(
-        kubectl, f"{url}/mutate", bundle.ca_pem.encode(), _mutating_configuration()
+        kubectl, f"{url}/mutate", bundle.ca_pem.encode(), _mutating_configuration(helm)
     )
     yield WebhookServer(url, bundle.ca_pem.encode(), process, audit_file)
     kubectl("delete", "mutatingwebhookconfiguration", stored["metadata"]["name"], check=False)
@@ -214,39 +215,30 @@ def _webhook_kubeconfig(
     return path
 
 
-def _mutating_configuration() -> dict[str, object]:
-    rules = [
-        {
-            "apiGroups": ["apps"],
-            "apiVersions": ["v1"],
-            "operations": ["CREATE", "UPDATE"],
-            "resources": ["deployments"],
-        },
-        {
-            "apiGroups": ["autoscaling"],
-            "apiVersions": ["v2"],
-            "operations": ["CREATE", "UPDATE"],
-            "resources": ["horizontalpodautoscalers"],
-        },
+def _mutating_configuration(helm: harness.Tool) -> dict[str, object]:
+    """The chart's MutatingWebhookConfiguration as shipped (every entry, the one for
+    `deployments/scale` included), narrowed to the tier's namespaces, with failurePolicy
+    Fail (a scenario must not pass on an unconverted object) and 5 s per call, the most the
+    chart allows."""
+    rendered = helm(
+        "template",
+        "rollout-webhook",
+        str(CHART),
+        f"--namespace={WEBHOOK_NAMESPACE}",
+        "--show-only=templates/webhooks.yaml",
+        "--set=webhook.failurePolicy=Fail",
+        "--set=webhook.timeoutSeconds=5",
+    ).stdout
+    [mutating] = [
+        d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "MutatingWebhookConfiguration"
     ]
-    return {
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": "rollout-webhook-e2e-rollouts"},
-        "webhooks": [
-            {
-                "name": "mutate.rollout-webhook.io",
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "NoneOnDryRun",
-                # Fail, not the chart's Ignore: a scenario must not pass on an unconverted object.
-                "failurePolicy": "Fail",
-                "reinvocationPolicy": "IfNeeded",
-                "timeoutSeconds": 10,
-                "rules": rules,
-                "namespaceSelector": {"matchLabels": {TIER_LABEL: "rollouts"}},
-                "clientConfig": {},
-            }
-        ],
-    }
+    mutating["metadata"] = {"name": "rollout-webhook-e2e-rollouts"}
+    for hook in mutating["webhooks"]:
+        selector = hook.setdefault("namespaceSelector", {})
+        selector.setdefault("matchExpressions", []).append(
+            {"key": TIER_LABEL, "operator": "In", "values": ["rollouts"]}
+        )
+    return dict(mutating)
 
 
 @pytest.fixture

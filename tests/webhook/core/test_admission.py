@@ -19,12 +19,14 @@ from tests import builders
 from tests.builders import Obj
 from webhook.core.admission import (
     decide_deployment,
+    decide_deployment_scale,
     decide_hpa,
     decide_mutation,
     decide_route,
     deployment_neighbours,
     mark_refused,
     neighbours_of,
+    plan_scale_refused,
     plan_without_policy,
     plan_without_writes,
 )
@@ -512,6 +514,210 @@ def test_a_route_sent_without_its_namespace_is_patched_without_one() -> None:
     assert plan.mutated is not None
     assert "namespace" not in plan.mutated["metadata"]
     assert split(plan.mutated) == [CANARY]
+
+
+# --- the scale subresource ----------------------------------------------------------------------
+
+
+def paused_canary(replicas: int = 3) -> Obj:
+    """The Rollout of ``web`` paused in a canary, with steps the policy no longer has."""
+    rollout = builders.rollout(
+        replicas=replicas, strategy={"canary": {"steps": [{"setWeight": 5}]}}
+    )
+    rollout["status"] = {"phase": "Paused"}
+    return rollout
+
+
+DRAINED = [converted(replicas=0), builders.service(), builders.rollout(replicas=3)]
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """``kubectl scale deployment web --replicas=REPLICAS`` of a Deployment at ``current``,
+    with ``cached`` in the caches, and what the plan must say."""
+
+    cached: tuple[Obj, ...]
+    replicas: int
+    current: int
+    decision: str
+    reason: str
+    stored: int | None = None
+    """The Scale's count once patched (None: admitted untouched, no patch)."""
+    rollout: int | None = None
+    """The Rollout's count written after the answer (None: nothing written)."""
+    warning: str = ""
+
+
+SCALES = [
+    pytest.param(
+        Scaled(
+            tuple(DRAINED),
+            6,
+            0,
+            "convert",
+            "scale of Deployment web to 6 sent to Rollout web",
+            stored=0,
+            rollout=6,
+            warning="Deployment web is managed by Rollout web: scaled the Rollout to 6; "
+            "the Deployment stays at 0",
+        ),
+        id="converted-and-drained",
+    ),
+    pytest.param(
+        Scaled(
+            (converted(replicas=2), builders.service(), builders.rollout(replicas=3)),
+            6,
+            2,
+            "convert",
+            "scale of Deployment web to 6 sent to Rollout web",
+            stored=2,
+            rollout=6,
+        ),
+        id="converted-while-argo-still-drains-it-keeps-its-count",
+    ),
+    pytest.param(
+        Scaled(
+            tuple(DRAINED),
+            0,
+            0,
+            "convert",
+            "scale of Deployment web to 0 sent to Rollout web",
+            rollout=0,
+        ),
+        id="scaled-to-zero-with-the-deployment-already-at-zero-stops-the-service",
+    ),
+    pytest.param(
+        Scaled(
+            (converted(replicas=0), builders.service(), paused_canary()),
+            6,
+            0,
+            "convert",
+            "scale of Deployment web to 6 sent to Rollout web",
+            stored=0,
+            rollout=6,
+        ),
+        id="during-a-paused-canary",
+    ),
+    pytest.param(
+        Scaled(
+            (*DRAINED, builders.hpa(kind="Rollout")),
+            6,
+            0,
+            "convert",
+            "Rollout web is sized by HPA web; scale of Deployment web to 6 not applied",
+            stored=0,
+            warning="Rollout web is sized by HPA web: nothing scaled; "
+            "change the HPA's min/maxReplicas instead",
+        ),
+        id="an-hpa-sizes-the-rollout-nothing-written",
+    ),
+    pytest.param(
+        Scaled(
+            (*DRAINED, builders.hpa()),
+            6,
+            0,
+            "convert",
+            "Rollout web is sized by HPA web; scale of Deployment web to 6 not applied",
+            stored=0,
+        ),
+        id="an-hpa-still-aimed-at-the-deployment-is-not-denied",
+    ),
+    pytest.param(
+        Scaled(
+            (builders.deployment(), builders.service()),
+            6,
+            3,
+            "skip",
+            "Deployment web is not converted",
+        ),
+        id="a-plain-deployment-scales-as-asked",
+    ),
+    pytest.param(
+        Scaled(
+            (builders.opted_in(), builders.service()),
+            6,
+            3,
+            "skip",
+            "Deployment web is not converted",
+        ),
+        id="opted-in-not-yet-converted-left-to-the-reconciler",
+    ),
+    pytest.param(
+        Scaled(
+            (
+                converted(labels={K.enabled: "false"}, replicas=3),
+                builders.service(),
+                builders.rollout(),
+            ),
+            6,
+            3,
+            "skip",
+            "Deployment web: opted out by label rollout-webhook.io/enabled=false on the Deployment",
+        ),
+        id="opting-out-the-deployment-takes-its-size-back",
+    ),
+    pytest.param(
+        Scaled((converted(ns="staging"),), 6, 0, "skip", "Deployment web is not converted"),
+        id="converted-in-another-namespace",
+    ),
+    pytest.param(
+        Scaled((), 6, 0, "skip", "Deployment web is not converted"),
+        id="not-in-the-caches",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", SCALES)
+def test_decide_deployment_scale(case: Scaled) -> None:
+    request = cast(
+        AdmissionRequest,
+        builders.scale_request(replicas=case.replicas, current=case.current),
+    )
+    plan = decide(decide_deployment_scale, request, case.cached)
+    assert (plan.decision, plan.reason) == (case.decision, case.reason)
+    assert plan.extra == {"subresource": "scale"}
+    patch = patch_for(request, plan)
+    if case.stored is None:
+        assert patch == []
+    else:
+        assert sent_back(request, plan)["spec"]["replicas"] == case.stored
+        assert sent_back(request, plan)["kind"] == "Scale"
+    if case.rollout is None:
+        assert plan.changes == ()
+    else:
+        (rollout,) = plan.changes
+        assert rollout["kind"] == "Rollout" and rollout["spec"]["replicas"] == case.rollout
+        assert rollout["spec"]["workloadRef"]["name"] == "web"
+        # The strategy in force stays: a scale never brings in the policy's new steps.
+        cached = [o for o in case.cached if o["kind"] == "Rollout"]
+        if cached:
+            steps = cached[0]["spec"]["strategy"]["canary"]["steps"]
+            assert rollout["spec"]["strategy"]["canary"]["steps"] == steps
+    if case.warning:
+        assert case.warning in plan.warnings
+
+
+def test_a_scale_reaches_its_decision_through_decide_mutation() -> None:
+    request = cast(AdmissionRequest, builders.scale_request(replicas=6, current=0))
+    plan = decide(decide_mutation, request, DRAINED)
+    assert plan == decide(decide_deployment_scale, request, DRAINED)
+    assert plan.decision == "convert"
+    # Without the subresource fields the same object is a kind the webhook leaves alone.
+    bare = cast(AdmissionRequest, {k: v for k, v in request.items() if k != "resource"})
+    assert (
+        decide(decide_mutation, bare, DRAINED).reason == "Scale is not a kind this webhook changes"
+    )
+
+
+def test_a_scale_by_a_user_who_may_not_scale_the_rollout_is_denied_naming_the_command() -> None:
+    request = cast(AdmissionRequest, builders.scale_request(replicas=6, current=0))
+    plan = plan_scale_refused(request, "no RBAC rule allows it")
+    assert plan.decision == "deny"
+    assert plan.changes == () and plan.mutated is None
+    assert plan.reason == (
+        "alice may not scale rollouts.argoproj.io/web in namespace prod (no RBAC rule allows "
+        "it); Deployment web is managed by Rollout web: kubectl scale rollout web --replicas=6"
+    )
 
 
 # --- dispatch -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -52,10 +53,25 @@ def test_opt_out_restores_everything() -> None:
     assert plan.delete_services == ("web-canary",)
 
 
+def sized(neighbours: Neighbours, replicas: int) -> Neighbours:
+    rollout = neighbours.rollouts[0]
+    spec = {**rollout["spec"], "replicas": replicas}
+    return replace(neighbours, rollouts=({**rollout, "spec": spec},))
+
+
 def test_opt_out_bounds_replicas_by_the_hpa() -> None:
     deployment, neighbours = converted_namespace()
     deployment["metadata"]["annotations"][K.original_replicas] = "1"  # type: ignore[index]
-    assert plan_opt_out(deployment, neighbours).replicas == 2
+    assert plan_opt_out(deployment, sized(neighbours, 1)).replicas == 2
+
+
+def test_opt_out_gives_the_deployment_the_rollouts_size() -> None:
+    # Scaled by hand (or by the HPA) since the annotation was last mirrored: the Rollout's
+    # size is the service's.
+    deployment, neighbours = converted_namespace()
+    assert plan_opt_out(deployment, sized(neighbours, 5)).replicas == 5
+    # Without the Rollout, the annotation says it.
+    assert plan_opt_out(deployment, replace(neighbours, rollouts=())).replicas == 4
 
 
 def test_opt_out_never_lowers_a_running_deployment() -> None:

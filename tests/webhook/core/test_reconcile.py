@@ -185,16 +185,20 @@ def test_gitops_resync_is_drained_with_an_event() -> None:
     assert cluster.plan().actions == ()
     dep["spec"]["replicas"] = 5  # Argo CD put back the count from Git
     plan = cluster.plan()
-    assert kinds(plan) == ["patch Deployment", "event ReplicasDrained"]
-    patch = plan.actions[0]
+    # The Rollout gets the count first: should the drain fail, the count is not lost.
+    assert kinds(plan) == ["apply Rollout", "patch Deployment", "event ReplicasDrained"]
+    apply, patch, event = plan.actions
+    assert isinstance(apply, Apply) and apply.manifest["spec"]["replicas"] == 5
     assert isinstance(patch, Patch)
     assert patch.patch == {
         "metadata": {"annotations": {K.original_replicas: "5"}},
         "spec": {"replicas": 0},
     }
-    event = plan.actions[1]
     assert isinstance(event, Emit)
     assert "ignoreDifferences" in event.message
+    cluster.carry_out(plan)
+    assert cluster.plan().actions == ()
+    assert cluster.get("Rollout", "web")["spec"]["replicas"] == 5  # type: ignore[index]
 
 
 def test_no_drain_while_the_rollout_is_not_healthy() -> None:
@@ -701,3 +705,91 @@ def test_the_planner_never_raises(
     plan = cluster.plan(policy=policy_text(updates=updates, enabled=enabled))
     assert plan.state in ("converted", "converting", "opting-out", "plain", "refused")
     assert plan.summary
+
+
+# --- the Rollout's size (it is the service's, once the Rollout exists) ----------------------
+
+
+def scaled_service(*others: dict[str, Any]) -> Cluster:
+    cluster = Cluster(opted_in(uid="u1", replicas=3), service(), *others)
+    cluster.carry_out(cluster.plan())
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["spec"]["replicas"] = 0  # as Argo leaves it
+    return cluster
+
+
+def test_a_rollout_scaled_by_hand_keeps_its_size_and_the_deployment_mirrors_it() -> None:
+    cluster = scaled_service()
+    rollout = cluster.get("Rollout", "web")
+    assert rollout is not None
+    rollout["spec"]["replicas"] = 5  # kubectl scale rollout web --replicas=5
+    plan = cluster.plan()
+    # No apply of the Rollout (it would undo the 5): only the annotation follows it.
+    assert kinds(plan) == ["patch Deployment"]
+    assert plan.actions[0] == Patch(
+        "Deployment",
+        "prod",
+        "web",
+        {"metadata": {"annotations": {K.original_replicas: "5"}}},
+        "record the conversion on the Deployment",
+    )
+    cluster.carry_out(plan)
+    assert cluster.plan().actions == ()
+    assert rollout["spec"]["replicas"] == 5
+
+
+def test_an_hpa_deleted_leaves_the_rollout_at_the_size_it_had() -> None:
+    cluster = scaled_service(hpa(lo=2, hi=10))
+    cluster.carry_out(cluster.plan())
+    rollout = cluster.get("Rollout", "web")
+    assert rollout is not None
+    rollout["spec"]["replicas"] = 7  # the HPA scaled it
+    del cluster.objs[("HorizontalPodAutoscaler", "web")]
+    cluster.carry_out(cluster.plan())
+    assert rollout["spec"]["replicas"] == 7
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None and dep["metadata"]["annotations"][K.original_replicas] == "7"
+
+
+def canary_paused_at_revision(cluster: Cluster, revision: str) -> None:
+    rollout = cluster.get("Rollout", "web")
+    assert rollout is not None
+    rollout["metadata"]["annotations"]["rollout.argoproj.io/revision"] = revision
+    rollout["status"] = {"phase": "Paused", "availableReplicas": 3}
+
+
+def test_a_scale_that_got_past_the_webhook_is_drained_after_the_first_revision() -> None:
+    cluster = scaled_service()
+    canary_paused_at_revision(cluster, "2")
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["spec"]["replicas"] = 6  # kubectl scale deployment while the webhook was down
+    plan = cluster.plan()
+    assert kinds(plan) == ["apply Rollout", "patch Deployment", "event ReplicasDrained"]
+    cluster.carry_out(plan)
+    dep = cluster.get("Deployment", "web")
+    rollout = cluster.get("Rollout", "web")
+    assert dep is not None and rollout is not None
+    assert dep["spec"]["replicas"] == 0
+    assert rollout["spec"]["replicas"] == 6
+    assert rollout["spec"]["strategy"]["canary"]["steps"]  # the strategy is kept as it was
+
+
+def test_no_drain_at_the_first_revision_while_argo_scales_the_deployment_down() -> None:
+    cluster = scaled_service()
+    canary_paused_at_revision(cluster, "1")
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["spec"]["replicas"] = 2  # Argo's own progressive scale-down, under way
+    assert cluster.plan().actions == ()
+
+
+def test_a_drain_leaves_the_size_of_a_rollout_an_hpa_scales_to_the_hpa() -> None:
+    cluster = scaled_service(hpa(lo=2, hi=10))
+    cluster.carry_out(cluster.plan())
+    canary_paused_at_revision(cluster, "3")
+    dep = cluster.get("Deployment", "web")
+    assert dep is not None
+    dep["spec"]["replicas"] = 6
+    assert kinds(cluster.plan()) == ["patch Deployment", "event ReplicasDrained"]

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.fixtures import REQUEST_NAMESPACE, deployment, request_namespace_objects
+from tests import builders
 from webhook.core.policy import builtin_policy
 from webhook.core.review import (
     MAX_WARNING_LENGTH,
@@ -22,10 +23,13 @@ from webhook.core.review import (
     clip_warning,
     decode_patch,
     denied,
+    is_deployment_scale,
     make_patch,
     parse_review,
     request_name,
+    request_resource,
     review_response,
+    subject_kind,
 )
 
 JSON = st.recursive(
@@ -194,6 +198,24 @@ def envelope(**fields: Any) -> dict[str, Any]:
             "request.userInfo: must be an object with a string 'username'",
         ),
         (update_review(userInfo={"extra": []}), "request.userInfo.extra: must be an object"),
+        (
+            update_review(resource="deployments"),
+            "request.resource: must be an object with a string 'resource'",
+        ),
+        (
+            update_review(resource={"group": None, "resource": "deployments"}),
+            "request.resource.group: must be a string",
+        ),
+        (update_review(subResource=["scale"]), "request.subResource: must be a string"),
+        (
+            update_review(requestKind={"group": "autoscaling"}),
+            "request.requestKind: must be an object with a string 'kind'",
+        ),
+        (
+            update_review(requestResource={"resource": "deployments", "version": 1}),
+            "request.requestResource.version: must be a string",
+        ),
+        (update_review(requestSubResource=0), "request.requestSubResource: must be a string"),
         # The first wrong field is the one named.
         (update_review(uid="", operation="APPLY"), "request.uid: must be a non-empty string"),
     ],
@@ -211,8 +233,49 @@ def test_the_first_wrong_field_is_named(body: object, message: str) -> None:
         {"operation": "DELETE", "object": None, "oldObject": {"metadata": {"name": "web"}}},
         {"operation": "CONNECT", "userInfo": {}},
         {"kind": {"kind": "Deployment"}},  # group and version may be left out
+        {"resource": {"group": "apps", "version": "v1", "resource": "deployments"}},
     ],
 )
 def test_well_formed_requests_are_returned_as_they_are(request_fields: dict[str, Any]) -> None:
     body = update_review(**request_fields)
     assert parse_review(body) == body["request"]
+
+
+SCALE = builders.scale_request(replicas=6, current=0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "resource", "scale", "kind"),
+    [
+        pytest.param({}, ("deployments", "scale"), True, "Deployment", id="kubectl-scale"),
+        pytest.param(
+            {"resource": {"group": "argoproj.io", "version": "v1alpha1", "resource": "rollouts"}},
+            ("rollouts", "scale"),
+            False,
+            "Scale",
+            id="a-rollout-s-scale",
+        ),
+        pytest.param(
+            {"resource": {"group": "extensions", "version": "v1beta1", "resource": "deployments"}},
+            ("deployments", "scale"),
+            False,
+            "Scale",
+            id="another-group",
+        ),
+        pytest.param({"subResource": ""}, ("deployments", ""), False, "Scale", id="no-subresource"),
+        pytest.param(
+            {"resource": None}, ("", "scale"), False, "Scale", id="a-review-without-its-resource"
+        ),
+    ],
+)
+def test_the_subresource_of_a_review_is_parsed_and_named(
+    fields: dict[str, Any], resource: tuple[str, str], scale: bool, kind: str
+) -> None:
+    request = {k: v for k, v in {**SCALE, **fields}.items() if v is not None}
+    body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    parsed = parse_review(body)
+    assert parsed == request
+    assert request_resource(parsed) == resource
+    assert is_deployment_scale(parsed) is scale
+    assert subject_kind(parsed) == kind
+    assert request_name(parsed) == "web"

@@ -74,6 +74,25 @@ def test_access_review_carries_groups_and_extra() -> None:
     }
 
 
+def test_the_scale_review_asks_for_what_kubectl_scale_rollout_does() -> None:
+    body = access_review_body(
+        {"username": "alice"}, "shop", verb="patch", subresource="scale", name="web"
+    )
+    assert body["spec"]["resourceAttributes"] == {
+        "namespace": "shop",
+        "verb": "patch",
+        "group": "argoproj.io",
+        "resource": "rollouts",
+        "subresource": "scale",
+        "name": "web",
+    }
+    api = ScriptedApi(lists=[{"status": {"allowed": False}}], watches=[])
+    adapter = ClusterAdapter(api, field_manager="rollout-webhook")  # type: ignore[arg-type]
+    answer = adapter.may_scale_rollout({"username": "bob"}, "shop", "web", timeout=1)
+    assert (answer.allowed, answer.reason) == (False, "no RBAC rule allows it")
+    assert api.calls == [("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", [])]
+
+
 def test_adapter_reads_the_review_answer_and_applies_server_side() -> None:
     api = ScriptedApi(
         lists=[

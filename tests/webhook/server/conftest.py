@@ -50,6 +50,9 @@ class FakeWriter:
     """Seconds the next applies take, one entry each (then none)."""
     applied: list[dict[str, Any]] = field(default_factory=list)
     reviews: list[tuple[UserInfo, str]] = field(default_factory=list)
+    scalers: set[str] = field(default_factory=lambda: {"alice"})
+    """Users who may scale Rollouts (``may_scale_rollout``)."""
+    scale_reviews: list[tuple[UserInfo, str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def may_create_rollouts(
@@ -60,6 +63,15 @@ class FakeWriter:
         with self.lock:
             self.reviews.append((user, namespace))
         if user.get("username") in self.allowed_users:
+            return AccessDecision(True, "allowed by RBAC")
+        return AccessDecision(False, "no RBAC rule allows it")
+
+    def may_scale_rollout(
+        self, user: UserInfo, namespace: str, name: str, *, timeout: float
+    ) -> AccessDecision:
+        with self.lock:
+            self.scale_reviews.append((user, namespace, name))
+        if user.get("username") in self.scalers:
             return AccessDecision(True, "allowed by RBAC")
         return AccessDecision(False, "no RBAC rule allows it")
 
@@ -129,6 +141,7 @@ class Running:
             and response["allowed"]
             and not request.get("dryRun")
             and request["operation"] in ("CREATE", "UPDATE")
+            and not request.get("subResource")
         ):
             self.cluster.view.put(apply_patch(obj, decode_patch(response)))
         return response

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests import builders
 from tests.builders import ALICE, admission_request
 from tests.webhook.server.conftest import CONTROLLER, FakeCluster, deployment, serve, service
 from webhook.core.review import MAX_WARNING_LENGTH, UserInfo, apply_patch, decode_patch
@@ -507,3 +508,95 @@ def test_writes_made_after_waiting_are_planned_on_the_caches_as_they_are_then(
     (rollout,) = [m for m in cluster.writer.applied if m["kind"] == "Rollout"]
     canary = rollout["spec"]["strategy"]["canary"]
     assert (canary["stableService"], canary["canaryService"]) == ("web", "web-canary")
+
+
+# --- kubectl scale deployment: the scale subresource -------------------------------------------
+
+CONVERTED = {f"{KEY}rollout-name": "web", f"{KEY}original-replicas": "3"}
+
+
+def converted_web() -> FakeCluster:
+    """shop/web converted and drained, its Rollout at 3."""
+    rollout = builders.rollout("web", "shop", replicas=3)
+    return cluster_with(deployment(replicas=0, annotations=CONVERTED), service(), rollout)
+
+
+def test_a_scale_of_a_converted_deployment_goes_to_the_rollout(tmp_path: Path) -> None:
+    cluster = converted_web()
+    with serve(tmp_path, cluster=cluster) as running:
+        request = builders.scale_request("web", "shop", replicas=6, current=0, uid="scale")
+        response = running.review(request)
+        assert response["allowed"] is True
+        # The Deployment keeps the count it has: its pods come from the Rollout only.
+        assert apply_patch(request["object"], decode_patch(response))["spec"]["replicas"] == 0
+        assert response["warnings"] == [
+            "Deployment web is managed by Rollout web: scaled the Rollout to 6; "
+            "the Deployment stays at 0"
+        ]
+        (record,) = running.records(1)
+        assert (record["objectKind"], record["name"], record["decision"]) == (
+            "Deployment",
+            "web",
+            "convert",
+        )
+        assert record["extra"] == {"subresource": "scale"}
+        writes = running.writes("scale")
+        assert [(c["kind"], c["result"]) for c in writes["changes"]["made"]] == [
+            ("Rollout", "applied")
+        ]
+        metrics = running.client.get(f"{running.url}/metrics").text
+        assert 'kind="Deployment/scale",operation="UPDATE"' in metrics
+    [rollout] = cluster.writer.applied
+    assert rollout["kind"] == "Rollout" and rollout["spec"]["replicas"] == 6
+    # The whole Rollout is applied (an apply of only the count would drop the fields the
+    # product's field manager owns).
+    assert rollout["spec"]["workloadRef"]["name"] == "web"
+    assert rollout["spec"]["strategy"]["canary"]["steps"]
+    # Asked as kubectl scale rollout would need it, for that Rollout only.
+    [(user, namespace, name)] = cluster.writer.scale_reviews
+    assert (user["username"], namespace, name) == ("alice", "shop", "web")
+    assert cluster.writer.reviews == []
+
+
+def test_a_scale_by_a_user_who_may_not_scale_the_rollout_is_denied(tmp_path: Path) -> None:
+    cluster = converted_web()
+    cluster.writer.scalers = set()
+    with serve(tmp_path, cluster=cluster) as running:
+        request = builders.scale_request("web", "shop", replicas=6, current=0, user=ALICE)
+        response = running.review(request)
+        assert response["allowed"] is False
+        assert response["status"]["code"] == 403
+        assert response["status"]["message"] == (
+            "rollout-webhook: alice may not scale rollouts.argoproj.io/web in namespace shop "
+            "(no RBAC rule allows it); Deployment web is managed by Rollout web: "
+            "kubectl scale rollout web --replicas=6"
+        )
+        assert "patch" not in response
+        (record,) = running.records(1)
+        assert record["decision"] == "deny"
+        assert record["changes"] == {"wanted": [], "made": []}
+    assert cluster.writer.applied == []
+
+
+def test_a_dry_run_scale_gets_the_patch_and_writes_nothing(tmp_path: Path) -> None:
+    cluster = converted_web()
+    with serve(tmp_path, cluster=cluster) as running:
+        request = builders.scale_request("web", "shop", replicas=6, current=0, dry_run=True)
+        response = running.review(request)
+        assert apply_patch(request["object"], decode_patch(response))["spec"]["replicas"] == 0
+        (record,) = running.records(1)
+        assert {c["result"] for c in record["changes"]["made"]} == {"skipped: dry run"}
+    assert cluster.writer.applied == []
+
+
+def test_a_scale_of_a_plain_deployment_passes_untouched(tmp_path: Path) -> None:
+    cluster = cluster_with(deployment(labels={}), service())
+    with serve(tmp_path, cluster=cluster) as running:
+        request = builders.scale_request("web", "shop", replicas=6, current=3)
+        response = running.review(request)
+        assert response["allowed"] is True
+        assert "patch" not in response and "warnings" not in response
+        (record,) = running.records(1)
+        assert (record["decision"], record["reason"]) == ("skip", "Deployment web is not converted")
+    assert cluster.writer.applied == []
+    assert cluster.writer.scale_reviews == []

@@ -42,6 +42,9 @@ class SlowWriter:
     def may_create_rollouts(self, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError("not asked here")
 
+    def may_scale_rollout(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("not asked here")
+
     def apply(self, manifest: dict[str, Any], *, timeout: float) -> None:
         name = manifest["metadata"]["name"]
         if name in self.slow:
