@@ -36,7 +36,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from bench.fixtures import cluster_objects
-from webhook.core.cluster import AccessDecision
+from webhook.core.cluster import CREATE_ROLLOUTS, AccessDecision, Permission
 from webhook.core.policy import builtin_policy
 from webhook.core.review import UserInfo
 from webhook.kube.cluster import freeze_caches
@@ -63,8 +63,8 @@ class AcceptingWriter:
     reviews: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def may_create_rollouts(
-        self, user: UserInfo, namespace: str, *, timeout: float
+    def may(
+        self, user: UserInfo, namespace: str, permission: Permission, *, timeout: float
     ) -> AccessDecision:
         with self.lock:
             self.reviews += 1
@@ -73,7 +73,7 @@ class AcceptingWriter:
     def may_scale_rollout(
         self, user: UserInfo, namespace: str, name: str, *, timeout: float
     ) -> AccessDecision:
-        return self.may_create_rollouts(user, namespace, timeout=timeout)
+        return self.may(user, namespace, CREATE_ROLLOUTS, timeout=timeout)
 
     def apply(self, manifest: Mapping[str, Any], *, timeout: float) -> None:
         with self.lock:

@@ -324,6 +324,70 @@ def test_a_user_who_may_not_create_rollouts_is_not_converted(
     )
 
 
+def test_a_user_who_may_not_patch_the_route_gets_no_conversion_at_all(
+    cluster_server: tuple[Running, Any, Path],
+) -> None:
+    """Every write made for a requester needs the requester's right to make it: erin may
+    create Deployments, Rollouts and Services, not patch the platform's HTTPRoute, so no
+    canary backend, no canary Service and no Rollout are made for her, by admission or by
+    the reconciler (a conversion is all or nothing)."""
+    _, kubectl, _ = cluster_server
+    written_after(kubectl, "before-erin")  # the webhook is in force
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "routed", "namespace": SHOP},
+        "spec": {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [{"backendRefs": [{"name": "routed", "port": 80}]}],
+        },
+    }
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "routed", "namespace": SHOP},
+        "spec": {"selector": {"app": "routed"}, "ports": [{"port": 80}]},
+    }
+    rules = [
+        ("apps", "deployments", ["get", "list", "create", "update", "patch"]),
+        ("argoproj.io", "rollouts", ["get", "list", "create", "patch"]),
+        ("", "services", ["get", "list", "create", "patch"]),
+    ]
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "no-routes", "namespace": SHOP},
+        "rules": [{"apiGroups": [g], "resources": [r], "verbs": v} for g, r, v in rules],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "erin-no-routes", "namespace": SHOP},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "no-routes"},
+        "subjects": [{"kind": "User", "name": "erin", "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    items = [route, svc, role, binding]
+    kubectl(
+        "apply", "-f", "-", input=json.dumps({"kind": "List", "apiVersion": "v1", "items": items})
+    )
+    written_after(kubectl, "after-route")  # the route and Service reach the webhook's caches
+    manifest = json.loads(deployment("routed", SHOP))
+    manifest["spec"]["template"]["metadata"]["labels"] = {"app": "routed"}
+    manifest["spec"]["selector"] = {"matchLabels": {"app": "routed"}}
+    result = kubectl("create", "--as=erin", "-f", "-", input=json.dumps(manifest))
+    assert "erin may not patch httproutes.gateway.networking.k8s.io" in result.stderr
+    stored = get(kubectl, "deployment", "routed", "-n", SHOP)
+    assert stored is not None and stored["spec"]["replicas"] == 2
+    annotations = stored["metadata"].get("annotations", {})
+    assert annotations[f"{KEY}refused"] == "erin may not patch httproutes.gateway.networking.k8s.io"
+    written_after(kubectl, "after-erin")  # the reconciler has looked at erin's too
+    assert get(kubectl, "rollout", "routed", "-n", SHOP) is None
+    assert get(kubectl, "service", "routed-canary", "-n", SHOP) is None
+    stored_route = get(kubectl, "httproute", "routed", "-n", SHOP)
+    assert stored_route is not None
+    assert [b["name"] for b in stored_route["spec"]["rules"][0]["backendRefs"]] == ["routed"]
+
+
 def test_policy_configmap_is_validated_and_reloaded(
     cluster_server: tuple[Running, Any, Path],
 ) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from webhook.core.cluster import ClusterLister, ClusterReader
+from webhook.core.cluster import CREATE_ROLLOUTS, ClusterLister, ClusterReader, Permission
 from webhook.core.convert import Conversion, ConversionOperation, Neighbours, plan_conversion
 from webhook.core.crd_schema import RolloutSchema
 from webhook.core.hpa import hpas_for, retarget_hpa, targets
@@ -172,34 +172,70 @@ def mark_refused(deployment: Mapping[str, Any], why: str, *, keys: Keys) -> dict
     return marked
 
 
-def plan_without_writes(
-    request: AdmissionRequest, plan: AdmissionPlan, why: str, *, keys: Keys
-) -> AdmissionPlan:
-    """The plan for a user who may not create Rollouts (``why``: the permission check's
-    answer): nothing written for them.
+WRITE_PERMISSIONS = {
+    "Rollout": CREATE_ROLLOUTS,
+    "Service": Permission("create", "", "services"),
+    "HorizontalPodAutoscaler": Permission("patch", "autoscaling", "horizontalpodautoscalers"),
+    "HTTPRoute": Permission("patch", "gateway.networking.k8s.io", "httproutes"),
+    "VirtualService": Permission("patch", "networking.istio.io", "virtualservices"),
+}
+"""What the requester must be allowed to do for each kind a plan writes on their behalf:
+the product's account could do all of it, and must not do for a user what the user could
+not (a server-side apply that creates is authorized as create; one that changes an object
+another tool owns, as patch)."""
 
-    A new conversion is not made at all: the Deployment is admitted as sent, marked so the
-    reconciler leaves it too. An object that belongs to a conversion someone allowed
-    earlier (an HPA or route of a converted Deployment, an update of a converted
-    Deployment) keeps its patch, which only holds the conversion in place, since dropping
-    it would leave the Deployment and the Rollout both running pods (argo-rollouts#4935);
-    only the writes go, and the reconciler makes them under its own name.
+
+def permissions_for(plan: AdmissionPlan) -> tuple[Permission, ...]:
+    """The rights the plan's writes need of the requester, each once, in a stable order."""
+    kinds = {str(change.get("kind", "")) for change in plan.changes}
+    unknown = kinds - WRITE_PERMISSIONS.keys()
+    if unknown:  # a new kind of write must say what it needs before it is ever made
+        raise ValueError(f"no permission known for writing {', '.join(sorted(unknown))}")
+    return tuple(sorted({WRITE_PERMISSIONS[kind] for kind in kinds}))
+
+
+def plan_without_writes(
+    request: AdmissionRequest,
+    plan: AdmissionPlan,
+    why: str,
+    *,
+    keys: Keys,
+    missing: tuple[Permission, ...] = (CREATE_ROLLOUTS,),
+) -> AdmissionPlan:
+    """The plan for a user who may not make all of its writes (``missing``: the rights
+    they lack; ``why``: the permission check's answer): nothing written for them.
+
+    A conversion is all or nothing: a Rollout whose canary Service or route backend is
+    missing cannot run its steps. So a new conversion is not made at all: the Deployment
+    is admitted as sent, marked so the reconciler leaves it too. An object that belongs to
+    a conversion someone allowed earlier (an HPA or route of a converted Deployment, an
+    update of a converted Deployment) keeps its patch, which only holds the conversion in
+    place, since dropping it would leave the Deployment and the Rollout both running pods
+    (argo-rollouts#4935); only the writes go, and the reconciler makes them under its own
+    name.
     """
     who = request_username(request) or "?"
     namespace = request.get("namespace", "")
-    denial = f"{who} may not create rollouts.argoproj.io in namespace {namespace} ({why})"
+    # Rollouts first: the right most teams lack, and the one the marker has always named.
+    ordered = sorted(missing, key=lambda p: (p != CREATE_ROLLOUTS, p))
+    lacking = ", ".join(str(p) for p in ordered)
+    denial = f"{who} may not {lacking} in namespace {namespace} ({why})"
     old = request.get("oldObject") or {}
     already = bool(((old.get("metadata") or {}).get("annotations") or {}).get(keys.rollout_name))
     if request_kind(request) == "Deployment" and not already:
-        refused = plan.unconverted("refuse", denial, f"not converted: {denial}")
+        # The reason first in the warning: Kubernetes clips a warning at 120 characters.
+        warning = f"not converted ({why}): {who} may not {lacking} in namespace {namespace}"
+        refused = plan.unconverted("refuse", denial, warning)
         obj = request.get("object") or {}
-        marker = f"{who} may not create rollouts.argoproj.io"
-        return replace(refused, mutated=mark_refused(obj, marker, keys=keys))
+        return replace(refused, mutated=mark_refused(obj, f"{who} may not {lacking}", keys=keys))
     return replace(
         plan,
         reason=f"{plan.reason}; no changes written: {denial}",
         changes=(),
-        warnings=(*plan.warnings, f"no changes written on your behalf: {denial}"),
+        warnings=(
+            *plan.warnings,
+            f"no changes written on your behalf ({why}): {who} may not {lacking}",
+        ),
     )
 
 

@@ -38,21 +38,42 @@ class ClusterReader(ClusterLister, Protocol):
         ...
 
 
+@dataclass(frozen=True, order=True)
+class Permission:
+    """A right a SubjectAccessReview asks about: a verb on a resource (in a namespace)."""
+
+    verb: str
+    group: str
+    resource: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.verb} {self.resource}.{self.group}"
+            if self.group
+            else (f"{self.verb} {self.resource}")
+        )
+
+
+CREATE_ROLLOUTS = Permission("create", "argoproj.io", "rollouts")
+
+
 @dataclass(frozen=True)
 class AccessDecision:
     """The answer of a SubjectAccessReview, and why (shown to the user when it is no)."""
 
     allowed: bool
     reason: str
+    missing: tuple[Permission, ...] = ()
+    """Of several rights asked about at once, those not granted."""
 
 
 class ClusterWriter(Protocol):
     """Blocking calls to the API server: never call them on the event loop."""
 
-    def may_create_rollouts(
-        self, user: UserInfo, namespace: str, *, timeout: float
+    def may(
+        self, user: UserInfo, namespace: str, permission: Permission, *, timeout: float
     ) -> AccessDecision:
-        """A SubjectAccessReview: may this user create rollouts.argoproj.io here?"""
+        """A SubjectAccessReview: may this user do ``permission`` in the namespace?"""
         ...
 
     def may_scale_rollout(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webhook.core.cluster import AccessDecision
+from webhook.core.cluster import CREATE_ROLLOUTS, AccessDecision, Permission
 from webhook.core.review import UserInfo
 from webhook.kube.http import KubeHttp
 from webhook.kube.resources import resource_for
@@ -57,18 +57,18 @@ def apply_body(manifest: Mapping[str, Any]) -> dict[str, Any]:
 def access_review_body(
     user: UserInfo,
     namespace: str,
+    permission: Permission = CREATE_ROLLOUTS,
     *,
-    verb: str = "create",
     subresource: str = "",
     name: str = "",
 ) -> dict[str, Any]:
-    """A SubjectAccessReview: may this user (groups and extra included) do ``verb`` on
-    Rollouts (by default: create them) in the namespace?"""
+    """A SubjectAccessReview: may this user (groups and extra included) do ``permission``
+    (by default: create Rollouts) in the namespace?"""
     attributes = {
         "namespace": namespace,
-        "verb": verb,
-        "group": "argoproj.io",
-        "resource": "rollouts",
+        "verb": permission.verb,
+        "group": permission.group,
+        "resource": permission.resource,
     }
     if subresource:
         attributes["subresource"] = subresource
@@ -94,17 +94,18 @@ class ClusterAdapter:
         self.http = http
         self.field_manager = field_manager
 
-    def may_create_rollouts(
-        self, user: UserInfo, namespace: str, *, timeout: float
+    def may(
+        self, user: UserInfo, namespace: str, permission: Permission, *, timeout: float
     ) -> AccessDecision:
-        return self._review(access_review_body(user, namespace), timeout)
+        return self._review(access_review_body(user, namespace, permission), timeout)
 
     def may_scale_rollout(
         self, user: UserInfo, namespace: str, name: str, *, timeout: float
     ) -> AccessDecision:
         # kubectl scale sends a merge patch of the scale subresource unless it is given a
         # precondition (--current-replicas, --resource-version), then a get and an update.
-        body = access_review_body(user, namespace, verb="patch", subresource="scale", name=name)
+        scale = Permission("patch", "argoproj.io", "rollouts")
+        body = access_review_body(user, namespace, scale, subresource="scale", name=name)
         return self._review(body, timeout)
 
     def _review(self, body: dict[str, Any], timeout: float) -> AccessDecision:

@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from webhook.core.cluster import AccessDecision, ClusterWriter
+from webhook.core.cluster import CREATE_ROLLOUTS, AccessDecision, ClusterWriter, Permission
 from webhook.core.review import UserInfo
 from webhook.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 
-def _identity(user: UserInfo, namespace: str, scaled: str) -> tuple[object, ...]:
+def _identity(user: UserInfo, namespace: str, scaled: object) -> tuple[object, ...]:
     extra = user.get("extra", {})
     return (
         user.get("username", ""),
@@ -67,11 +67,48 @@ class AccessReviews:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def check(
-        self, user: UserInfo, namespace: str, *, budget: float, scaled_rollout: str = ""
+        self,
+        user: UserInfo,
+        namespace: str,
+        *,
+        budget: float,
+        permissions: tuple[Permission, ...] = (CREATE_ROLLOUTS,),
+        scaled_rollout: str = "",
     ) -> AccessDecision:
-        """May the user create Rollouts in the namespace, or, given ``scaled_rollout``,
-        scale that Rollout?"""
-        key = _identity(user, namespace, scaled_rollout)
+        """May the user do every one of ``permissions`` in the namespace (each asked at
+        once, each cached), or, given ``scaled_rollout``, scale that Rollout?"""
+        if scaled_rollout:
+            call = functools.partial(
+                self._writer.may_scale_rollout, user, namespace, scaled_rollout
+            )
+            return await self._one(user, namespace, ("scale", scaled_rollout), call, budget)
+        answers = await asyncio.gather(
+            *(
+                self._one(
+                    user,
+                    namespace,
+                    p,
+                    functools.partial(self._writer.may, user, namespace, p),
+                    budget,
+                )
+                for p in permissions
+            )
+        )
+        missing = tuple(p for p, a in zip(permissions, answers, strict=True) if not a.allowed)
+        if not missing:
+            return AccessDecision(True, "allowed by RBAC")
+        first = next(a for a in answers if not a.allowed)
+        return AccessDecision(False, first.reason, missing)
+
+    async def _one(
+        self,
+        user: UserInfo,
+        namespace: str,
+        what: object,
+        call: Callable[..., AccessDecision],
+        budget: float,
+    ) -> AccessDecision:
+        key = _identity(user, namespace, what)
         now = self._monotonic()
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
@@ -79,17 +116,10 @@ class AccessReviews:
             return cached[1]
         timeout = max(0.05, min(self._timeout, budget))
         try:
-            call = (
-                functools.partial(
-                    self._writer.may_scale_rollout, user, namespace, scaled_rollout, timeout=timeout
-                )
-                if scaled_rollout
-                else functools.partial(
-                    self._writer.may_create_rollouts, user, namespace, timeout=timeout
-                )
-            )
             decision = await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(self._threads, call),
+                asyncio.get_running_loop().run_in_executor(
+                    self._threads, functools.partial(call, timeout=timeout)
+                ),
                 timeout=timeout,
             )
         except TimeoutError:

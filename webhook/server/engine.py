@@ -21,7 +21,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
-from webhook.core.admission import plan_scale_refused, plan_without_policy, plan_without_writes
+from webhook.core.admission import (
+    permissions_for,
+    plan_scale_refused,
+    plan_without_policy,
+    plan_without_writes,
+)
 from webhook.core.audit import DecisionFacts
 from webhook.core.cluster import ClusterReader, ClusterWriter
 from webhook.core.convert import policy_plan_problems
@@ -161,19 +166,22 @@ class AdmissionEngine:
 
         A Scale of a converted Deployment writes the Rollout's size: the requester must be
         allowed to scale that Rollout, or the Scale is denied (admitted, it would either
-        start Deployment pods or be dropped without a word). Anything else writes
-        Rollouts: without the right to create them, nothing is written
-        (``plan_without_writes``)."""
+        start Deployment pods or be dropped without a word). Anything else needs, for each
+        kind it writes, the requester's right to write it (``permissions_for``): without
+        every one of them, nothing is written (``plan_without_writes``)."""
         user = request.get("userInfo", {})
         namespace = request.get("namespace", "")
         if is_deployment_scale(request):
             name = request.get("name", "")
             answer = await access.check(user, namespace, budget=budget, scaled_rollout=name)
             return plan if answer.allowed else plan_scale_refused(request, answer.reason)
-        answer = await access.check(user, namespace, budget=budget)
+        answer = await access.check(
+            user, namespace, budget=budget, permissions=permissions_for(plan)
+        )
         if answer.allowed:
             return plan
-        return plan_without_writes(request, plan, answer.reason, keys=self.keys)
+        missing = answer.missing or permissions_for(plan)
+        return plan_without_writes(request, plan, answer.reason, keys=self.keys, missing=missing)
 
     def _plan(self, request: AdmissionRequest, policy: Policy | None) -> AdmissionPlan:
         user = request_username(request)

@@ -26,11 +26,12 @@ from webhook.core.admission import (
     deployment_neighbours,
     mark_refused,
     neighbours_of,
+    permissions_for,
     plan_scale_refused,
     plan_without_policy,
     plan_without_writes,
 )
-from webhook.core.cluster import ClusterReader
+from webhook.core.cluster import ClusterReader, Permission
 from webhook.core.index import index_keys
 from webhook.core.keys import DEFAULT_KEYS
 from webhook.core.keys import DEFAULT_KEYS as K
@@ -890,6 +891,14 @@ def denial(who: str) -> str:
     return f"{who} may not create rollouts.argoproj.io in namespace shop ({WHY})"
 
 
+def refusal_warning(who: str) -> str:
+    return f"not converted ({WHY}): {who} may not create rollouts.argoproj.io in namespace shop"
+
+
+def no_writes_warning(who: str) -> str:
+    return f"no changes written on your behalf ({WHY}): {who} may not create rollouts.argoproj.io"
+
+
 HPA_OBJECT = {
     "apiVersion": "autoscaling/v2",
     "kind": "HorizontalPodAutoscaler",
@@ -920,7 +929,7 @@ WITHOUT_WRITES_CASES = {
         "refuse",
         denial("bob"),
         refused_copy(deployment(), "bob"),
-        f"not converted: {denial('bob')}",
+        refusal_warning("bob"),
     ),
     "an update of a Deployment never converted is not converted either": WithoutWrites(
         request("Deployment", "UPDATE", deployment(), old=deployment()),
@@ -928,7 +937,7 @@ WITHOUT_WRITES_CASES = {
         "refuse",
         denial("bob"),
         refused_copy(deployment(), "bob"),
-        f"not converted: {denial('bob')}",
+        refusal_warning("bob"),
     ),
     "a request with no user name is refused in the name of '?'": WithoutWrites(
         request("Deployment", "CREATE", deployment(), user=None),
@@ -936,7 +945,7 @@ WITHOUT_WRITES_CASES = {
         "refuse",
         denial("?"),
         refused_copy(deployment(), "?"),
-        f"not converted: {denial('?')}",
+        refusal_warning("?"),
     ),
     "an update of a converted Deployment keeps its patch, only the writes go": WithoutWrites(
         request("Deployment", "UPDATE", deployment(), old=deployment(converted=True)),
@@ -944,7 +953,7 @@ WITHOUT_WRITES_CASES = {
         "convert",
         f"converted; no changes written: {denial('bob')}",
         deployment(converted=True),
-        f"no changes written on your behalf: {denial('bob')}",
+        no_writes_warning("bob"),
     ),
     "an HPA_OBJECT of a converted Deployment keeps its re-target, only the writes go": WithoutWrites(
         request("HorizontalPodAutoscaler", "CREATE", HPA_OBJECT),
@@ -952,7 +961,7 @@ WITHOUT_WRITES_CASES = {
         "convert",
         f"converted; no changes written: {denial('bob')}",
         RETARGETED_HPA,
-        f"no changes written on your behalf: {denial('bob')}",
+        no_writes_warning("bob"),
     ),
     "a route keeps its canary backend, only the writes go": WithoutWrites(
         request("HTTPRoute", "UPDATE", ROUTE_OBJECT, old=ROUTE_OBJECT),
@@ -960,7 +969,7 @@ WITHOUT_WRITES_CASES = {
         "convert",
         f"converted; no changes written: {denial('bob')}",
         {**ROUTE_OBJECT, "spec": {"rules": []}},
-        f"no changes written on your behalf: {denial('bob')}",
+        no_writes_warning("bob"),
     ),
 }
 
@@ -1064,3 +1073,60 @@ def test_without_a_policy_nothing_new_is_converted_and_conversions_are_held(
     assert WHY_NO_POLICY in plan.reason
     assert sent_back(request, plan) == (obj if held is None else held)
     assert bool(plan.warnings) == warned
+
+
+# --- the requester's rights for every write ----------------------------------------------------
+
+
+def _writing(*kinds: str) -> AdmissionPlan:
+    return AdmissionPlan(
+        "convert",
+        "converted",
+        changes=tuple({"kind": k, "metadata": {"name": "web"}} for k in kinds),
+    )
+
+
+@pytest.mark.parametrize(
+    ("kinds", "rights"),
+    [
+        (("Rollout",), ["create rollouts.argoproj.io"]),
+        (("Rollout", "Service"), ["create services", "create rollouts.argoproj.io"]),
+        (
+            ("Rollout", "Service", "HorizontalPodAutoscaler", "HTTPRoute", "VirtualService"),
+            [
+                "create services",
+                "create rollouts.argoproj.io",
+                "patch horizontalpodautoscalers.autoscaling",
+                "patch httproutes.gateway.networking.k8s.io",
+                "patch virtualservices.networking.istio.io",
+            ],
+        ),
+        (("Rollout", "Rollout"), ["create rollouts.argoproj.io"]),
+        ((), []),
+    ],
+)
+def test_every_write_names_the_right_it_needs(kinds: tuple[str, ...], rights: list[str]) -> None:
+    assert [str(p) for p in permissions_for(_writing(*kinds))] == rights
+
+
+def test_a_write_of_an_unknown_kind_is_never_made_unchecked() -> None:
+    with pytest.raises(ValueError, match="no permission known for writing Secret"):
+        permissions_for(_writing("Rollout", "Secret"))
+
+
+def test_a_conversion_is_all_or_nothing_when_one_right_is_missing() -> None:
+    route = Permission("patch", "gateway.networking.k8s.io", "httproutes")
+    sent = builders.opted_in(uid="u1")
+    request = review(sent, user={"username": "erin"}, namespace="shop")
+    plan = plan_without_writes(
+        request, _writing("Rollout", "HTTPRoute"), WHY, keys=K, missing=(route,)
+    )
+    assert plan.decision == "refuse"
+    assert plan.changes == ()
+    assert plan.warnings == (
+        f"not converted ({WHY}): erin may not patch httproutes.gateway.networking.k8s.io"
+        " in namespace shop",
+    )
+    assert sent_back(request, plan)["metadata"]["annotations"] == {
+        K.refused: "erin may not patch httproutes.gateway.networking.k8s.io"
+    }

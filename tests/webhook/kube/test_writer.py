@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.webhook.kube.scripted_api import ScriptedApi
+from webhook.core.cluster import CREATE_ROLLOUTS, Permission
 from webhook.kube.writer import ClusterAdapter, access_review_body, apply_body
 
 
@@ -75,9 +76,8 @@ def test_access_review_carries_groups_and_extra() -> None:
 
 
 def test_the_scale_review_asks_for_what_kubectl_scale_rollout_does() -> None:
-    body = access_review_body(
-        {"username": "alice"}, "shop", verb="patch", subresource="scale", name="web"
-    )
+    scale = Permission("patch", "argoproj.io", "rollouts")
+    body = access_review_body({"username": "alice"}, "shop", scale, subresource="scale", name="web")
     assert body["spec"]["resourceAttributes"] == {
         "namespace": "shop",
         "verb": "patch",
@@ -103,9 +103,9 @@ def test_adapter_reads_the_review_answer_and_applies_server_side() -> None:
         watches=[],
     )
     adapter = ClusterAdapter(api, field_manager="rollout-webhook")  # type: ignore[arg-type]
-    denied = adapter.may_create_rollouts({"username": "bob"}, "shop", timeout=1)
+    denied = adapter.may({"username": "bob"}, "shop", CREATE_ROLLOUTS, timeout=1)
     assert (denied.allowed, denied.reason) == (False, "no binding")
-    assert adapter.may_create_rollouts({"username": "alice"}, "shop", timeout=1).allowed
+    assert adapter.may({"username": "alice"}, "shop", CREATE_ROLLOUTS, timeout=1).allowed
     adapter.apply(
         {
             "apiVersion": "v1",

@@ -28,7 +28,7 @@ import uvicorn
 from certs import pki
 from certs.files import write_bundle_dir
 from tests import builders
-from webhook.core.cluster import AccessDecision
+from webhook.core.cluster import CREATE_ROLLOUTS, AccessDecision, Permission
 from webhook.core.review import UserInfo, apply_patch, decode_patch
 from webhook.kube.view import MemoryClusterView
 from webhook.server.policy_state import PolicyState
@@ -50,19 +50,29 @@ class FakeWriter:
     """Seconds the next applies take, one entry each (then none)."""
     applied: list[dict[str, Any]] = field(default_factory=list)
     reviews: list[tuple[UserInfo, str]] = field(default_factory=list)
+    denied: set[tuple[str, str]] = field(default_factory=set)
+    """(user, resource) pairs refused besides Rollouts, e.g. ("alice", "httproutes")."""
     scalers: set[str] = field(default_factory=lambda: {"alice"})
     """Users who may scale Rollouts (``may_scale_rollout``)."""
     scale_reviews: list[tuple[UserInfo, str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def may_create_rollouts(
-        self, user: UserInfo, namespace: str, *, timeout: float
+    def may(
+        self, user: UserInfo, namespace: str, permission: Permission, *, timeout: float
     ) -> AccessDecision:
+        """Rollouts: ``allowed_users``; anything else: allowed unless in ``denied``."""
         if self.review_delay:
             time.sleep(self.review_delay)
+        username = str(user.get("username"))
         with self.lock:
-            self.reviews.append((user, namespace))
-        if user.get("username") in self.allowed_users:
+            if permission == CREATE_ROLLOUTS:
+                self.reviews.append((user, namespace))
+            allowed = (
+                username in self.allowed_users
+                if permission == CREATE_ROLLOUTS
+                else (username, permission.resource) not in self.denied
+            )
+        if allowed:
             return AccessDecision(True, "allowed by RBAC")
         return AccessDecision(False, "no RBAC rule allows it")
 

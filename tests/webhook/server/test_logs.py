@@ -30,7 +30,7 @@ from tests.webhook.server.conftest import FakeCluster, FakeWriter, deployment, s
 from webhook.cli.main import build_parser
 from webhook.cli.serve import settings_from_args
 from webhook.core.audit import DecisionFacts
-from webhook.core.cluster import AccessDecision
+from webhook.core.cluster import AccessDecision, Permission
 from webhook.core.review import AdmissionRequest, UserInfo, parse_review
 from webhook.kube.view import MemoryClusterView
 from webhook.server.logs import (
@@ -281,8 +281,8 @@ def test_a_mutate_request_is_named_on_its_decision_line(tmp_path: Path) -> None:
 
 
 class BrokenAccessReviews(FakeWriter):
-    def may_create_rollouts(
-        self, user: UserInfo, namespace: str, *, timeout: float
+    def may(
+        self, user: UserInfo, namespace: str, permission: Permission, *, timeout: float
     ) -> AccessDecision:
         raise ConnectionError("the API server went away")
 
@@ -292,10 +292,13 @@ def test_a_warning_from_inside_the_engine_names_the_request(tmp_path: Path) -> N
     with captured() as stream, serve(tmp_path, cluster=cluster) as running:
         response = running.review(admission_request(deployment(), uid="u-1", user=ALICE))
         assert response["auditAnnotations"]["decision"] == "refuse"
-    [warning] = [e for e in entries(stream) if e["level"] == "WARNING"]
-    assert warning["message"] == "SubjectAccessReview failed: the API server went away"
-    assert warning["logger"].startswith("webhook.server.")
-    assert about(warning) == FIVE
+    # One check per right the writes need (the Rollout, its canary Service), each failed.
+    warnings = [e for e in entries(stream) if e["level"] == "WARNING"]
+    assert len(warnings) == 2
+    for warning in warnings:
+        assert warning["message"] == "SubjectAccessReview failed: the API server went away"
+        assert warning["logger"].startswith("webhook.server.")
+        assert about(warning) == FIVE
 
 
 def free_port() -> int:

@@ -302,8 +302,9 @@ def test_timeout_query_bounds_the_answer(tmp_path: Path) -> None:
         (warning,) = [w for w in response["warnings"] if "not converted" in w]
         assert "timed out" in warning
         patched = apply_patch(deployment(), decode_patch(response))
+        # Every right the writes need timed out: the Rollout's, then the canary Service's.
         assert patched["metadata"]["annotations"] == {
-            f"{KEY}refused": "alice may not create rollouts.argoproj.io"
+            f"{KEY}refused": "alice may not create rollouts.argoproj.io, create services"
         }
 
 
@@ -357,7 +358,8 @@ def test_a_user_without_rollout_rights_keeps_an_existing_conversion_but_writes_n
         assert patched["metadata"]["annotations"][f"{KEY}rollout-name"] == "web"
         assert patched["spec"]["replicas"] == stored["spec"]["replicas"]
         assert any(
-            "no changes written on your behalf: ci may not" in w for w in response["warnings"]
+            "no changes written on your behalf (" in w and "ci may not" in w
+            for w in response["warnings"]
         )
         records = {r["uid"]: r for r in running.records(2)}
         assert records["sync"]["changes"]["wanted"] == []

@@ -39,7 +39,7 @@ class SlowWriter:
     applied: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def may_create_rollouts(self, *args: Any, **kwargs: Any) -> Any:
+    def may(self, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError("not asked here")
 
     def may_scale_rollout(self, *args: Any, **kwargs: Any) -> Any:
