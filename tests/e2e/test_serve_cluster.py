@@ -381,6 +381,20 @@ def test_a_user_who_may_not_patch_the_route_gets_no_conversion_at_all(
     annotations = stored["metadata"].get("annotations", {})
     assert annotations[f"{KEY}refused"] == "erin may not patch httproutes.gateway.networking.k8s.io"
     written_after(kubectl, "after-erin")  # the reconciler has looked at erin's too
+
+    def told() -> list[Any] | None:
+        events = get(
+            kubectl,
+            "events",
+            "-n",
+            SHOP,
+            "--field-selector",
+            "involvedObject.name=routed,reason=ConversionRefused",
+        )
+        return (events or {}).get("items") or None
+
+    [event] = eventually(told, "a ConversionRefused Event on erin's Deployment", timeout=10)
+    assert "erin may not patch httproutes.gateway.networking.k8s.io" in event["message"]
     assert get(kubectl, "rollout", "routed", "-n", SHOP) is None
     assert get(kubectl, "service", "routed-canary", "-n", SHOP) is None
     stored_route = get(kubectl, "httproute", "routed", "-n", SHOP)

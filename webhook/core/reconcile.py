@@ -454,11 +454,23 @@ def plan_reconcile(
         return ReconcilePlan(namespace, name, "deleting", "the Deployment is being deleted")
     opt_in = resolve_opt_in(deployment, neighbours.namespace, keys)
     if keys.refused in annotations_of(deployment):
+        marker = annotations_of(deployment)[keys.refused]
+        # Left alone: the reconciler, acting under the webhook's own account, must not do
+        # what admission refused to do for the requester. The Event says what to grant.
+        told = (
+            Emit(
+                "ConversionRefused",
+                f"not converted at admission: {marker}; once granted (docs/security.md), "
+                "update the Deployment to have it converted"[:1000],
+                "Warning",
+            ),
+        )
         return ReconcilePlan(
             namespace,
             name,
             "refused",
-            f"admission refused: {annotations_of(deployment)[keys.refused]}",
+            f"admission refused: {marker}",
+            told if opt_in.opted_in else (),
         )
     if not opt_in.opted_in:
         return _opt_out(deployment, neighbours, opt_in.reason, keys)

@@ -307,10 +307,25 @@ def test_opt_out_waits_while_the_orphaning_delete_of_the_rollout_is_in_progress(
     assert "deletion" in waiting.summary
 
 
-def test_refused_deployments_are_left_alone() -> None:
+def test_refused_deployments_are_left_alone_and_told_why() -> None:
     cluster = Cluster(opted_in(annotations={K.refused: "user may not create rollouts"}), service())
     plan = cluster.plan()
-    assert (plan.state, plan.actions) == ("refused", ())
+    assert plan.state == "refused"
+    assert plan.writes == ()
+    assert plan.actions == (
+        Emit(
+            "ConversionRefused",
+            "not converted at admission: user may not create rollouts; once granted "
+            "(docs/security.md), update the Deployment to have it converted",
+            "Warning",
+        ),
+    )
+    opted_out = Cluster(
+        deployment(
+            labels={K.enabled: "false"}, annotations={K.refused: "user may not create rollouts"}
+        )
+    )
+    assert opted_out.plan().actions == ()
 
 
 def test_plain_deployments_are_left_alone() -> None:
