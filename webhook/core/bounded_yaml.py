@@ -13,7 +13,6 @@ which the callers already turn into a message for the user.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import yaml
@@ -21,6 +20,8 @@ from yaml.composer import Composer
 from yaml.error import Mark
 from yaml.events import AliasEvent, CollectionStartEvent, ScalarEvent
 from yaml.nodes import Node
+
+from webhook.core.nesting import exceeds_bracket_depth
 
 MAX_DEPTH = 64
 """Far deeper than any policy or rollout block (about 8 levels) or Kubernetes object (about
@@ -64,25 +65,6 @@ class _BoundedLoader(yaml.SafeLoader):
         return Composer.compose_node(self, parent, index)
 
 
-_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
-
-
-def _check_flow_depth(text: str, max_depth: int) -> None:
-    """Refuse deep flow nesting (``[[[[...``) before the scanner sees it.
-
-    PyYAML's scanner keeps a possible simple key per open flow collection and looks at all
-    of them for every token, so its time grows with the square of the nesting: 20,000
-    brackets take seconds, a ConfigMap's worth hours, before the composer (which counts
-    depth) gets its first event. Counting brackets over-estimates the depth only when
-    quoted strings hold unbalanced ones, and by their number."""
-    depth = 0
-    for bracket in _NOT_BRACKETS.sub("", text):
-        depth += 1 if bracket in "[{" else -1
-        if depth > max_depth:
-            raise YAMLRefused(problem=f"nested deeper than {max_depth} levels")
-        depth = max(depth, 0)
-
-
 def _mark(event: Any) -> Mark:
     mark: Mark = event.start_mark
     return mark
@@ -93,10 +75,14 @@ def load_bounded(text: str, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> An
     needs an alias), more than ``max_bytes`` of text and nesting past ``max_depth``.
 
     Raises ``yaml.YAMLError`` (``YAMLRefused`` for what is refused here)."""
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > max_bytes:
-        raise YAMLRefused(problem=f"{size} bytes, over the limit of {max_bytes}")
-    _check_flow_depth(text, max_depth)
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) > max_bytes:
+        raise YAMLRefused(problem=f"{len(encoded)} bytes, over the limit of {max_bytes}")
+    # PyYAML's scanner keeps a possible simple key per open flow collection and looks at
+    # all of them for every token: its time grows with the square of the flow nesting
+    # (20,000 brackets take seconds) before the composer, which counts depth, sees an event.
+    if exceeds_bracket_depth(encoded, max_depth):
+        raise YAMLRefused(problem=f"nested deeper than {max_depth} levels")
     loader = _BoundedLoader(text)
     loader.max_depth = max_depth
     try:

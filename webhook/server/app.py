@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 import time
@@ -22,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from webhook.core.durations import DurationError, parse_go_duration
+from webhook.core.nesting import exceeds_bracket_depth
 from webhook.core.review import AdmissionRequest, ReviewInvalid, parse_review, review_response
 from webhook.server.engine import AdmissionEngine
 from webhook.server.logs import admission_context, decision_of
@@ -97,19 +97,6 @@ MAX_JSON_DEPTH = 100
 sends more than its types allow. Deeper bodies are forged, and would exhaust the recursion
 limit of the parser or of whatever walks the object next."""
 
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_NESTING = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
-
-
-def _too_deep(body: bytes) -> bool:
-    """True when ``body`` nests deeper than ``MAX_JSON_DEPTH``: counted over its brackets
-    (a few hundred in a review), which over-counts only for unbalanced brackets inside
-    strings, so a count over the limit is confirmed on the parsed document."""
-    brackets = body.translate(None, _NOT_BRACKETS)
-    return max(itertools.accumulate(map(_NESTING.__getitem__, brackets)), default=0) > (
-        MAX_JSON_DEPTH
-    )
-
 
 def _depth(document: object) -> int:
     """The nesting depth of a parsed document, without recursion."""
@@ -128,7 +115,8 @@ def _depth(document: object) -> int:
 def decode_review(body: bytes) -> AdmissionRequest:
     if not body:
         raise CallRefused(400, "request body is empty: expected an AdmissionReview")
-    suspicious = _too_deep(body)
+    # Counted over the brackets, confirmed on the parsed document (strings may hold some).
+    suspicious = exceeds_bracket_depth(body, MAX_JSON_DEPTH)
     try:
         document = json.loads(body)
     except RecursionError:

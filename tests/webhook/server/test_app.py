@@ -97,6 +97,8 @@ def _nested(depth: int, inner: str = "1") -> str:
         .replace('"@"', '{"a":' * 900 + "1" + "}" * 900)
         .encode(),
         ('{"a":' * 10_000 + "1" + "}" * 10_000).encode(),
+        # Closing brackets in an earlier string must not hide the depth that follows.
+        ('{"a":"' + "]" * 300 + '","b":' + "[" * 150 + "1" + "]" * 150 + "}").encode(),
     ],
 )
 def test_deep_json_is_400(running: Running, body: bytes) -> None:
