@@ -14,7 +14,7 @@ CLIENT_CA = ("webhook.clientCA.enabled=true", "webhook.clientCA.configMap=apiser
 
 def container_args(docs: list[dict[str, object]]) -> list[str]:
     deployment = find(docs, "Deployment")
-    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]  # type: ignore[index,no-any-return]
+    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]  # type: ignore[no-any-return]
 
 
 def test_by_default_there_is_no_network_policy_and_no_client_certificate(render: Render) -> None:
