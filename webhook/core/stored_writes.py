@@ -62,19 +62,27 @@ class WriteScope:
     operation: str
     old_version: str | None = None
     scale: Mapping[str, Any] | None = None
+    current_at_admission: bool = False
+    """A Scale: whether the cached Deployment had the Scale's resourceVersion when it was
+    admitted (it may change again before the write thread looks)."""
 
 
-def scope_of(request: AdmissionRequest) -> WriteScope:
+def scope_of(request: AdmissionRequest, reader: ClusterReader | None = None) -> WriteScope:
     kind = SCALE if is_deployment_scale(request) else request["kind"]["kind"]
     old = request.get("oldObject") or {}
     version = meta(old).get("resourceVersion") if request["operation"] == "UPDATE" else None
+    namespace, name = request.get("namespace", ""), request_name(request)
+    scale = request.get("object") if kind == SCALE else None
+    cached = reader.get("Deployment", namespace, name) if scale and reader else None
     return WriteScope(
         kind=kind,
-        namespace=request.get("namespace", ""),
-        name=request_name(request),
+        namespace=namespace,
+        name=name,
         operation=request["operation"],
         old_version=None if version is None else str(version),
-        scale=request.get("object") if kind == SCALE else None,
+        scale=scale,
+        current_at_admission=cached is not None
+        and meta(cached).get("resourceVersion") == meta(scale or {}).get("resourceVersion"),
     )
 
 
@@ -271,9 +279,10 @@ def _scale_writes(
 ) -> StoredWrites:
     """A Scale of a converted Deployment changes nothing stored (the Deployment keeps its
     count; the count asked for goes to the Rollout), so nothing stored can confirm it. It
-    is written only for the Deployment the Scale was made from, as stored now: the same
-    uid (a random UUID a forger must have read) and the same resourceVersion (a replay made
-    after any change of the Deployment is stale). The Rollout is planned from the stored
+    is written only for the Deployment the Scale was made from, as stored: the same uid (a
+    random UUID a forger must have read) and the same resourceVersion, now or when it was
+    admitted (a replay made after any change of the Deployment is stale; a change made
+    just after a genuine Scale does not lose it). The Rollout is planned from the stored
     objects; only its count comes from the request. Mutual TLS (``serve --client-ca``)
     is what makes the request itself trustworthy."""
     where = f"Deployment {scope.namespace}/{scope.name}"
@@ -284,7 +293,8 @@ def _scale_writes(
         return _none(f"{where} {not_converted}")
     if meta(stored).get("uid") != meta(scale).get("uid"):
         return _none(f"the Scale is not of {where} as stored (its uid differs)")
-    if meta(stored).get("resourceVersion") != meta(scale).get("resourceVersion"):
+    current = meta(stored).get("resourceVersion") == meta(scale).get("resourceVersion")
+    if not (current or scope.current_at_admission):
         return _wait_or(
             expired,
             f"the Scale is not of {where} as stored (its resourceVersion differs: stale)",

@@ -267,7 +267,9 @@ class AdmissionEngine:
                     plan.changes,
                     started,
                     key,
-                    restate=functools.partial(self._stored_writes, scope_of(request), policy),
+                    restate=functools.partial(
+                        self._stored_writes, scope_of(request, self.reader), policy
+                    ),
                     user=request.get("userInfo", UserInfo()),
                     checked=None if scale else permissions_for(plan),
                 )

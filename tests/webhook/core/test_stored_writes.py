@@ -4,6 +4,7 @@ a forged or replayed one leads to nothing the stored objects do not already call
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -138,6 +139,12 @@ def test_a_scale_is_written_only_for_the_deployment_as_stored(
         assert result.changes[0]["spec"]["replicas"] == 6
 
 
+def test_a_scale_current_when_admitted_survives_a_change_made_just_after() -> None:
+    scope = replace(scale_scope(6, version="7"), current_at_admission=True)
+    result = writes(scope, converted(version="8"), builders.rollout("web", NS, replicas=3))
+    assert (result.state, kinds(result)) == ("write", [("Rollout", "web")])
+
+
 def test_a_scale_of_a_deployment_not_converted_writes_nothing() -> None:
     plain = builders.opted_in("web", NS, uid="uid-web")
     plain["metadata"]["resourceVersion"] = "7"
@@ -188,8 +195,12 @@ def test_the_scope_of_a_review_is_its_kind_namespace_name_and_base_version() -> 
         "web",
         "41",
     )
-    scale = scope_of(builders.scale_request("web", NS, replicas=4, current=0))  # type: ignore[arg-type]
-    assert (scale.kind, scale.scale is not None) == (SCALE, True)
+    request = builders.scale_request("web", NS, replicas=4, current=0)
+    request["object"]["metadata"]["resourceVersion"] = "7"
+    for cached, current in ((converted(version="7"), True), (converted(version="6"), False)):
+        scale = scope_of(request, Caches(cached))  # type: ignore[arg-type]
+        assert (scale.kind, scale.scale is not None) == (SCALE, True)
+        assert scale.current_at_admission is current
 
 
 def test_writes_are_cut_to_the_rights_the_requester_has() -> None:
