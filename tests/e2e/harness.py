@@ -461,7 +461,7 @@ def running_control_plane(
 
 def _write_webhook_client(directory: Path) -> dict[str, Path]:
     """The API server's webhook client certificate, as docs/security.md#mutual-tls has an
-    admin configure it: an AdmissionConfiguration whose WebhookAdmission kubeconfig gives
+    admin configure it: an AdmissionConfiguration whose WebhookAdmissionConfiguration kubeconfig gives
     the certificate to every webhook host ("*": the tests' webhooks listen on loopback
     ports chosen at run time). A webhook that asks for no client certificate gets none."""
     credentials = pki.webhook_client(datetime.datetime.now(datetime.UTC))
@@ -487,7 +487,7 @@ def _write_webhook_client(directory: Path) -> dict[str, Path]:
     paths["webhook-clients.yaml"].write_text(json.dumps(clients))
     plugin = {
         "apiVersion": "apiserver.config.k8s.io/v1",
-        "kind": "WebhookAdmission",
+        "kind": "WebhookAdmissionConfiguration",
         "kubeConfigFile": str(paths["webhook-clients.yaml"]),
     }
     admission = {
