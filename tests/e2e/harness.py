@@ -207,6 +207,7 @@ class ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.credentials = pki.generate(datetime.datetime.now(datetime.UTC))
         self.files = self.credentials.write(self.workdir / "pki")
+        self.files.update(_write_webhook_client(self.workdir / "pki"))
 
         etcd_client_url = self._start_etcd()
         # Chosen once etcd holds its ports, so it cannot pick one of theirs.
@@ -266,6 +267,8 @@ class ControlPlane:
             f"--tls-private-key-file={f['serving.key']}",
             f"--client-ca-file={f['ca.crt']}",
             "--authorization-mode=RBAC",
+            # Webhooks that ask for a client certificate get one (serve --client-ca).
+            f"--admission-control-config-file={f['admission.yaml']}",
             f"--service-account-issuer={self.url}",
             f"--service-account-key-file={f['sa.pub']}",
             f"--service-account-signing-key-file={f['sa.key']}",
@@ -454,3 +457,46 @@ def running_control_plane(
     plane = ControlPlane(etcd_binary, apiserver_binary, workdir)
     with plane:
         yield plane
+
+
+def _write_webhook_client(directory: Path) -> dict[str, Path]:
+    """The API server's webhook client certificate, as docs/security.md#mutual-tls has an
+    admin configure it: an AdmissionConfiguration whose WebhookAdmissionConfiguration kubeconfig gives
+    the certificate to every webhook host ("*": the tests' webhooks listen on loopback
+    ports chosen at run time). A webhook that asks for no client certificate gets none."""
+    credentials = pki.webhook_client(datetime.datetime.now(datetime.UTC))
+    paths = {
+        name: directory / name
+        for name in (
+            "webhook-client-ca.crt",
+            "webhook-client.crt",
+            "webhook-client.key",
+            "webhook-clients.yaml",
+            "admission.yaml",
+        )
+    }
+    paths["webhook-client-ca.crt"].write_bytes(credentials.ca.cert_pem)
+    paths["webhook-client.crt"].write_bytes(credentials.client.cert_pem)
+    paths["webhook-client.key"].write_bytes(credentials.client.key_pem)
+    paths["webhook-client.key"].chmod(0o600)
+    user = {
+        "client-certificate": str(paths["webhook-client.crt"]),
+        "client-key": str(paths["webhook-client.key"]),
+    }
+    clients = {"apiVersion": "v1", "kind": "Config", "users": [{"name": "*", "user": user}]}
+    paths["webhook-clients.yaml"].write_text(json.dumps(clients))
+    plugin = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "WebhookAdmissionConfiguration",
+        "kubeConfigFile": str(paths["webhook-clients.yaml"]),
+    }
+    admission = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "AdmissionConfiguration",
+        "plugins": [
+            {"name": name, "configuration": plugin}
+            for name in ("MutatingAdmissionWebhook", "ValidatingAdmissionWebhook")
+        ],
+    }
+    paths["admission.yaml"].write_text(json.dumps(admission))
+    return paths

@@ -162,3 +162,32 @@ def generate(now: datetime.datetime) -> ControlPlanePki:
         service_account_public_pem=sa_public,
         service_account_private_pem=_key_pem(sa_key),
     )
+
+
+@dataclass(frozen=True)
+class WebhookClientPki:
+    """The client certificate the API server shows to webhooks that ask for one, and the
+    CA of its own that signed it (docs/security.md#mutual-tls)."""
+
+    ca: KeyPair
+    client: KeyPair
+
+
+def webhook_client(now: datetime.datetime) -> WebhookClientPki:
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name("rollout-webhook-e2e-webhook-client-ca")
+    ca_pem = _issue(ca_name, ca_key, ca_name, ca_key, now, ca=True, usages=[], sans=[])
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_pem = _issue(
+        _name("kube-apiserver-webhook-client"),
+        client_key,
+        ca_name,
+        ca_key,
+        now,
+        ca=False,
+        usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        sans=[],
+    )
+    return WebhookClientPki(
+        KeyPair(ca_pem, _key_pem(ca_key)), KeyPair(client_pem, _key_pem(client_key))
+    )

@@ -5,7 +5,9 @@ container's own arguments and environment, authenticated as the chart's ServiceA
 token from the TokenRequest API), and the chart's two webhook configurations are pointed at
 it. It must become ready (every watch allowed), convert a Deployment end to end (Rollout,
 canary Service, HPA and HTTPRoute written under its own name) and refuse a bad policy: the
-least-privilege rules are enough for what the code really does.
+least-privilege rules are enough for what the code really does. And since anything that
+reaches the port can POST an AdmissionReview, forged and replayed ones, sent straight to
+it, must write nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Served:
     url: str
     process: harness.ManagedProcess
     team: str
+    ca_pem: str
 
 
 def eventually(check: Callable[[], T | None], what: str, process: harness.ManagedProcess) -> T:
@@ -146,7 +149,7 @@ def served(
         point_webhooks_at(kubectl, url, bundle.ca_pem)
         team = f"team-{uuid.uuid4().hex[:6]}"
         kubectl("create", "namespace", team)
-        yield Served(url, process, team)
+        yield Served(url, process, team, bundle.ca_pem)
     finally:
         process.stop()
         helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--no-hooks", check=False)
@@ -246,3 +249,162 @@ def test_a_bad_policy_is_refused_by_the_chart_s_validating_webhook(
     result = kubectl("replace", "-f", "-", input=json.dumps(policy), check=False)
     assert result.returncode != 0
     assert "environments.prod.rollout.canary.steps[0].setWeight" in result.stderr
+
+
+# --- reviews that did not come from the API server ---------------------------------------------
+
+MALLORY = {"username": "mallory", "groups": ["system:masters", "system:authenticated"]}
+
+
+def post_review(served: Served, request: dict[str, Any]) -> dict[str, Any]:
+    """POST an AdmissionReview straight to the port, as any TLS client can."""
+    body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    call = urllib.request.Request(
+        f"{served.url}/mutate",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    context = ssl.create_default_context(cadata=served.ca_pem)
+    with urllib.request.urlopen(call, context=context, timeout=10) as answer:
+        response: dict[str, Any] = json.loads(answer.read())["response"]
+        return response
+
+
+def deployment_review(
+    obj: dict[str, Any], namespace: str, *, operation: str, old: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    deployments = {"group": "apps", "version": "v1", "resource": "deployments"}
+    kind = {"group": "apps", "version": "v1", "kind": "Deployment"}
+    return {
+        "uid": str(uuid.uuid4()),
+        "kind": kind,
+        "resource": deployments,
+        "requestKind": kind,
+        "requestResource": deployments,
+        "namespace": namespace,
+        "name": obj["metadata"]["name"],
+        "operation": operation,
+        "userInfo": MALLORY,
+        "object": obj,
+        "oldObject": old,
+        "dryRun": False,
+    }
+
+
+def writes_of(served: Served, uid: str) -> dict[str, Any]:
+    """The AdmissionWrites audit record of a decision (standard output, in the log)."""
+
+    def found() -> dict[str, Any] | None:
+        for line in served.process.log_path.read_text(errors="replace").splitlines():
+            if uid in line and '"AdmissionWrites"' in line:
+                record: dict[str, Any] = json.loads(line[line.index("{") :])
+                return record
+        return None
+
+    return eventually(found, f"no AdmissionWrites record for {uid}", served.process)
+
+
+def labelled_deployment(name: str, namespace: str, replicas: int = 2) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": {**labels, ENABLED: "true"}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels},
+                         "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}},
+        },
+    }  # fmt: skip
+
+
+def stable_service(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }  # fmt: skip
+
+
+@pytest.fixture
+def victim(kubectl: harness.Tool, served: Served) -> Iterator[str]:
+    """Another team's namespace with a labelled Deployment its owner, erin, applied without
+    the right to create Rollouts: admitted unconverted and marked refused, so neither the
+    webhook nor the reconciler converts it."""
+    ns = f"victim-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", ns)
+    apply(kubectl, {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "deployer", "namespace": ns},
+        "rules": [{"apiGroups": ["apps"], "resources": ["deployments"],
+                   "verbs": ["get", "list", "create", "patch", "update"]}],
+    })  # fmt: skip
+    kubectl("create", "rolebinding", "erin", "--role=deployer", "--user=erin", "-n", ns)
+    apply(kubectl, stable_service("web", ns))
+    result = kubectl(
+        "apply", "--as=erin", "-f", "-", input=json.dumps(labelled_deployment("web", ns))
+    )
+    assert "erin may not create rollouts.argoproj.io" in result.stderr
+    yield ns
+    kubectl("delete", "deployment", "web", "-n", ns, "--ignore-not-found", check=False)
+
+
+def nothing_generated(kubectl: harness.Tool, ns: str) -> None:
+    assert get(kubectl, "rollout", "web", ns) is None
+    assert get(kubectl, "service", "web-canary", ns) is None
+
+
+def test_a_forged_review_for_another_teams_deployment_writes_nothing(
+    kubectl: harness.Tool, served: Served, victim: str
+) -> None:
+    stored = get(kubectl, "deployment", "web", victim)
+    assert stored is not None
+    assert "rollout-webhook.io/refused" in stored["metadata"]["annotations"]
+    forged = json.loads(json.dumps(stored))
+    del forged["metadata"]["annotations"]["rollout-webhook.io/refused"]
+    forged["spec"]["replicas"] = 5
+    # As a made-up member of system:masters, for the namespace the object is in ...
+    same = deployment_review(forged, victim, operation="UPDATE", old=stored)
+    # ... and saying the attacker's own namespace for an object of the victim's.
+    elsewhere = deployment_review(forged, served.team, operation="UPDATE", old=stored)
+    for request in (same, elsewhere):
+        response = post_review(served, request)
+        assert response["allowed"] is True  # the answer goes nowhere: no API server asked
+        record = writes_of(served, request["uid"])
+        results = [c["result"] for c in record["changes"]["made"]]
+        assert results and all(r.startswith("skipped: ") for r in results), results
+        assert all("nothing written" in r for r in results), results
+    nothing_generated(kubectl, victim)
+    after = get(kubectl, "deployment", "web", victim)
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
+
+
+def test_a_replayed_review_writes_nothing_new(kubectl: harness.Tool, served: Served) -> None:
+    ns = served.team
+    apply(kubectl, stable_service("replayed", ns))
+    original = labelled_deployment("replayed", ns, replicas=2)
+    apply(kubectl, original)
+    eventually(lambda: get(kubectl, "rollout", "replayed", ns), "no Rollout", served.process)
+    canary = eventually(
+        lambda: get(kubectl, "service", "replayed-canary", ns), "no canary", served.process
+    )
+    # Let the reconciler settle what it writes once (the Deployment's annotations).
+    time.sleep(2)
+    rollout = get(kubectl, "rollout", "replayed", ns)
+    assert rollout is not None
+    # The CREATE the API server sent, sent again; then one asking for another size.
+    resized = json.loads(json.dumps(original))
+    resized["spec"]["replicas"] = 9
+    for obj in (original, resized):
+        request = deployment_review(obj, ns, operation="CREATE")
+        post_review(served, request)
+        writes_of(served, request["uid"])
+    again = get(kubectl, "rollout", "replayed", ns)
+    assert again is not None
+    assert again["spec"]["replicas"] == 2
+    assert again["metadata"]["resourceVersion"] == rollout["metadata"]["resourceVersion"]
+    canary_again = get(kubectl, "service", "replayed-canary", ns)
+    assert canary_again is not None
+    assert canary_again["metadata"]["resourceVersion"] == canary["metadata"]["resourceVersion"]

@@ -29,6 +29,14 @@ COMBINATIONS: dict[str, tuple[str, ...]] = {
     "one-replica": ("replicaCount=1",),
     "monitoring": ("metrics.serviceMonitor.enabled=true", "metrics.dashboard.enabled=true"),
     "external-policy": ("policy.create=false", "policy.name=platform-policy"),
+    "hardened": (
+        "networkPolicy.enabled=true",
+        'json:networkPolicy.apiServer=[{"ipBlock":{"cidr":"10.0.0.0/24","except":["10.0.0.9/32"]}}]',
+        'json:networkPolicy.health=[{"namespaceSelector":{"matchLabels":{"name":"mon"}}}]',
+        "webhook.clientCA.enabled=true",
+        "webhook.clientCA.configMap=apiserver-client-ca",
+        "metrics.serviceMonitor.enabled=true",
+    ),
     "digest-no-rotation": (
         "image.digest=sha256:" + "a" * 64,
         "certificates.bootstrap.rotationSchedule=",

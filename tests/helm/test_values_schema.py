@@ -60,6 +60,12 @@ BAD_VALUES = [
         "missing property 'name'",
     ),
     (
+        ('json:networkPolicy.apiServer=[{"ipBlok":{"cidr":"10.0.0.0/8"}}]',),
+        "/networkPolicy/apiServer/0",
+        "additional properties 'ipBlok'",
+    ),
+    (("webhook.clientCA.enabled=on",), "/webhook/clientCA/enabled", "want boolean"),
+    (
         ('json:webhook.excludeNamespaces=["Kube_System"]',),
         "/webhook/excludeNamespaces/0",
         "does not match pattern",

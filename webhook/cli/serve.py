@@ -40,6 +40,14 @@ def register(subparsers: Any) -> None:
         "(default: a self-signed localhost certificate made at start-up)",
     )
     parser.add_argument(
+        "--client-ca",
+        type=Path,
+        metavar="FILE",
+        help="require a client certificate signed by a CA in this PEM file on the admission "
+        "port (mutual TLS: only the API server may call it); the health port is unaffected "
+        "(default: no client certificate asked for)",
+    )
+    parser.add_argument(
         "--policy",
         dest="policy_file",
         type=Path,
@@ -99,6 +107,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         "port",
         "health_port",
         "cert_dir",
+        "client_ca",
         "policy_file",
         "kubeconfig",
         "in_cluster",

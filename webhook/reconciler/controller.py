@@ -35,7 +35,7 @@ from webhook.core.audit import ChangeOutcome, DecisionFacts
 from webhook.core.cluster import ClusterLister
 from webhook.core.crd_schema import RolloutSchema
 from webhook.core.keys import DEFAULT_KEYS, Keys
-from webhook.core.objects import labels_of, name_of, namespace_of, spec_of
+from webhook.core.objects import annotations_of, labels_of, meta, name_of, namespace_of, spec_of
 from webhook.core.policy import Policy
 from webhook.core.reconcile import ORPHAN_GRACE, ReconcilePlan, plan_reconcile
 from webhook.core.references import names, rollout_references, rollouts_naming
@@ -186,6 +186,8 @@ class Reconciler:
         self.metrics = metrics
         self.failures = FailureBook()
         self._refused: dict[DeploymentRef, str] = {}
+        self._versions: dict[DeploymentRef, tuple[object, float]] = {}
+        """Per key: the Deployment's resourceVersion and when a pass first saw it."""
         self._tracebacks: set[tuple[DeploymentRef, str]] = set()
         self.passes = 0
         self.errors = 0
@@ -330,6 +332,49 @@ class Reconciler:
         made_at = self._made.get(_signature(action))
         return made_at is not None and now - made_at < self.expectation_seconds
 
+    def _settle_size(
+        self,
+        key: DeploymentRef,
+        plan: ReconcilePlan,
+        deployment: Mapping[str, Any] | None,
+        now: float,
+    ) -> ReconcilePlan:
+        """The plan, less a change of ``original-replicas`` on a version of the Deployment
+        first seen less than ``expectation_seconds`` ago.
+
+        That annotation is where an admitted resize is stored (a GitOps sync of a new
+        count); the admission's write thread then applies it to the Rollout, planning from
+        the stored object. Mirroring the Rollout's older size back at once would erase the
+        resize before that write reads it. A version that stays is mirrored once the window
+        has passed (``kubectl scale rollout`` still shows on the Deployment)."""
+        version = meta(deployment or {}).get("resourceVersion")
+        seen = self._versions.get(key)
+        if seen is None or seen[0] != version:
+            seen = self._versions[key] = (version, now)
+        recorded = annotations_of(deployment or {}).get(self.keys.original_replicas)
+        left = self.expectation_seconds - (now - seen[1])
+        if recorded is None or left <= 0:
+            return plan
+        actions: list[ClusterAction] = []
+        for action in plan.actions:
+            held = self._without_size(action)
+            if held is not action:
+                self.queue.add_after(key, left)
+            if held is not None:
+                actions.append(held)
+        return replace(plan, actions=tuple(actions))
+
+    def _without_size(self, action: ClusterAction) -> ClusterAction | None:
+        """``action`` less a change of ``original-replicas`` (None: nothing else left)."""
+        if not isinstance(action, Patch) or action.kind != "Deployment":
+            return action
+        annotations = dict((action.patch.get("metadata") or {}).get("annotations") or {})
+        if annotations.pop(self.keys.original_replicas, None) is None:
+            return action
+        if not annotations:
+            return None
+        return replace(action, patch={"metadata": {"annotations": annotations}})
+
     def reconcile(self, key: DeploymentRef) -> ReconcilePlan | None:
         """Plan one key and carry the plan out; None when no pass ran (not ready, or a
         failing key whose retry is not due and whose inputs did not change). Raises
@@ -349,6 +394,7 @@ class Reconciler:
         if self.failures.held_back(key, inputs, started, writes):
             return None
         self.passes += 1
+        plan = self._settle_size(key, plan, deployment, started)
         pending = [a for a in plan.writes if self._recently_made(a, started)]
         if pending:
             self.queue.add_after(key, self.expectation_seconds)

@@ -4,7 +4,9 @@ For each request: pass-through checks, the pure plan (``webhook.core``), then, w
 plan wants cluster changes, the confused-deputy check (``access_reviews``: a
 SubjectAccessReview for the requesting user, off the event loop, short timeout, cached
 briefly), the response, and the writes, handed to the write worker (``write_worker``)
-*after* the response is computed.
+*after* the response is computed. The review's body decides the answer only: the writes
+are decided again on the write thread from the stored objects
+(``webhook.core.stored_writes``), so a forged or replayed review writes nothing.
 
 The SubjectAccessReview must come first (its answer decides whether the Deployment is
 converted at all), so it runs before the response with a bounded budget; the server-side
@@ -38,6 +40,7 @@ from webhook.core.review import (
     AdmissionPlan,
     AdmissionRequest,
     AdmissionResponse,
+    UserInfo,
     allowed,
     clip_warning,
     denied,
@@ -48,6 +51,7 @@ from webhook.core.review import (
     request_username,
     subject_kind,
 )
+from webhook.core.stored_writes import StoredWrites, WriteScope, scope_of, stored_writes
 from webhook.server.access_reviews import AccessReviews
 from webhook.server.audit_trail import AuditSink
 from webhook.server.metrics import Metrics
@@ -115,7 +119,6 @@ class AdmissionEngine:
                 audit,
                 metrics,
                 settings.write_timeout_seconds,
-                reader=reader,
                 monotonic=monotonic,
             )
             if writer is not None
@@ -257,25 +260,41 @@ class AdmissionEngine:
             written = self.audit.record_on_loop(replace(facts, changes_made=pending))
             # A Scale's writes are ordered with those of its Deployment's requests.
             key = (facts.kind, facts.namespace, facts.name)
-            creating = request["operation"] == "CREATE" and bool(request.get("name"))
-            replan = None
-            if creating and policy is not None and plan.decision == "convert":
-                replan = functools.partial(self._replan, request, policy)
-            self.worker.submit(WriteJob(facts, plan.changes, started, key, creating, replan))
+            scale = is_deployment_scale(request)
+            self.worker.submit(
+                WriteJob(
+                    facts,
+                    plan.changes,
+                    started,
+                    key,
+                    restate=functools.partial(
+                        self._stored_writes, scope_of(request, self.reader), policy
+                    ),
+                    user=request.get("userInfo", UserInfo()),
+                    checked=None if scale else permissions_for(plan),
+                )
+            )
             return written
         why = "dry run" if dry_run else "no cluster"
         skipped = tuple(change_outcome(m, f"skipped: {why}") for m in plan.changes)
         return self.audit.record_on_loop(replace(facts, changes_made=skipped))
 
-    def _replan(
-        self, request: AdmissionRequest, policy: Policy
-    ) -> tuple[dict[str, Any], ...] | None:
-        """On a write thread: the request's changes planned on the caches as they are now,
-        or None when the decision would no longer convert (the first plan's changes stay)."""
-        plan = self.decide(
-            request, self.reader, policy, keys=self.keys, rollout_schema=self.rollout_schema()
+    def _stored_writes(
+        self, scope: WriteScope, admitted: Policy | None, expired: bool
+    ) -> StoredWrites:
+        """On a write thread: what the stored objects call for after this admission, under
+        the policy in force now (the one of the admission if none is)."""
+        policy = self.policy() or admitted
+        if policy is None:
+            return StoredWrites("none", "no policy in force")
+        return stored_writes(
+            scope,
+            self.reader,
+            policy,
+            keys=self.keys,
+            rollout_schema=self.rollout_schema(),
+            expired=expired,
         )
-        return plan.changes if plan.decision == "convert" and plan.changes else None
 
     def left(self, started: float, budget: float) -> float:
         """Seconds left of a request's budget (never less than a sliver)."""

@@ -37,7 +37,12 @@ from webhook.server.memory import tune_allocator
 from webhook.server.metrics import Metrics
 from webhook.server.policy_state import PolicyState
 from webhook.server.settings import ServeSettings
-from webhook.server.tls import CertificateError, CertificatePair, ReloadingCertificate
+from webhook.server.tls import (
+    CertificateError,
+    CertificatePair,
+    ReloadingCertificate,
+    require_client_certificates,
+)
 
 if TYPE_CHECKING:
     from webhook.kube.cluster import Cluster
@@ -258,6 +263,12 @@ def _load_certificate(
         certificate.load()
     except CertificateError as err:
         raise StartupError(f"--cert-dir {err}") from None
+    if settings.client_ca is not None:
+        try:
+            require_client_certificates(certificate.context, settings.client_ca)
+        except CertificateError as err:
+            raise StartupError(f"--client-ca {err}") from None
+        log.info("admission port: client certificates required (CA %s)", settings.client_ca)
     return certificate
 
 

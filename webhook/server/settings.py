@@ -30,6 +30,10 @@ class ServeSettings(BaseSettings):
     port: int = Field(default=8443, ge=1, le=65535)
     cert_dir: Path | None = None
     """tls.crt and tls.key; none: a self-signed localhost certificate made at start-up."""
+    client_ca: Path | None = None
+    """PEM CA certificate(s): the admission port then requires a client certificate signed
+    by one of them (the API server's, see docs/security.md); none: no client certificate
+    asked for. The health port is never affected."""
     policy_file: Path | None = None
     """A fixed policy (a policy.yaml or its ConfigMap); none: the ConfigMap, else built-in."""
     kubeconfig: Path | None = None

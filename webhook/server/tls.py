@@ -108,6 +108,21 @@ def load_into(context: ssl.SSLContext, pair: CertificatePair) -> None:
         context.load_cert_chain(cert_path, key_path)
 
 
+def require_client_certificates(context: ssl.SSLContext, ca_file: Path) -> None:
+    """Make the handshake fail unless the client shows a certificate that a CA in
+    ``ca_file`` signed (mutual TLS: only the API server may call the admission port)."""
+    try:
+        context.load_verify_locations(cafile=str(ca_file))
+    except FileNotFoundError:
+        raise CertificateError(f"{ca_file}: no such file") from None
+    except (ssl.SSLError, OSError, ValueError) as err:
+        why = getattr(err, "strerror", None) or "not a PEM CA certificate"
+        raise CertificateError(f"{ca_file}: cannot load ({why})") from None
+    if not context.get_ca_certs():
+        raise CertificateError(f"{ca_file}: holds no CA certificate")
+    context.verify_mode = ssl.CERT_REQUIRED
+
+
 class ReloadingCertificate:
     """The live SSLContext for one certificate directory, kept current by polling."""
 

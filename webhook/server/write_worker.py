@@ -2,8 +2,10 @@
 
 Why writes run after the response: the API server waits on the webhook, and every other
 client waits on the API server. The server-side applies do not change the answer, so they
-never delay it. A failed or lost write is caught up by the reconciler; the audit record
-says which changes were wanted and which were made.
+never delay it. What is written is decided on the write thread from the stored objects,
+never from the review's body (``webhook.core.stored_writes``): anything that reaches the
+port can POST a review. A failed or lost write is caught up by the reconciler; the audit
+record says which changes were wanted and which were made.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from webhook.core.audit import WRITES_KIND, ChangeOutcome, DecisionFacts
-from webhook.core.cluster import ClusterReader, ClusterWriter
+from webhook.core.cluster import ClusterWriter, Permission
+from webhook.core.review import UserInfo
+from webhook.core.stored_writes import StoredWrites, permissions_needed, without_kinds
 from webhook.server.audit_trail import AuditSink
 from webhook.server.logs import extra_for
 from webhook.server.metrics import Metrics
@@ -43,17 +47,20 @@ def change_outcome(manifest: Mapping[str, Any], result: str) -> ChangeOutcome:
 class WriteJob:
     facts: DecisionFacts
     changes: tuple[dict[str, Any], ...]
+    """The changes the admission planned from the review: what its record says was wanted.
+    Never applied as they are (see ``restate``)."""
     started: float
     key: tuple[str, str, str]
     """(kind, namespace, name) of the admitted object: jobs for one object run in order."""
-    await_stored: bool = False
-    """On CREATE: apply only once the admitted object is stored (seen by the watch)."""
-    replan: Callable[[], tuple[dict[str, Any], ...] | None] | None = None
-    """The same decision on the caches as they are when the writes are made (None: keep
-    ``changes``). Used after waiting for the object: objects created with it, such as its
-    Service, may have reached the caches meanwhile, and a Rollout planned without them would
-    overwrite the reconciler's, planned with them."""
-    waited: bool = False
+    restate: Callable[[bool], StoredWrites] | None = None
+    """The writes decided from the stored objects (``webhook.core.stored_writes``), called
+    on a write thread with whether the wait for them is over. None: ``changes`` as they are
+    (only for callers that planned them from stored objects themselves)."""
+    user: UserInfo = field(default_factory=lambda: UserInfo())
+    """The requester, as the admission knew them: whose rights the writes are made with."""
+    checked: tuple[Permission, ...] | None = None
+    """The rights admission found the requester to have. A write needing another one is
+    asked about first, and not made without it. None: no check (a Scale, checked whole)."""
 
 
 class WriteWorker:
@@ -62,11 +69,13 @@ class WriteWorker:
     Everything runs on the worker's own threads; the event loop's part of a decision's
     writes is ``submit``, a few list operations under a lock. Jobs for different objects
     run side by side (``parallel`` threads); jobs for the same object run in the order
-    they were admitted, so an older plan never overwrites a newer one. On CREATE a job
-    waits until the admitted object shows up in the cache: a later admission step may
-    still refuse it (the reason sideEffects is NoneOnDryRun and not None), and a Rollout
-    for a Deployment that never existed would be an orphan. A waiting job holds no
-    thread: it is put back with the time of its next look.
+    they were admitted, so an older plan never overwrites a newer one. A job waits until
+    the caches show the admitted object stored as admitted (a later admission step may
+    still refuse it, the reason sideEffects is NoneOnDryRun and not None; and a review
+    nobody stored, forged or replayed, must write nothing), then writes what the stored
+    objects call for, bounded by the requester's rights. A waiting job holds no thread:
+    it is put back with the time of its next look; past ``timeout`` it writes nothing and
+    the reconciler takes over.
 
     At most ``max_pending`` jobs wait (a job holds its manifests and the decision's facts,
     10-20 KiB): 2,000 bound a stalled API server's backlog to some 40 MiB, and past them
@@ -80,7 +89,6 @@ class WriteWorker:
         metrics: Metrics,
         timeout: float,
         *,
-        reader: ClusterReader | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         parallel: int = 4,
         max_pending: int = 2_000,
@@ -90,7 +98,6 @@ class WriteWorker:
         self.audit = audit
         self.metrics = metrics
         self.timeout = timeout
-        self.reader = reader
         self.monotonic = monotonic
         self.parallel = parallel
         self.max_pending = max_pending
@@ -178,51 +185,60 @@ class WriteWorker:
     def _work(self) -> None:
         while (job := self._take()) is not None:
             try:
-                if not self._stored(job):
-                    job.waited = True
+                expired = self.monotonic() - job.started >= self.timeout
+                restated = (
+                    StoredWrites("write", "", job.changes)
+                    if job.restate is None
+                    else job.restate(expired)
+                )
+                if restated.state == "wait":
                     with self._lock:  # not yet: look again later, holding no thread
                         look = self.monotonic() + self.poll_seconds
                         heapq.heappush(self._waiting, (look, next(self._looks), job))
                         self._lock.notify()
                     continue
-                self._apply(job)
+                if restated.state == "none":
+                    why = f"after {self.timeout:g}s: " if expired else ""
+                    self._skip(job, f"{why}{restated.reason}; nothing written")
+                else:
+                    self._apply(job, restated.changes)
             except Exception:
                 log.exception(
                     "write job for %s failed", "/".join(job.key), extra=extra_for(job.facts)
                 )
             self._done(job)
 
-    def _stored(self, job: WriteJob) -> bool:
-        """True to go ahead; False to look again later. Past the timeout the job's writes
-        are skipped and audited, and it counts as done."""
-        if not job.await_stored or self.reader is None or self.reader.get(*job.key) is not None:
-            return True
-        if self.monotonic() - job.started < self.timeout:
-            return False
-        kind, namespace, name = job.key
-        self._skip(
-            job,
-            f"{kind} {namespace}/{name} was not stored within {self.timeout:g}s "
-            "(refused by a later admission step?)",
-        )
-        return True
+    def _within_rights(
+        self, job: WriteJob, changes: tuple[dict[str, Any], ...]
+    ) -> tuple[tuple[dict[str, Any], ...], list[ChangeOutcome]]:
+        """``changes`` the requester may have made, and the others, skipped.
 
-    def _apply(self, job: WriteJob) -> None:
-        """Each change in turn (each bounded by the writer's own timeout), then the record
-        of what became of them."""
-        if not job.changes:
-            return
-        changes = job.changes
-        if job.waited and job.replan is not None:
-            try:
-                changes = job.replan() or changes
-            except Exception:
-                log.exception(
-                    "re-planning the writes for %s failed",
-                    "/".join(job.key),
-                    extra=extra_for(job.facts),
-                )
-        made: list[ChangeOutcome] = []
+        The stored objects may call for a write the admission did not plan (a Service that
+        reached the caches after the Deployment's admission makes a canary Service): the
+        requester's right to it is asked about now (their identity is only known from the
+        admission); refused, that write is not made, and the rest is."""
+        if job.checked is None:
+            return changes, []
+        refused: list[Permission] = []
+        for permission in permissions_needed(changes):
+            if permission in job.checked:
+                continue
+            answer = self.writer.may(job.user, job.key[1], permission, timeout=self.timeout)
+            if not answer.allowed:
+                refused.append(permission)
+        kept = without_kinds(changes, refused)
+        who = job.user.get("username") or "?"
+        lacking = ", ".join(str(p) for p in refused)
+        skipped = [
+            change_outcome(m, f"skipped: {who} may not {lacking}") for m in changes if m not in kept
+        ]
+        return kept, skipped
+
+    def _apply(self, job: WriteJob, planned: tuple[dict[str, Any], ...]) -> None:
+        """Each change the requester may have made in turn (each bounded by the writer's
+        own timeout), then the record of what became of them."""
+        changes, skipped = self._within_rights(job, planned)
+        made: list[ChangeOutcome] = list(skipped)
         for manifest in changes:
             kind = str(manifest.get("kind", ""))
             try:

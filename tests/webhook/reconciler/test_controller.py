@@ -369,3 +369,34 @@ def test_the_kill_switch_opts_services_out_and_a_new_one_stays_plain_without_fai
     assert api.get("Rollout", "prod", "late") is None
     assert "late" not in " ".join(api.calls)
     assert reconciler.errors == 0
+
+
+def test_a_resize_stored_on_the_deployment_is_not_mirrored_away_before_it_is_applied() -> None:
+    """An admitted resize is stored as ``original-replicas`` on the Deployment, and the
+    admission's write thread applies it to the Rollout from there: the reconciler must not
+    mirror the Rollout's older size back over it meanwhile. A size that stays unmatched
+    (``kubectl scale rollout``) is mirrored once the window has passed."""
+    api = FakeAPI()
+    api.put(service())
+    api.put(opted_in(uid="u"))
+    policy = builtin_policy()
+    reconciler = Reconciler(api, lambda: policy, api, expectation_seconds=0.3)
+    reconciler.reconcile(("prod", "web"))
+    stored = api.get("Deployment", "prod", "web")
+    assert stored is not None and stored["metadata"]["annotations"][K.original_replicas] == "3"
+    resized = copy.deepcopy(stored)
+    resized["metadata"]["annotations"][K.original_replicas] = "5"
+    resized["metadata"]["resourceVersion"] = "resized"
+    api.put(resized)
+
+    def recorded() -> str:
+        deployment = api.get("Deployment", "prod", "web")
+        assert deployment is not None
+        return str(deployment["metadata"]["annotations"][K.original_replicas])
+
+    reconciler.reconcile(("prod", "web"))
+    assert recorded() == "5"  # held back: the Rollout is still at 3
+    assert len(reconciler.queue) == 1  # looked at again after the window
+    time.sleep(0.35)
+    reconciler.reconcile(("prod", "web"))
+    assert recorded() == "3"  # nobody applied 5: the Rollout's size is the service's

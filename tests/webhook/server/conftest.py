@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import itertools
 import json
 import socket
 import ssl
@@ -122,6 +123,7 @@ class Running:
     audit_stream: io.StringIO
     cluster: FakeCluster | None
     client: httpx.Client
+    versions: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
 
     @property
     def url(self) -> str:
@@ -153,7 +155,10 @@ class Running:
             and request["operation"] in ("CREATE", "UPDATE")
             and not request.get("subResource")
         ):
-            self.cluster.view.put(apply_patch(obj, decode_patch(response)))
+            stored = apply_patch(obj, decode_patch(response))
+            # As the API server stores it: a new resourceVersion each time.
+            stored.setdefault("metadata", {})["resourceVersion"] = str(next(self.versions))
+            self.cluster.view.put(stored)
         return response
 
     def records(

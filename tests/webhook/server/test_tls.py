@@ -12,11 +12,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from certs import pki
 from tests.builders import admission_request
+from tests.e2e import pki as e2e_pki
 from tests.webhook.server.conftest import FakeCluster, deployment, serve
 from webhook.core.review import API_VERSION, REVIEW_KIND
+from webhook.server.runner import StartupError
 
 
 def mount_secret(root: Path, bundle: pki.Bundle, generation: str) -> None:
@@ -134,3 +137,75 @@ def test_a_mismatched_pair_is_skipped_and_the_old_certificate_stays(tmp_path: Pa
             time.sleep(0.1)
             metrics = run.client.get(f"{run.url}/metrics").text
         assert served_certificate(run.port, good.ca_pem) == fingerprint(good)
+
+
+# --- mutual TLS: --client-ca --------------------------------------------------------------------
+
+
+def get_healthz(port: int, trust: str, client: e2e_pki.KeyPair | None, tmp_path: Path) -> bytes:
+    """GET /healthz over a fresh TLS connection, showing ``client``'s certificate if given;
+    the server's answer, ``refused: REASON`` (the alert the server sent), or nothing (the
+    connection closed unanswered)."""
+    context = ssl.create_default_context(cadata=trust)
+    if client is not None:
+        (tmp_path / "client.crt").write_bytes(client.cert_pem)
+        (tmp_path / "client.key").write_bytes(client.key_pem)
+        context.load_cert_chain(tmp_path / "client.crt", tmp_path / "client.key")
+    try:
+        return _get_healthz(port, context)
+    except ssl.SSLError as err:
+        return f"refused: {err.reason}".encode()
+
+
+def _get_healthz(port: int, context: ssl.SSLContext) -> bytes:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        # TLS 1.3: the server checks the client's certificate after the client's side of
+        # the handshake is done, so a refusal shows on the first read.
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := tls.recv(4096):
+            answer += chunk
+        return answer
+
+
+def test_with_a_client_ca_only_clients_with_a_certificate_it_signed_get_through(
+    tmp_path: Path,
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    api_server, stranger = e2e_pki.generate(now), e2e_pki.generate(now)
+    (tmp_path / "client-ca.crt").write_bytes(api_server.ca.cert_pem)
+    with serve(tmp_path, client_ca=tmp_path / "client-ca.crt") as running:
+        port, trust = running.port, running.ca_pem
+        answer = get_healthz(port, trust, api_server.admin, tmp_path)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+        for client in (None, stranger.admin):  # none, or one signed by another CA
+            refused = get_healthz(port, trust, client, tmp_path)
+            assert refused in (b"", b"refused: TLSV13_ALERT_CERTIFICATE_REQUIRED") or (
+                refused.startswith(b"refused: TLSV1_ALERT_UNKNOWN_CA")
+            ), refused[:80]
+
+
+def test_without_a_client_ca_no_client_certificate_is_asked_for(tmp_path: Path) -> None:
+    with serve(tmp_path) as running:
+        assert get_healthz(running.port, running.ca_pem, None, tmp_path).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        (b"not a certificate\n", "cannot load"),
+    ],
+)
+def test_an_unusable_client_ca_stops_the_start_with_one_line(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "client-ca.crt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(StartupError) as failed, serve(tmp_path, client_ca=path):
+        pass
+    assert str(failed.value).startswith(f"--client-ca {path}: {message}")

@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 
+from tests.builders import ALICE
 from webhook.core.audit import DecisionFacts
+from webhook.core.cluster import CREATE_ROLLOUTS, AccessDecision, Permission
+from webhook.core.review import UserInfo
+from webhook.core.stored_writes import StoredWrites
 from webhook.kube.view import MemoryClusterView
 from webhook.server.logs import RECORD_ATTRIBUTE, AdmissionFields
 from webhook.server.metrics import Metrics
@@ -50,10 +54,29 @@ class SlowWriter:
         if name in self.slow:
             time.sleep(self.delay)
         with self.lock:
-            self.applied.append(f"{name}:{manifest['spec']['replicas']}")
+            self.applied.append(f"{name}:{manifest.get('spec', {}).get('replicas')}")
 
 
-def job(name: str, replicas: int, *, await_stored: bool = False) -> WriteJob:
+def rollout(name: str, replicas: int) -> dict[str, Any]:
+    return {
+        "kind": "Rollout",
+        "metadata": {"namespace": "shop", "name": name},
+        "spec": {"replicas": replicas},
+    }
+
+
+def once_stored(view: MemoryClusterView, name: str, replicas: int) -> Any:
+    """A ``restate`` that writes the Rollout once the Deployment is in ``view``."""
+
+    def restate(expired: bool) -> StoredWrites:
+        if view.get("Deployment", "shop", name) is None:
+            return StoredWrites("none" if expired else "wait", f"Deployment shop/{name} is gone")
+        return StoredWrites("write", "stored", (rollout(name, replicas),))
+
+    return restate
+
+
+def job(name: str, replicas: int, **options: Any) -> WriteJob:
     facts = DecisionFacts(
         uid=f"{name}-{replicas}",
         user="alice",
@@ -65,13 +88,8 @@ def job(name: str, replicas: int, *, await_stored: bool = False) -> WriteJob:
         decision="convert",
         reason="test",
     )
-    rollout = {
-        "kind": "Rollout",
-        "metadata": {"namespace": "shop", "name": name},
-        "spec": {"replicas": replicas},
-    }
     key = ("Deployment", "shop", name)
-    return WriteJob(facts, (rollout,), time.monotonic(), key, await_stored)
+    return WriteJob(facts, (rollout(name, replicas),), time.monotonic(), key, **options)
 
 
 def worker(writer: SlowWriter, records: Records, **options: Any) -> WriteWorker:
@@ -102,9 +120,9 @@ def test_jobs_for_one_object_keep_their_order_and_others_pass_them() -> None:
 def test_a_job_waiting_for_its_object_holds_no_thread() -> None:
     view = MemoryClusterView()
     writer, records = SlowWriter(), Records()
-    running = worker(writer, records, parallel=1, reader=view, poll_seconds=0.02)
+    running = worker(writer, records, parallel=1, poll_seconds=0.02)
     try:
-        running.submit(job("new", 1, await_stored=True))  # not stored yet
+        running.submit(job("new", 1, restate=once_stored(view, "new", 1)))  # not stored yet
         running.submit(job("api", 1))
         deadline = time.monotonic() + 2
         while "api:1" not in writer.applied:
@@ -120,15 +138,68 @@ def test_a_job_waiting_for_its_object_holds_no_thread() -> None:
 
 def test_a_job_whose_object_never_comes_is_skipped_after_the_timeout() -> None:
     writer, records = SlowWriter(), Records()
-    running = worker(writer, records, reader=MemoryClusterView(), poll_seconds=0.02)
+    running = worker(writer, records, poll_seconds=0.02)
     try:
-        running.submit(job("refused", 1, await_stored=True))
+        running.submit(job("refused", 1, restate=once_stored(MemoryClusterView(), "refused", 1)))
         assert running.wait_idle(5)
     finally:
         running.close()
     assert writer.applied == []
     (results,) = records.made
-    assert results[0].startswith("skipped: Deployment shop/refused was not stored within 0.5s")
+    assert results == ("skipped: after 0.5s: Deployment shop/refused is gone; nothing written",)
+
+
+def test_what_is_written_is_what_the_stored_objects_call_for_not_the_review() -> None:
+    writer, records = SlowWriter(), Records()
+    running = worker(writer, records)
+    stored = StoredWrites("write", "stored", (rollout("web", 5),))
+    try:
+        running.submit(job("web", 99, restate=lambda expired: stored))
+        running.submit(job("api", 99, restate=lambda expired: StoredWrites("none", "forged")))
+        assert running.wait_idle(5)
+    finally:
+        running.close()
+    assert writer.applied == ["web:5"]
+    assert sorted(records.made) == [("applied",), ("skipped: forged; nothing written",)]
+
+
+@dataclass
+class Asking(SlowWriter):
+    """Answers SubjectAccessReviews: every right but ``refused``; records the questions."""
+
+    refused: set[str] = field(default_factory=set)
+    asked: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def may(
+        self, user: UserInfo, namespace: str, permission: Permission, *, timeout: float
+    ) -> AccessDecision:
+        self.asked.append((str(user.get("username")), namespace, permission.resource))
+        return AccessDecision(permission.resource not in self.refused, "RBAC")
+
+
+def test_a_write_the_admission_did_not_check_needs_the_requesters_right_first() -> None:
+    """The stored objects call for a canary Service the admission did not plan: it is made
+    only if the requester may create Services, and the Rollout either way."""
+    service = {"kind": "Service", "metadata": {"namespace": "shop", "name": "web-canary"}}
+    stored = StoredWrites("write", "stored", (rollout("web", 3), service))
+    for refused, made in (
+        (set(), {"web:3", "web-canary:None"}),
+        ({"services"}, {"web:3"}),
+    ):
+        writer, records = Asking(refused=refused), Records()
+        running = worker(writer, records)
+        try:
+            running.submit(
+                job("web", 3, restate=lambda e: stored, user=ALICE, checked=(CREATE_ROLLOUTS,))
+            )
+            assert running.wait_idle(5)
+        finally:
+            running.close()
+        assert set(writer.applied) == made
+        assert writer.asked == [("alice", "shop", "services")]
+        if refused:
+            (results,) = records.made
+            assert "skipped: alice may not create services" in results
 
 
 def test_a_failed_apply_is_logged_with_the_request_it_belongs_to(
