@@ -111,15 +111,24 @@ def walk(samples: Iterable[tuple[Weights, ...]]) -> list[tuple[Weights, ...]]:
     return out
 
 
+# At the end of the steps Argo sends everything to the canary, then makes it the stable
+# version and sends everything to the stable Service again: a sampler may catch the moment.
+PROMOTION: Weights = (0, 100)
+
+
 def assert_follows_steps(
-    samples: Sequence[tuple[Weights, ...]], expected: Sequence[Weights], routes: int = 1
+    samples: Sequence[tuple[Weights, ...]],
+    expected: Sequence[Weights],
+    routes: int = 1,
+    *,
+    optional: Sequence[Weights] = (),
 ) -> None:
-    """Every sample is one of the steps' weights on every route at once, and the steps'
-    weights were seen in their order."""
-    allowed = {(w,) * routes for w in expected}
+    """Every sample is one of the steps' weights (or an optional one) on every route at
+    once, and the steps' weights were seen in their order."""
+    allowed = {(w,) * routes for w in (*expected, *optional)}
     strays = [s for s in samples if s not in allowed]
     assert not strays, f"weights that follow no step: {strays[:5]} (walk {walk(samples)})"
-    seen = [s[0] for s in walk(samples)]
+    seen = [s[0] for s in walk(samples) if s[0] not in optional]
     position = 0
     for weights in expected:
         assert weights in seen[position:], f"{weights} not seen in order; walk: {seen}"
