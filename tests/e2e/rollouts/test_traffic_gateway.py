@@ -198,7 +198,8 @@ def test_a_header_route_step_adds_its_rule_for_the_step_and_removes_it_after(
     assert without_weights(after["spec"]["rules"], "web-canary") == without_weights(
         before["spec"]["rules"], "web-canary"
     )
-    assert httproute_weights(kube, ns, "web") == ((100, 0),)
+    # The managed rule goes before the promotion's last weight change (0/100, then 100/0).
+    eventually(lambda: httproute_weights(kube, ns, "web") == ((100, 0),), "the route back at 100/0")
 
 
 def test_a_mirror_step_is_refused_for_a_service_behind_an_httproute(

@@ -218,7 +218,7 @@ def test_a_header_route_step_adds_its_route_for_the_step_and_removes_it_after(
         ),
         "the header route gone once the rollout is done",
     )
-    assert weights() == ((100, 0),)
+    eventually(lambda: weights() == ((100, 0),), "the route back at 100/0")
 
 
 def test_a_mirror_step_adds_its_route_for_the_step_and_removes_it_after(
@@ -252,4 +252,7 @@ def test_a_mirror_step_adds_its_route_for_the_step_and_removes_it_after(
         ),
         "the mirror route gone once the rollout is done",
     )
-    assert virtualservice_weights(kube, ns, "web", _by_host) == ((100, 0),)
+    eventually(
+        lambda: virtualservice_weights(kube, ns, "web", _by_host) == ((100, 0),),
+        "the route back at 100/0",
+    )
