@@ -112,7 +112,8 @@ def walk(samples: Iterable[tuple[Weights, ...]]) -> list[tuple[Weights, ...]]:
 
 
 # At the end of the steps Argo sends everything to the canary, then makes it the stable
-# version and sends everything to the stable Service again: a sampler may catch the moment.
+# version and sends everything to the stable Service again (so that the old version never
+# takes all the traffic back for a moment, argo-rollouts#1718): a sampler may catch it.
 PROMOTION: Weights = (0, 100)
 
 
