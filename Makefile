@@ -77,8 +77,9 @@ e2e-deps: control-plane kube-tools progressive-delivery
 control-plane: $(DEV)
 	$(BIN)/python tools/build-control-plane.py
 
-## progressive-delivery: build kube-controller-manager, kube-scheduler, kwok and the Argo Rollouts
-## controller and kubectl plugin the same way (tests/e2e/rollouts; docs/testing.md)
+## progressive-delivery: build kube-controller-manager, kube-scheduler, kwok, the Argo Rollouts
+## controller and kubectl plugin the same way, and the Gateway API traffic-router plugin from
+## its release extract in ../shared/upstream (tests/e2e/rollouts; docs/testing.md)
 progressive-delivery: $(DEV)
 	$(BIN)/python tools/build-control-plane.py rollouts
 

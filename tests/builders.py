@@ -228,6 +228,40 @@ def virtualservice(
     }
 
 
+def destinationrule(
+    name: str = "web",
+    ns: str = "prod",
+    *,
+    host: str = "web",
+    subsets: Iterable[str] = ("stable", "canary"),
+    app: str = "web",
+) -> Obj:
+    """An Istio DestinationRule for ``host`` with these subsets, each selecting the app."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "host": host,
+            "subsets": [{"name": s, "labels": {"app": app}} for s in subsets],
+        },
+    }
+
+
+def subset_virtualservice(
+    name: str = "web", ns: str = "prod", subsets: Iterable[str] = ("stable",)
+) -> Obj:
+    """A VirtualService whose one route sends to subsets of host ``web`` (the first at 100)."""
+    route = [
+        {
+            "destination": {"host": "web", "subset": s, "port": {"number": 80}},
+            "weight": 100 if i == 0 else 0,
+        }
+        for i, s in enumerate(subsets)
+    ]
+    return virtualservice(name, ns, http=[{"route": route}])
+
+
 def rollout(
     name: str = "web",
     ns: str = "prod",

@@ -3,7 +3,8 @@
 
 Without arguments: the control plane (etcd, kube-apiserver). The progressive-delivery tier
 names the rest, or the group `rollouts`: kube-controller-manager, kube-scheduler, kwok (fake
-nodes and pods), the Argo Rollouts controller and its kubectl plugin.
+nodes and pods), the Argo Rollouts controller and its kubectl plugin, and the Gateway API
+traffic-router plugin for Argo Rollouts.
 
 Only the Go module proxy is used: each component is built from a small helper module generated
 in a temporary directory. Upstream main modules carry `replace` directives that point at sibling
@@ -13,6 +14,11 @@ each one as a replace to the published release of that module. Argo Rollouts ins
 Kubernetes libraries with replaces to published versions, which are likewise lost in a
 dependency: the helper module copies those lines as they are. Both lists are generated from the
 upstream go.mod, never written by hand, so a version bump needs only the constants below.
+
+The Gateway API traffic-router plugin is the exception: the Go module proxy refuses its module,
+so it is built from an unmodified release extract kept beside the project
+(../shared/upstream/<name>-<version>/, or the directory ROLLOUT_WEBHOOK_UPSTREAM names). The
+extract is read-only and never copied into the project: the build runs in a temporary copy.
 
 A built binary lands in <cache>/<component>-<version>/<binary> and is reused as long as it exists.
 The cache is ~/.cache/rollout-webhook/bin unless ROLLOUT_WEBHOOK_CACHE names another directory.
@@ -48,6 +54,8 @@ KWOK_VERSION = "v0.8.0"
 # v1.9.3 declares `go 1.26.10`, newer than the machines' Go 1.26.8 (and GOTOOLCHAIN=local
 # never downloads another); v1.9.2 declares go 1.24.9 and has the same CRDs as v1.9.1.
 ARGO_ROLLOUTS_VERSION = "v1.9.2"
+# The Argo Rollouts traffic-router plugin for Gateway API (argoproj-labs/gatewayAPI).
+GATEWAYAPI_PLUGIN_VERSION = "v0.15.0"
 
 # Keep the build gentle on a small shared machine: two compile jobs, two OS threads each.
 GO_PARALLELISM = "2"
@@ -212,6 +220,28 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class SourceComponent:
+    """A Go program built from a release extract on disk rather than from the module proxy."""
+
+    name: str
+    binary: str
+    version: str
+    folder: str  # the extract's folder name under the upstream directory
+    package: str = "."
+
+
+SOURCE_COMPONENTS: dict[str, SourceComponent] = {
+    "gatewayapi-plugin": SourceComponent(
+        name="gatewayapi-plugin",
+        binary="gatewayapi-plugin",
+        version=GATEWAYAPI_PLUGIN_VERSION,
+        folder=f"rollouts-plugin-trafficrouter-gatewayapi-{GATEWAYAPI_PLUGIN_VERSION}",
+    ),
+}
+GROUPS["rollouts"] = (*GROUPS["rollouts"], "gatewayapi-plugin")
+
+
 class BuildError(Exception):
     """A one-line reason the build cannot go on."""
 
@@ -222,7 +252,7 @@ def cache_dir() -> Path:
     return base / "bin"
 
 
-def binary_path(component: Component) -> Path:
+def binary_path(component: Component | SourceComponent) -> Path:
     return cache_dir() / f"{component.name}-{component.version}" / component.binary
 
 
@@ -379,7 +409,7 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build(go: str, component: Component) -> Path:
+def build(go: str, component: Component | SourceComponent) -> Path:
     target = binary_path(component)
     if target.is_file():
         return target
@@ -392,7 +422,10 @@ def build(go: str, component: Component) -> Path:
             workdir = Path(tmp)
             log = workdir / "build.log"
             try:
-                staged = _build_in(go, component, workdir, log)
+                if isinstance(component, SourceComponent):
+                    staged = _build_from_source(go, component, workdir, log)
+                else:
+                    staged = _build_in(go, component, workdir, log)
             except BuildError as error:
                 # Keep the log where a person can read it after the temp dir is gone.
                 kept = cache_dir() / f"{component.name}-{component.version}.build.log"
@@ -427,6 +460,37 @@ def _build_in(go: str, component: Component, workdir: Path, log: Path) -> Path:
     return staged
 
 
+def upstream_dir() -> Path:
+    override = os.environ.get("ROLLOUT_WEBHOOK_UPSTREAM")
+    if override:
+        return Path(override)
+    # A clone has the shared folder beside it: <parent>/<clone>/tools/this file.
+    return Path(__file__).resolve().parents[2] / "shared" / "upstream"
+
+
+def source_path(component: SourceComponent) -> Path:
+    return upstream_dir() / component.folder
+
+
+def _build_from_source(go: str, component: SourceComponent, workdir: Path, log: Path) -> Path:
+    log.touch()
+    source = source_path(component)
+    if not (source / "go.mod").is_file():
+        raise BuildError(f"{component.name}: no release extract at {source} (go.mod missing)")
+    # The extract is read-only and `-mod=mod` may rewrite go.mod/go.sum: build in a copy.
+    copy = workdir / "src"
+    shutil.copytree(source, copy, copy_function=shutil.copyfile)
+    for directory, _, _ in os.walk(copy):
+        Path(directory).chmod(0o755)
+    for name in ("go.mod", "go.sum"):
+        if (copy / name).exists():
+            (copy / name).chmod(0o644)
+    staged = workdir / component.binary
+    command = [go, "build", "-p", GO_PARALLELISM, "-trimpath", "-ldflags", "-s -w"]
+    _run([*command, "-o", str(staged), component.package], copy, log)
+    return staged
+
+
 def _copy_with_placeholders(component: Component, module_dir: Path, target: Path) -> Path:
     shutil.copytree(module_dir, target, copy_function=shutil.copyfile)
     # The module cache is read-only and copytree keeps directory modes.
@@ -451,7 +515,10 @@ def main(argv: list[str] | None = None) -> int:
         "components",
         nargs="*",
         metavar="COMPONENT",
-        help=f"one of {', '.join([*COMPONENTS, *GROUPS])}; default: {' '.join(DEFAULT_COMPONENTS)}",
+        help=(
+            f"one of {', '.join([*COMPONENTS, *SOURCE_COMPONENTS, *GROUPS])}; "
+            f"default: {' '.join(DEFAULT_COMPONENTS)}"
+        ),
     )
     parser.add_argument(
         "--print-paths",
@@ -459,16 +526,19 @@ def main(argv: list[str] | None = None) -> int:
         help="print {component: binary path} as JSON and build nothing",
     )
     args = parser.parse_args(argv)
-    unknown = [name for name in args.components if name not in COMPONENTS and name not in GROUPS]
+    known_names = {*COMPONENTS, *SOURCE_COMPONENTS, *GROUPS}
+    unknown = [name for name in args.components if name not in known_names]
     if unknown:
-        known = ", ".join([*COMPONENTS, *GROUPS])
+        known = ", ".join([*COMPONENTS, *SOURCE_COMPONENTS, *GROUPS])
         parser.error(f"unknown component {unknown[0]!r}; known: {known}")
     names: list[str] = []
     for name in args.components or DEFAULT_COMPONENTS:
         for member in GROUPS.get(name, (name,)):
             if member not in names:
                 names.append(member)
-    selected = [COMPONENTS[name] for name in names]
+    selected: list[Component | SourceComponent] = [
+        COMPONENTS[name] if name in COMPONENTS else SOURCE_COMPONENTS[name] for name in names
+    ]
 
     if args.print_paths:
         print(json.dumps({c.name: str(binary_path(c)) for c in selected}))

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 from tests.tools.conftest import TOOLS
 
 # The shape of Argo Rollouts' go.mod: version pins as replaces, in a block and on single lines.
@@ -92,9 +94,10 @@ def test_the_plugin_copy_gets_a_placeholder_for_the_dashboard_assets(
     ]
 
 
-def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k != "CI"}
     environment["ROLLOUT_WEBHOOK_CACHE"] = str(tmp_path)
+    environment.update(env)
     return subprocess.run(
         [sys.executable, str(TOOLS / "build-control-plane.py"), *args],
         capture_output=True,
@@ -104,7 +107,7 @@ def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_rollouts_group_names_five_versioned_binaries(
+def test_the_rollouts_group_names_six_versioned_binaries(
     build_script: ModuleType, tmp_path: Path
 ) -> None:
     result = _run(tmp_path, "--print-paths", "rollouts", "kwok")
@@ -116,11 +119,84 @@ def test_the_rollouts_group_names_five_versioned_binaries(
         "kwok",
         "rollouts-controller",
         "kubectl-argo-rollouts",
+        "gatewayapi-plugin",
     ]
     argo = build_script.ARGO_ROLLOUTS_VERSION
     assert paths["kubectl-argo-rollouts"] == str(
         tmp_path / "bin" / f"kubectl-argo-rollouts-{argo}" / "kubectl-argo-rollouts"
     )
+    plugin = build_script.GATEWAYAPI_PLUGIN_VERSION
+    assert paths["gatewayapi-plugin"] == str(
+        tmp_path / "bin" / f"gatewayapi-plugin-{plugin}" / "gatewayapi-plugin"
+    )
+
+
+def test_the_plugin_is_built_from_the_release_extract_beside_the_clone(
+    build_script: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ROLLOUT_WEBHOOK_UPSTREAM", raising=False)
+    plugin = build_script.SOURCE_COMPONENTS["gatewayapi-plugin"]
+    clone = TOOLS.parent
+    assert build_script.source_path(plugin) == (
+        clone.parent
+        / "shared"
+        / "upstream"
+        / f"rollouts-plugin-trafficrouter-gatewayapi-{plugin.version}"
+    )
+    monkeypatch.setenv("ROLLOUT_WEBHOOK_UPSTREAM", str(tmp_path))
+    assert build_script.source_path(plugin).parent == tmp_path
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_without_the_release_extract_the_plugin_build_fails_naming_the_path(
+    build_script: ModuleType, tmp_path: Path, ci: str
+) -> None:
+    # A failed build, in CI or not: the tier's fixture turns it into a skip outside CI.
+    missing = tmp_path / "upstream"
+    result = _run(tmp_path, "gatewayapi-plugin", ROLLOUT_WEBHOOK_UPSTREAM=str(missing), CI=ci)
+    assert result.returncode == 1
+    folder = (
+        missing
+        / f"rollouts-plugin-trafficrouter-gatewayapi-{build_script.GATEWAYAPI_PLUGIN_VERSION}"
+    )
+    assert f"no release extract at {folder}" in result.stderr
+    assert not (
+        tmp_path / "bin" / f"gatewayapi-plugin-{build_script.GATEWAYAPI_PLUGIN_VERSION}"
+    ).exists()
+
+
+def test_the_read_only_extract_is_built_in_a_writable_copy(tmp_path: Path) -> None:
+    # A stand-in extract, read-only like the shared one; a fake go records where it ran and
+    # what it could write there.
+    extract = tmp_path / "upstream" / "rollouts-plugin-trafficrouter-gatewayapi-v0.15.0"
+    extract.mkdir(parents=True)
+    (extract / "go.mod").write_text("module example.com/plugin\n")
+    (extract / "main.go").write_text("package main\n")
+    for path in (extract / "go.mod", extract / "main.go", extract):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    fake_go = tmp_path / "go"
+    fake_go.write_text(
+        "#!/bin/sh\n"
+        'echo "$PWD" > "$RECORD"\n'
+        'echo "require x v1" >> go.mod || exit 3\n'
+        'while [ "$1" != "-o" ]; do shift; done\n'
+        'printf plugin > "$2"\n'
+    )
+    fake_go.chmod(0o755)
+    record = tmp_path / "ran-in"
+    result = _run(
+        tmp_path,
+        "gatewayapi-plugin",
+        ROLLOUT_WEBHOOK_UPSTREAM=str(tmp_path / "upstream"),
+        GO=str(fake_go),
+        RECORD=str(record),
+    )
+    extract.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    assert record.read_text().strip() != str(extract)
+    assert (extract / "go.mod").read_text() == "module example.com/plugin\n"
+    built = tmp_path / "bin" / "gatewayapi-plugin-v0.15.0" / "gatewayapi-plugin"
+    assert built.read_text() == "plugin"
 
 
 def test_an_unknown_name_lists_the_group_among_the_known(tmp_path: Path) -> None:

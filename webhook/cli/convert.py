@@ -29,6 +29,7 @@ _NEIGHBOUR_KINDS = {
     "HorizontalPodAutoscaler": "hpas",
     "HTTPRoute": "http_routes",
     "VirtualService": "virtual_services",
+    "DestinationRule": "destination_rules",
     "Rollout": "rollouts",
 }
 

@@ -60,6 +60,7 @@ def neighbours_of(reader: ClusterLister, namespace: str) -> Neighbours:
         http_routes=reader.list("HTTPRoute", namespace),
         virtual_services=reader.list("VirtualService", namespace),
         rollouts=reader.list("Rollout", namespace),
+        destination_rules=reader.list("DestinationRule", namespace),
     )
 
 
@@ -81,6 +82,7 @@ def deployment_neighbours(
         http_routes=reader.indexed("HTTPRoute", namespace, backends),
         virtual_services=reader.indexed("VirtualService", namespace, backends),
         rollouts=() if rollout is None else (rollout,),
+        destination_rules=reader.indexed("DestinationRule", namespace, backends),
     )
 
 

@@ -20,7 +20,7 @@ Facts it rests on (see docs/architecture.md):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from webhook.core.crd_schema import RolloutSchema, rollout_problems
@@ -45,9 +45,11 @@ from webhook.core.policy import Environment, Policy
 from webhook.core.policy_schema import Strategy
 from webhook.core.routes import (
     RoutePatch,
+    Subsets,
     add_canary_backend_httproute,
     add_canary_destination_virtualservice,
     httproute_references,
+    subset_routing,
     virtualservice_references,
 )
 from webhook.core.selection import (
@@ -81,6 +83,8 @@ class Neighbours:
     http_routes: tuple[Mapping[str, Any], ...] = ()
     virtual_services: tuple[Mapping[str, Any], ...] = ()
     rollouts: tuple[Mapping[str, Any], ...] = ()
+    # Istio DestinationRules: read for subset-level routing, never changed (Argo edits them).
+    destination_rules: tuple[Mapping[str, Any], ...] = ()
 
     def rollout_named(self, name: str) -> Mapping[str, Any] | None:
         return next((r for r in self.rollouts if name_of(r) == name), None)
@@ -128,6 +132,36 @@ class _Traffic:
     config: Obj | None
     routes: tuple[Obj, ...]
     findings: tuple[Finding, ...] = field(default=())
+    # Istio subset-level routing: Argo splits one host by DestinationRule subsets, so the
+    # Rollout names no Services (a stable Service pinned to the stable pods would leave the
+    # canary subset without endpoints) and no canary Service is generated.
+    subset_level: bool = False
+
+
+# Canary steps that add a route of their own to the router while they run; Argo Rollouts
+# refuses them unless `trafficRouting.managedRoutes` lists their names.
+MANAGED_ROUTE_STEPS = ("setHeaderRoute", "setMirrorRoute")
+
+
+def managed_route_names(steps: object) -> tuple[str, ...]:
+    """The route names of the steps' setHeaderRoute and setMirrorRoute, in order of first use.
+
+    Argo gives managed routes precedence in the order listed (a header route before the
+    service's own routes), so the first step's route comes first."""
+    names: list[str] = []
+    for step in steps if isinstance(steps, list) else []:
+        for action in MANAGED_ROUTE_STEPS:
+            body = step.get(action) if isinstance(step, Mapping) else None
+            name = body.get("name") if isinstance(body, Mapping) else None
+            if isinstance(name, str) and name and name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+def _uses_step(steps: object, action: str) -> bool:
+    return isinstance(steps, list) and any(
+        isinstance(step, Mapping) and action in step for step in steps
+    )
 
 
 def _int(value: object, default: int) -> int:
@@ -168,7 +202,12 @@ def _stable_service(
 
 
 def _traffic(
-    env: Environment, stable: str | None, canary: str | None, neighbours: Neighbours, ns: str
+    env: Environment,
+    stable: str | None,
+    canary: str | None,
+    neighbours: Neighbours,
+    ns: str,
+    steps: object = (),
 ) -> _Traffic:
     """How the canary's share of traffic is routed: through the HTTPRoutes or the
     VirtualServices that send traffic to the stable Service, as the environment says."""
@@ -180,9 +219,9 @@ def _traffic(
         v for v in neighbours.virtual_services if virtualservice_references(v, stable)
     ]
     if mode == "gatewayAPI" or (mode == "auto" and http_routes):
-        return _gateway_api_traffic(http_routes, stable, canary, ns)
+        return _gateway_api_traffic(http_routes, stable, canary, ns, steps)
     if mode == "istio" or (mode == "auto" and virtual_services):
-        return _istio_traffic(virtual_services, stable, canary)
+        return _istio_traffic(virtual_services, neighbours.destination_rules, stable, canary, steps)
     return _Traffic(None, ())
 
 
@@ -191,7 +230,7 @@ def _no_route(message: str) -> _Traffic:
 
 
 def _gateway_api_traffic(
-    http_routes: Sequence[Mapping[str, Any]], stable: str, canary: str, ns: str
+    http_routes: Sequence[Mapping[str, Any]], stable: str, canary: str, ns: str, steps: object
 ) -> _Traffic:
     if not http_routes:
         return _no_route(f"trafficRouting is gatewayAPI but no HTTPRoute sends traffic to {stable}")
@@ -201,27 +240,69 @@ def _gateway_api_traffic(
     if len(names) == 1:
         plugin["httpRoute"] = names[0]
     else:
-        plugin["httpRoutes"] = [{"name": n} for n in names]
-    return _collect({"plugins": {GATEWAY_PLUGIN: plugin}}, patches)
+        # The plugin adds a setHeaderRoute step's rule only to the listed routes that ask
+        # for it (a lone `httpRoute` always does): every route of the service does here.
+        header_routes = _uses_step(steps, "setHeaderRoute")
+        plugin["httpRoutes"] = [
+            {"name": n, **({"useHeaderRoutes": True} if header_routes else {})} for n in names
+        ]
+    findings: tuple[Finding, ...] = ()
+    if _uses_step(steps, "setMirrorRoute"):
+        # Argo Rollouts v1.9 validates setMirrorRoute as Istio-only (the Rollout turns
+        # InvalidSpec with any other router), and the plugin's SetMirrorRoute does nothing
+        # (argoproj-labs/rollouts-plugin-trafficrouter-gatewayapi#32).
+        findings = (
+            error(
+                "mirror-needs-istio",
+                f"setMirrorRoute needs Istio: Argo Rollouts refuses it with the Gateway API "
+                f"plugin, and HTTPRoute {names[0]} routes this service",
+            ),
+        )
+    traffic = _collect({"plugins": {GATEWAY_PLUGIN: plugin}}, patches)
+    return replace(traffic, findings=(*traffic.findings, *findings))
 
 
 def _istio_traffic(
-    virtual_services: Sequence[Mapping[str, Any]], stable: str, canary: str
+    virtual_services: Sequence[Mapping[str, Any]],
+    destination_rules: Sequence[Mapping[str, Any]],
+    stable: str,
+    canary: str,
+    steps: object,
 ) -> _Traffic:
     if not virtual_services:
         return _no_route(f"trafficRouting is istio but no VirtualService routes to {stable}")
-    patches = [add_canary_destination_virtualservice(v, stable, canary) for v in virtual_services]
+    managed = frozenset(managed_route_names(steps))
+    subsets, subset_findings = subset_routing(virtual_services, destination_rules, stable, managed)
+    if subset_findings:
+        return _Traffic(None, (), subset_findings)
+    patches = [
+        add_canary_destination_virtualservice(v, stable, canary, managed=managed, subsets=subsets)
+        for v in virtual_services
+    ]
     refs: list[Obj] = []
     for vs, patch in sorted(
         zip(virtual_services, patches, strict=True), key=lambda p: name_of(p[0])
     ):
         ref: Obj = {"name": name_of(vs)}
-        # With more than one HTTP route, Argo must be told which ones to weight.
-        if len(spec_of(vs).get("http") or []) > 1:
+        # With more than one HTTP route, Argo must be told which ones to weight; the routes
+        # Argo adds itself during a step (managedRoutes) do not count.
+        own = [h for h in spec_of(vs).get("http") or [] if h.get("name") not in managed]
+        if len(own) > 1:
             ref["routes"] = list(patch.route_names)
         refs.append(ref)
     config: Obj = {"virtualService": refs[0]} if len(refs) == 1 else {"virtualServices": refs}
-    return _collect({"istio": config}, patches)
+    if subsets is not None:
+        config["destinationRule"] = _destination_rule_config(subsets)
+    traffic = _collect({"istio": config}, patches)
+    return replace(traffic, subset_level=subsets is not None)
+
+
+def _destination_rule_config(subsets: Subsets) -> Obj:
+    return {
+        "name": subsets.destination_rule,
+        "canarySubsetName": subsets.canary,
+        "stableSubsetName": subsets.stable,
+    }
 
 
 def _collect(config: Obj, patches: Sequence[RoutePatch]) -> _Traffic:
@@ -235,8 +316,9 @@ def _traffic_dependent_settings(block: Mapping[str, Any], has_traffic: bool) -> 
         return []
     problems: list[str] = []
     for i, step in enumerate(block.get("steps") or []):
-        if "setCanaryScale" in step:
-            problems.append(f"steps[{i}].setCanaryScale")
+        for action in ("setCanaryScale", *MANAGED_ROUTE_STEPS):
+            if action in step:
+                problems.append(f"steps[{i}].{action}")
         for j, template in enumerate((step.get("experiment") or {}).get("templates") or []):
             if "weight" in template:
                 problems.append(f"steps[{i}].experiment.templates[{j}].weight")
@@ -273,7 +355,10 @@ def _strategy_spec(
         canary["stableService"] = stable
         canary["canaryService"] = second
     if traffic.config is not None:
-        canary["trafficRouting"] = traffic.config
+        canary["trafficRouting"] = json_copy(traffic.config)
+        managed = managed_route_names(settings.get("steps"))
+        if managed:
+            canary["trafficRouting"]["managedRoutes"] = [{"name": n} for n in managed]
     canary.update(settings)
     canary.setdefault("steps", [])
     return {"canary": canary}
@@ -431,6 +516,7 @@ def _layout(
     strategy: Strategy,
     neighbours: Neighbours,
     keys: Keys,
+    steps: object = (),
 ) -> tuple[_Layout, list[Finding]]:
     stable, findings = _stable_service(deployment, neighbours, keys)
     if stable is None:
@@ -443,11 +529,12 @@ def _layout(
     stable_name = name_of(stable)
     second = dns_label(stable_name, "canary" if strategy == "canary" else "preview")
     traffic = (
-        _traffic(env, stable_name, second, neighbours, namespace_of(deployment))
+        _traffic(env, stable_name, second, neighbours, namespace_of(deployment), steps)
         if strategy == "canary"
         else _Traffic(None, ())
     )
-    return _Layout(stable, second, traffic), [*findings, *traffic.findings]
+    layout = _Layout(stable, None if traffic.subset_level else second, traffic)
+    return layout, [*findings, *traffic.findings]
 
 
 def _replicas(
@@ -633,7 +720,9 @@ def plan_conversion(
     existing = neighbours.rollout_named(name)
     kept = _kept_strategy(existing, policy, update_strategy)
     strategy, settings = kept or (admitted.choice.strategy, dict(admitted.choice.block))
-    layout, layout_findings = _layout(deployment, env, strategy, neighbours, keys)
+    layout, layout_findings = _layout(
+        deployment, env, strategy, neighbours, keys, settings.get("steps")
+    )
     findings = [*admitted.findings, *_recreate_warning(deployment, strategy), *layout_findings]
     if strategy == "bluegreen" and layout.stable is None:
         return _skip("refuse", "no Service for blue-green", deployment, findings, env.name, version)

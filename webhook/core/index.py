@@ -44,6 +44,10 @@ def index_keys(kind: str, obj: Mapping[str, Any]) -> frozenset[str]:
         return frozenset(backend_key(n) for n in _httproute_backends(obj))
     if kind == "VirtualService":
         return frozenset(backend_key(n) for n in _virtualservice_backends(obj))
+    if kind == "DestinationRule":
+        host = spec_of(obj).get("host")
+        # Found as the Service its host names, in any spelling (short, .ns, ..., FQDN).
+        return frozenset({backend_key(host.split(".", 1)[0])}) if isinstance(host, str) else NO_KEYS
     return NO_KEYS
 
 

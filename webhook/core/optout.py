@@ -49,6 +49,7 @@ from webhook.core.objects import (
     spec_of,
 )
 from webhook.core.routes import (
+    Subsets,
     remove_canary_backend_httproute,
     remove_canary_destination_virtualservice,
 )
@@ -110,7 +111,10 @@ def plan_opt_out(
         deployment=restored,
         replicas=replicas,
         hpas=tuple(restore_hpa(h, name) for h in hpas),
-        routes=tuple(routes_without_canary(generated, neighbours)),
+        routes=(
+            *routes_without_canary(generated, neighbours),
+            *routes_without_canary_subset(rollout, neighbours),
+        ),
         delete_rollout=name if rollout is not None and is_generated(rollout, keys) else None,
         delete_services=tuple(sorted(name_of(s) for s in generated)),
     )
@@ -141,6 +145,40 @@ def routes_without_canary(generated: list[Mapping[str, Any]], neighbours: Neighb
             patch = remove_canary_destination_virtualservice(vs, stable, canary)
             if patch.changed:
                 routes.append(patch.route)
+    return routes
+
+
+def routes_without_canary_subset(
+    rollout: Mapping[str, Any] | None, neighbours: Neighbours
+) -> list[Obj]:
+    """Subset-level routing: the VirtualServices without their canary subset destination.
+
+    No canary Service exists then; the Rollout's DestinationRule says which subsets, and
+    the rule's host which Service."""
+    strategy = spec_of(rollout).get("strategy") if rollout is not None else None
+    canary = (strategy or {}).get("canary") if isinstance(strategy, Mapping) else None
+    routing = (canary or {}).get("trafficRouting") if isinstance(canary, Mapping) else None
+    istio = (routing or {}).get("istio") if isinstance(routing, Mapping) else None
+    rule_ref = (istio or {}).get("destinationRule") if isinstance(istio, Mapping) else None
+    if not isinstance(rule_ref, Mapping):
+        return []
+    rule = next(
+        (r for r in neighbours.destination_rules if name_of(r) == rule_ref.get("name")), None
+    )
+    host = spec_of(rule).get("host") if rule is not None else None
+    if not isinstance(host, str):
+        return []
+    subsets = Subsets(
+        str(rule_ref.get("name")),
+        str(rule_ref.get("stableSubsetName")),
+        str(rule_ref.get("canarySubsetName")),
+    )
+    stable = host.split(".", 1)[0]
+    routes: list[Obj] = []
+    for vs in neighbours.virtual_services:
+        patch = remove_canary_destination_virtualservice(vs, stable, "", subsets=subsets)
+        if patch.changed:
+            routes.append(patch.route)
     return routes
 
 

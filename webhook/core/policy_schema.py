@@ -166,7 +166,15 @@ _BLUEGREEN_KEYS = (
     "prePromotionAnalysis",
     "postPromotionAnalysis",
 )
-STEP_ACTIONS = ("setWeight", "pause", "analysis", "setCanaryScale", "experiment")
+STEP_ACTIONS = (
+    "setWeight",
+    "pause",
+    "analysis",
+    "setCanaryScale",
+    "experiment",
+    "setHeaderRoute",
+    "setMirrorRoute",
+)
 
 
 def _analysis_args(value: object, path: str, errors: Errors) -> None:

@@ -13,7 +13,7 @@ canary backend keeps its weight (Argo may be in the middle of moving traffic).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,35 +136,177 @@ def _matching_host(host: object, service: str, namespace: str) -> int | None:
     return hosts.index(host) if host in hosts else None
 
 
+def _dest_host(dest: Mapping[str, Any]) -> object:
+    return (dest.get("destination") or {}).get("host")
+
+
+def _dest_subset(dest: Mapping[str, Any]) -> object:
+    return (dest.get("destination") or {}).get("subset")
+
+
+def _weighted_routes(
+    vs: Mapping[str, Any], managed: frozenset[str]
+) -> list[tuple[int, dict[str, Any]]]:
+    """The VirtualService's HTTP routes with their index, without the routes Argo Rollouts
+    adds and removes itself during a rollout (``managedRoutes``: header and mirror routes)."""
+    return [
+        (i, http)
+        for i, http in enumerate(spec_of(vs).get("http") or [])
+        if isinstance(http, dict) and http.get("name") not in managed
+    ]
+
+
 def virtualservice_references(vs: Mapping[str, Any], service: str) -> bool:
     ns = namespace_of(vs)
     return any(
-        _matching_host((dest.get("destination") or {}).get("host"), service, ns) is not None
+        _matching_host(_dest_host(dest), service, ns) is not None
         for http in spec_of(vs).get("http") or []
         for dest in http.get("route") or []
     )
 
 
+@dataclass(frozen=True)
+class Subsets:
+    """Subset-level routing: one host (the stable Service), and the DestinationRule whose
+    subsets Argo Rollouts points at the stable and the canary pods."""
+
+    destination_rule: str
+    stable: str
+    canary: str
+
+
+def _subsets_used(
+    virtual_services: Sequence[Mapping[str, Any]], stable: str, managed: frozenset[str]
+) -> set[str]:
+    used: set[str] = set()
+    for vs in virtual_services:
+        ns = namespace_of(vs)
+        for _, http in _weighted_routes(vs, managed):
+            for dest in http.get("route") or []:
+                if _matching_host(_dest_host(dest), stable, ns) is not None and _dest_subset(dest):
+                    used.add(str(_dest_subset(dest)))
+    return used
+
+
+def _rule_subsets(rule: Mapping[str, Any]) -> list[str]:
+    return [
+        str(s.get("name")) for s in spec_of(rule).get("subsets") or [] if isinstance(s, Mapping)
+    ]
+
+
+def subset_routing(
+    virtual_services: Sequence[Mapping[str, Any]],
+    destination_rules: Sequence[Mapping[str, Any]],
+    stable: str,
+    managed: frozenset[str] = frozenset(),
+) -> tuple[Subsets | None, tuple[Finding, ...]]:
+    """Whether the VirtualServices split the stable Service's host by subsets, and which.
+
+    The canary subset is the one named ``canary``; failing that, when the routes name one
+    subset of a DestinationRule that declares exactly two, the other one.
+    """
+    used = _subsets_used(virtual_services, stable, managed)
+    if not used:
+        return None, ()
+    names = ", ".join(sorted(used))
+    rules = [
+        r
+        for r in destination_rules
+        if _matching_host(spec_of(r).get("host"), stable, namespace_of(r)) is not None
+        and used <= set(_rule_subsets(r))
+    ]
+    if len(rules) != 1:
+        found = "none does" if not rules else f"{len(rules)} do"
+        return None, (
+            error(
+                "destinationrule",
+                f"the VirtualServices route to subsets {names} of host {stable}: one "
+                f"DestinationRule for host {stable} must declare them ({found})",
+            ),
+        )
+    rule = rules[0]
+    declared = _rule_subsets(rule)
+    if "canary" in declared:
+        canary = "canary"
+    elif len(declared) == 2 and len(used) == 1:
+        canary = next(n for n in declared if n not in used)
+    else:
+        canary = ""
+    stables = sorted(used - {canary})
+    if not canary or len(stables) != 1:
+        return None, (
+            error(
+                "destinationrule",
+                f"DestinationRule {name_of(rule)}: cannot tell its stable and canary subsets "
+                f"apart (routes use {names}); name the canary subset 'canary'",
+            ),
+        )
+    return Subsets(name_of(rule), stables[0], canary), ()
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """How a VirtualService destination is recognised as the stable or the canary one."""
+
+    stable: str
+    canary: str
+    namespace: str
+    subsets: Subsets | None
+
+    def is_stable(self, dest: Mapping[str, Any]) -> bool:
+        if _matching_host(_dest_host(dest), self.stable, self.namespace) is None:
+            return False
+        return self.subsets is None or _dest_subset(dest) == self.subsets.stable
+
+    def is_canary(self, dest: Mapping[str, Any]) -> bool:
+        if self.subsets is not None:
+            host = _matching_host(_dest_host(dest), self.stable, self.namespace)
+            return host is not None and _dest_subset(dest) == self.subsets.canary
+        return _matching_host(_dest_host(dest), self.canary, self.namespace) is not None
+
+    def new_canary(self, stable_dest: Mapping[str, Any]) -> dict[str, Any]:
+        new_dest = json_copy(dict(stable_dest))
+        new_dest.pop("headers", None)
+        new_dest["weight"] = 0
+        if self.subsets is not None:
+            new_dest["destination"]["subset"] = self.subsets.canary
+            return new_dest
+        form = _matching_host(_dest_host(stable_dest), self.stable, self.namespace)
+        assert form is not None
+        new_dest["destination"]["host"] = _hosts(self.canary, self.namespace)[form]
+        new_dest["destination"].pop("subset", None)
+        return new_dest
+
+    def describe(self) -> str:
+        if self.subsets is None:
+            return f"{self.stable} and {self.canary}"
+        return f"subsets {self.subsets.stable} and {self.subsets.canary} of {self.stable}"
+
+
 def add_canary_destination_virtualservice(
-    vs: Mapping[str, Any], stable: str, canary: str
+    vs: Mapping[str, Any],
+    stable: str,
+    canary: str,
+    *,
+    managed: frozenset[str] = frozenset(),
+    subsets: Subsets | None = None,
 ) -> RoutePatch:
+    """Give every HTTP route to the stable Service its canary destination: the canary
+    Service's host, or with ``subsets`` the canary subset of the same host. Routes named in
+    ``managed`` belong to Argo Rollouts and are left alone."""
     updated = json_copy(dict(vs))
-    ns = namespace_of(vs)
+    targets = _Targets(stable, canary, namespace_of(vs), subsets)
     where = f"VirtualService {name_of(vs)}"
     findings: list[Finding] = []
     names: list[str] = []
     changed = False
-    http_routes = updated.get("spec", {}).get("http") or []
-    for i, http in enumerate(http_routes):
+    weighted = _weighted_routes(updated, managed)
+    for i, http in weighted:
         dests = http.get("route") or []
-        stable_dests = [
-            d
-            for d in dests
-            if _matching_host((d.get("destination") or {}).get("host"), stable, ns) is not None
-        ]
+        stable_dests = [d for d in dests if targets.is_stable(d)]
         if not stable_dests:
             continue
-        if len(http_routes) > 1 and not http.get("name"):
+        if len(weighted) > 1 and not http.get("name"):
             findings.append(
                 error(
                     "route-unnamed",
@@ -174,32 +316,21 @@ def add_canary_destination_virtualservice(
             )
         if http.get("name"):
             names.append(str(http["name"]))
-        canary_dests = [
-            d
-            for d in dests
-            if _matching_host((d.get("destination") or {}).get("host"), canary, ns) is not None
-        ]
+        canary_dests = [d for d in dests if targets.is_canary(d)]
         others = [d for d in dests if d not in stable_dests and d not in canary_dests]
         if others or len(stable_dests) > 1 or len(canary_dests) > 1:
             findings.append(
                 error(
                     "route-backends",
-                    f"{where} http[{i}] routes to destinations other than {stable} and {canary}; "
-                    "Argo Rollouts can only split a route between those two",
+                    f"{where} http[{i}] routes to destinations other than "
+                    f"{targets.describe()}; Argo Rollouts can only split a route between those two",
                 )
             )
             continue
         stable_dest = stable_dests[0]
         if not canary_dests:
-            form = _matching_host(stable_dest["destination"]["host"], stable, ns)
-            assert form is not None
-            new_dest = json_copy(stable_dest)
-            new_dest["destination"]["host"] = _hosts(canary, ns)[form]
-            new_dest["destination"].pop("subset", None)
-            new_dest.pop("headers", None)
-            new_dest["weight"] = 0
+            dests.append(targets.new_canary(stable_dest))
             stable_dest["weight"] = 100
-            dests.append(new_dest)
             http["route"] = dests
             changed = True
             continue
@@ -208,7 +339,7 @@ def add_canary_destination_virtualservice(
             findings.append(
                 error(
                     "route-weights",
-                    f"{where} http[{i}]: weights of {stable} and {canary} add up to {total}, "
+                    f"{where} http[{i}]: weights of {targets.describe()} add up to {total}, "
                     "not 100",
                 )
             )
@@ -216,24 +347,18 @@ def add_canary_destination_virtualservice(
 
 
 def remove_canary_destination_virtualservice(
-    vs: Mapping[str, Any], stable: str, canary: str
+    vs: Mapping[str, Any], stable: str, canary: str, *, subsets: Subsets | None = None
 ) -> RoutePatch:
+    """Opt-out: drop the canary destination (host, or subset); the stable one takes all."""
     updated = json_copy(dict(vs))
-    ns = namespace_of(vs)
+    targets = _Targets(stable, canary, namespace_of(vs), subsets)
     changed = False
     for http in updated.get("spec", {}).get("http") or []:
         dests = http.get("route") or []
-        kept = [
-            d
-            for d in dests
-            if _matching_host((d.get("destination") or {}).get("host"), canary, ns) is None
-        ]
+        kept = [d for d in dests if not targets.is_canary(d)]
         if len(kept) != len(dests):
             for dest in kept:
-                if (
-                    _matching_host((dest.get("destination") or {}).get("host"), stable, ns)
-                    is not None
-                ):
+                if targets.is_stable(dest):
                     dest["weight"] = 100
             http["route"] = kept
             changed = True

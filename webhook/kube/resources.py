@@ -47,8 +47,21 @@ HTTPROUTE = Resource("HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes
 VIRTUALSERVICE = Resource(
     "VirtualService", "networking.istio.io", "v1", "virtualservices", optional=True
 )
+# Read only: subset-level routing names the DestinationRule whose subsets Argo edits.
+DESTINATIONRULE = Resource(
+    "DestinationRule", "networking.istio.io", "v1", "destinationrules", optional=True
+)
 
-CACHED = (NAMESPACE, DEPLOYMENT, SERVICE, HPA, HTTPROUTE, VIRTUALSERVICE, ROLLOUT)
+CACHED = (
+    NAMESPACE,
+    DEPLOYMENT,
+    SERVICE,
+    HPA,
+    HTTPROUTE,
+    VIRTUALSERVICE,
+    DESTINATIONRULE,
+    ROLLOUT,
+)
 """What the admission path reads: every kind a decision looks at, watched cluster-wide."""
 
 CACHED_KINDS = tuple(r.kind for r in CACHED)

@@ -41,7 +41,10 @@ COMPONENTS = (
     "kwok",
     "rollouts-controller",
     "kubectl-argo-rollouts",
+    "gatewayapi-plugin",
 )
+# The traffic-router plugin's name, as Rollouts name it under trafficRouting.plugins.
+GATEWAY_PLUGIN = "argoproj-labs/gatewayAPI"
 START_TIMEOUT = 60.0
 
 
@@ -50,7 +53,7 @@ class ControllersError(Exception):
 
 
 def controller_binaries() -> dict[str, Path]:
-    """The five binaries, built on first use (minutes cold) and cached by version afterwards."""
+    """The six binaries, built on first use (minutes cold) and cached by version afterwards."""
     script = str(binaries.BUILD_SCRIPT)
     listed = subprocess.run(
         [sys.executable, script, "--print-paths", "rollouts"],
@@ -78,10 +81,21 @@ def controller_binaries() -> dict[str, Path]:
     return paths
 
 
-def _env_prefix(**variables: str) -> list[str]:
+def _env_prefix(*options: str, **variables: str) -> list[str]:
     # ManagedProcess inherits the test run's environment; `env` adds to it without touching it.
     env = shutil.which("env") or "/usr/bin/env"
-    return [env, *(f"{key}={value}" for key, value in variables.items())]
+    return [env, *options, *(f"{key}={value}" for key, value in variables.items())]
+
+
+def argo_config(plugin: Path) -> dict[str, object]:
+    """`argo-rollouts-config` with the Gateway API plugin registered at its built path."""
+    config: dict[str, object] = yaml.safe_load(CONFIG_FILE.read_text())
+    data = config["data"]
+    assert isinstance(data, dict)
+    data["trafficRouterPlugins"] = yaml.safe_dump(
+        [{"name": GATEWAY_PLUGIN, "location": f"file://{plugin}"}], sort_keys=False
+    )
+    return config
 
 
 def _wait(what: str, process: harness.ManagedProcess, ready: Callable[[], bool]) -> None:
@@ -201,7 +215,8 @@ class Controllers:
 
     def _start_argo(self) -> None:
         self.kubectl("apply", "-f", str(RBAC_FILE))
-        self.kubectl("apply", "-f", str(CONFIG_FILE))
+        config = argo_config(self.paths["gatewayapi-plugin"])
+        self.kubectl("apply", "-f", "-", input=json.dumps(config))
         token = self.kubectl(
             "create",
             "token",
@@ -219,7 +234,15 @@ class Controllers:
         argo = self._process(
             "rollouts-controller",
             [
-                *_env_prefix(POD_NAMESPACE=ARGO_NAMESPACE),
+                # Argo copies each file:// plugin into ./plugin-bin at start-up: the working
+                # directory is the controller's own, never the checkout.
+                # The traffic-router plugin, a child process, finds its cluster through
+                # KUBECONFIG (client-go's default loading rules): the controller's own account.
+                *_env_prefix(
+                    f"--chdir={self.workdir}",
+                    POD_NAMESPACE=ARGO_NAMESPACE,
+                    KUBECONFIG=str(kubeconfig),
+                ),
                 str(self.paths["rollouts-controller"]),
                 f"--kubeconfig={kubeconfig}",
                 "--leader-elect=false",

@@ -108,7 +108,7 @@ def test_convert_directory_stdin_json_and_enable(
     assert items[1]["spec"]["strategy"]["canary"]["steps"] == [{"setWeight": 100}]
     code, out, _ = run(["convert", "-f", str(REPO / "examples/services")], capsys)
     assert code == 0
-    assert sum(1 for d in yaml.safe_load_all(out) if d and d["kind"] == "Rollout") == 5
+    assert sum(1 for d in yaml.safe_load_all(out) if d and d["kind"] == "Rollout") == 7
 
 
 def test_convert_keeps_inputs_without_namespace_without_one(

@@ -50,6 +50,10 @@ CASES: dict[str, list[str]] = {
         "--policy",
         f"{EX}/policies/with-analysis.yaml",
     ],
+    # Istio subset-level routing: one host, a DestinationRule's stable and canary subsets.
+    "staging-istio-subsets": ["-f", f"{EX}/services/myapp-istio-subsets.yaml"],
+    # A header route step from the service's own rollout block: managedRoutes generated.
+    "prod-header-routing-httproute": ["-f", f"{EX}/services/myapp-header-routing.yaml"],
     # A policy that forbids overrides and disables traffic routing.
     "dev-policy-no-overrides": [
         "-f",

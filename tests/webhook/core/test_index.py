@@ -8,10 +8,18 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.builders import hpa, httproute, namespace, opted_in, service, virtualservice
+from tests.builders import (
+    destinationrule,
+    hpa,
+    httproute,
+    namespace,
+    opted_in,
+    service,
+    virtualservice,
+)
 from webhook.core.admission import deployment_neighbours, neighbours_of
 from webhook.core.convert import plan_conversion
-from webhook.core.index import index_keys
+from webhook.core.index import backend_keys, index_keys
 from webhook.core.keys import Keys
 from webhook.core.policy import builtin_policy
 from webhook.kube.view import MemoryClusterView
@@ -87,3 +95,11 @@ def test_malformed_objects_have_no_keys_and_break_nothing() -> None:
     assert index_keys("VirtualService", vs) == frozenset()
     assert index_keys("Service", {"spec": {"selector": "app"}}) == frozenset()
     assert index_keys("HorizontalPodAutoscaler", {"spec": {"scaleTargetRef": []}}) == frozenset()
+
+
+def test_a_destination_rule_is_found_as_the_service_its_host_names() -> None:
+    for host in ("web", "web.shop", "web.shop.svc", "web.shop.svc.cluster.local"):
+        rule = destinationrule("web", NS, host=host)
+        assert index_keys("DestinationRule", rule) == backend_keys({"web"})
+    assert index_keys("DestinationRule", {"spec": {"host": 7}}) == frozenset()
+    assert index_keys("DestinationRule", {"spec": None}) == frozenset()

@@ -68,9 +68,11 @@ CANARY_STEPS = (
             [
                 "environments.prod.rollout.canary.steps[0].setWeight: must be between 0 and 100",
                 "environments.prod.rollout.canary.steps[1].setWieght: unknown key (allowed:"
-                " setWeight, pause, analysis, setCanaryScale, experiment)",
+                " setWeight, pause, analysis, setCanaryScale, experiment, setHeaderRoute,"
+                " setMirrorRoute)",
                 "environments.prod.rollout.canary.steps[1]: needs exactly one action of"
-                " setWeight, pause, analysis, setCanaryScale, experiment",
+                " setWeight, pause, analysis, setCanaryScale, experiment, setHeaderRoute,"
+                " setMirrorRoute",
                 "environments.prod.rollout.canary.steps[2].pause.duration: invalid duration 'x'",
                 "environments.prod.rollout.canary: maxSurge and maxUnavailable cannot both be zero",
             ],
