@@ -67,6 +67,9 @@ def expected_grants(certificates: str) -> set[Grant]:
     # authorized as create) and their deletion at opt-out.
     for res in (resources.ROLLOUT, resources.SERVICE):
         grant("cluster", res.group, res.plural, "create patch delete")
+    # The analysis templates the policy declares: server-side applied, never deleted.
+    for res in (resources.ANALYSIS_TEMPLATE, resources.CLUSTER_ANALYSIS_TEMPLATE):
+        grant("cluster", res.group, res.plural, "create patch")
     # Objects other tools own: only the fields the product changes are applied or patched.
     for res in (resources.HPA, resources.HTTPROUTE, resources.VIRTUALSERVICE, resources.DEPLOYMENT):
         grant("cluster", res.group, res.plural, "patch")

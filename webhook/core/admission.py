@@ -60,6 +60,8 @@ def neighbours_of(reader: ClusterLister, namespace: str) -> Neighbours:
         http_routes=reader.list("HTTPRoute", namespace),
         virtual_services=reader.list("VirtualService", namespace),
         rollouts=reader.list("Rollout", namespace),
+        analysis_templates=reader.list("AnalysisTemplate", namespace),
+        cluster_analysis_templates=reader.list("ClusterAnalysisTemplate", ""),
     )
 
 
@@ -81,6 +83,8 @@ def deployment_neighbours(
         http_routes=reader.indexed("HTTPRoute", namespace, backends),
         virtual_services=reader.indexed("VirtualService", namespace, backends),
         rollouts=() if rollout is None else (rollout,),
+        analysis_templates=reader.list("AnalysisTemplate", namespace),
+        cluster_analysis_templates=reader.list("ClusterAnalysisTemplate", ""),
     )
 
 
@@ -94,7 +98,9 @@ def _with(neighbours: Neighbours, field_name: str, obj: Mapping[str, Any]) -> Ne
 
 def _changes(conversion: Conversion) -> tuple[Obj, ...]:
     rollout = () if conversion.rollout is None else (conversion.rollout,)
-    return (*rollout, *conversion.services, *conversion.hpas, *conversion.routes)
+    # The templates first: the Rollout's analysis may start as soon as it exists.
+    templates = conversion.analysis_templates
+    return (*templates, *rollout, *conversion.services, *conversion.hpas, *conversion.routes)
 
 
 def _namespace(request: AdmissionRequest, obj: Mapping[str, Any]) -> str:

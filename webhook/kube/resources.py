@@ -48,7 +48,29 @@ VIRTUALSERVICE = Resource(
     "VirtualService", "networking.istio.io", "v1", "virtualservices", optional=True
 )
 
-CACHED = (NAMESPACE, DEPLOYMENT, SERVICE, HPA, HTTPROUTE, VIRTUALSERVICE, ROLLOUT)
+ANALYSIS_TEMPLATE = Resource(
+    "AnalysisTemplate", "argoproj.io", "v1alpha1", "analysistemplates", optional=True
+)
+CLUSTER_ANALYSIS_TEMPLATE = Resource(
+    "ClusterAnalysisTemplate",
+    "argoproj.io",
+    "v1alpha1",
+    "clusteranalysistemplates",
+    namespaced=False,
+    optional=True,
+)
+
+CACHED = (
+    NAMESPACE,
+    DEPLOYMENT,
+    SERVICE,
+    HPA,
+    HTTPROUTE,
+    VIRTUALSERVICE,
+    ROLLOUT,
+    ANALYSIS_TEMPLATE,
+    CLUSTER_ANALYSIS_TEMPLATE,
+)
 """What the admission path reads: every kind a decision looks at, watched cluster-wide."""
 
 CACHED_KINDS = tuple(r.kind for r in CACHED)
