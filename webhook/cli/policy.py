@@ -69,15 +69,15 @@ def run_validate(args: argparse.Namespace) -> int:
     schema = load_rollout_schema(args.crd)
     refused = () if schema is None else policy_plan_problems(policy, schema)
     templates = template_schema_problems(policy.analysis, load_template_schemas(args.analysis_crd))
-    refused = (*refused, *(str(problem) for problem in templates))
+    refused = (*refused, *(str(found) for found in templates))
     if refused:
         print(f"{args.file}: invalid, {len(refused)} error(s):", file=sys.stderr)
         for refusal in refused:
             print(f"  {refusal}", file=sys.stderr)
         return 2
     rollouts = {name: env.rollout for name, env in policy.environments.items()}
-    for problem in policy_analysis_warnings(policy.analysis, rollouts):
-        print(f"{args.file}: warning: {problem}", file=sys.stderr)
+    for warned in policy_analysis_warnings(policy.analysis, rollouts):
+        print(f"{args.file}: warning: {warned}", file=sys.stderr)
     names = ", ".join(policy.environments)
     print(
         f"{args.file}: valid ({len(policy.environments)} environment(s): {names}; "
