@@ -95,7 +95,34 @@ def effective(policy: Policy) -> dict[str, Any]:
             {"pattern": r.pattern, "environment": r.environment} for r in policy.namespaces
         ],
         "environments": {name: environment_view(policy, name) for name in policy.environments},
+        **_analysis_templates_view(policy),
     }
+
+
+def _analysis_templates_view(policy: Policy) -> dict[str, Any]:
+    templates = [
+        {"kind": t.kind, "name": t.name, "spec": dict(t.spec)} for t in policy.analysis.templates
+    ]
+    return {"analysis": {"templates": templates}} if templates else {}
+
+
+def _analysis_view(policy: Policy, name: str) -> dict[str, Any]:
+    analysis = policy.analysis.environments.get(name)
+    if analysis is None:
+        return {}
+    view: dict[str, Any] = {
+        "template": analysis.template,
+        "clusterScope": analysis.cluster_scope,
+        "mode": analysis.mode,
+    }
+    if analysis.at_step is not None:
+        view["atStep"] = analysis.at_step
+    if analysis.starting_step is not None:
+        view["startingStep"] = analysis.starting_step
+    if analysis.prometheus_address:
+        view["prometheus"] = {"address": analysis.prometheus_address}
+    view["args"] = dict(analysis.arg_names)
+    return {"analysis": view}
 
 
 def environment_view(policy: Policy, name: str) -> dict[str, Any]:
@@ -106,6 +133,7 @@ def environment_view(policy: Policy, name: str) -> dict[str, Any]:
         "scaleDown": env.scale_down,
         "allowServiceOverrides": env.allow_service_overrides,
         "trafficRouting": env.traffic_routing,
+        **_analysis_view(policy, name),
         "rollout": rollout,
     }
 

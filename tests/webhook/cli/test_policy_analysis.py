@@ -98,3 +98,18 @@ def test_convert_prints_the_template_and_warns_about_a_missing_one(
     given = write(tmp_path, "template.yaml", yaml.safe_dump(template))
     code, out, err = run(["convert", "-f", services, "-f", given, "--policy", policy], capsys)
     assert "by-hand" not in err
+
+
+def test_show_prints_the_analysis_with_its_defaults_and_the_result_validates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["policy", "show", "--policy", EXAMPLE], capsys)
+    assert code == 0
+    shown = yaml.safe_load(out)
+    assert shown["analysis"]["templates"][0]["name"] == "success-rate"
+    prod = shown["environments"]["prod"]["analysis"]
+    assert prod["clusterScope"] is False
+    assert prod["atStep"] == 2
+    assert prod["args"]["canaryHash"] == "canary-hash"
+    again = write(tmp_path, "shown.yaml", out)
+    assert run(["policy", "validate", again], capsys)[0] == 0
