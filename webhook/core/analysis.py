@@ -392,13 +392,11 @@ def _bare_result_uses(condition: str) -> bool:
 def _prometheus_condition_problem(condition: str, query: str) -> str | None:
     scalar = query.strip().startswith("scalar(")
     if scalar and re.search(r"\bresult\s*\[", condition):
-        return "the query returns a scalar, so result is a number, not a list"
+        return "the query is a scalar, so result is a number, not a list"
     if not scalar and _bare_result_uses(condition):
         fixed = re.sub(r"\bresult\b(?!\s*\[)", "result[0]", condition)
-        return (
-            "the Prometheus provider returns a vector (a list) for this query, so the condition "
-            f"fails on every measurement: write {fixed.strip()!r}"
-        )
+        # Kept short: Kubernetes clips a warning at 120 characters, and the fix comes last.
+        return f"Prometheus gives a list here; write {fixed.strip()!r}"
     return None
 
 
@@ -410,14 +408,14 @@ def condition_problems(kind: str, name: str, spec: Mapping[str, Any]) -> list[st
     for i, metric in enumerate(spec.get("metrics") or []):
         if not isinstance(metric, Mapping):
             continue
-        where = f"{kind} {name} metrics[{i}] ({metric.get('name', '?')})"
+        where = f"{kind} {name} metrics[{i}]"
         prometheus = (metric.get("provider") or {}).get("prometheus")
         for key in ("successCondition", "failureCondition"):
             condition = metric.get(key)
             if isinstance(prometheus, Mapping) and isinstance(condition, str):
                 problem = _prometheus_condition_problem(condition, str(prometheus.get("query", "")))
                 if problem:
-                    problems.append(f"{where} {key} {condition.strip()!r}: {problem}")
+                    problems.append(f"{where} {key}: {problem}")
         for used in sorted(set(_ARG_USE.findall(repr(metric))) - declared):
             problems.append(
                 f"{where} uses {{{{args.{used}}}}}, which the template does not declare"
@@ -654,8 +652,8 @@ def _not_ours(ref: Reference, namespace: str) -> Finding:
     where = "" if ref.cluster_scope else f" in namespace {namespace}"
     return warning(
         "analysis",
-        f"{ref.path}: {ref.kind} {ref.name}{where} was not made by rollout-webhook: it is used "
-        "as it is, not replaced by the policy's",
+        f"{ref.kind} {ref.name}{where} was not made by rollout-webhook: used as it is, not "
+        f"replaced by the policy's ({ref.path})",
     )
 
 
@@ -667,14 +665,14 @@ def _reference_findings(
         return [
             warning(
                 "analysis",
-                f"{ref.path}: {ref.kind} {ref.name} is not found {where} and the policy does "
-                "not manage it: the analysis will fail",
+                f"{ref.kind} {ref.name} not found {where} nor managed by the policy: the "
+                f"analysis at {ref.path} will fail",
             )
         ]
     problems = condition_problems(ref.kind, ref.name, spec)
     problems.extend(
-        f"{ref.path}: args.{arg} is neither passed nor given a value by {ref.kind} {ref.name}: "
-        "Argo will not start the analysis"
+        f"{ref.kind} {ref.name}: args.{arg} is neither passed nor given a value: Argo will not "
+        f"start the analysis at {ref.path}"
         for arg in _unresolved_args(spec, ref.args)
     )
     return [warning("analysis", p) for p in problems]

@@ -27,6 +27,7 @@ from webhook.core.admission import (
     plan_without_policy,
     plan_without_writes,
 )
+from webhook.core.analysis import policy_analysis_warnings
 from webhook.core.audit import DecisionFacts
 from webhook.core.cluster import ClusterReader, ClusterWriter
 from webhook.core.convert import policy_plan_problems
@@ -378,8 +379,12 @@ class AdmissionEngine:
         refused = () if schema is None else policy_plan_problems(policy, schema)
         if refused:
             return await self._deny_policy(request, "; ".join(refused), started, budget)
-        plan = AdmissionPlan("allow", f"policy {policy.version} is valid")
-        response = allowed(request["uid"], audit_annotations={"decision": "allow"})
+        # What cannot work in its analysis is said, not refused: a template may be created
+        # by hand later, and the condition check is a heuristic.
+        rollouts = {name: env.rollout for name, env in policy.environments.items()}
+        warned = tuple(policy_analysis_warnings(policy.analysis, rollouts))
+        plan = AdmissionPlan("allow", f"policy {policy.version} is valid", warnings=warned)
+        response = allowed(request["uid"], warnings=warned, audit_annotations={"decision": "allow"})
         written = self._finish("validate", request, plan, policy, [], response, started)
         await self.recorded(written, self.left(started, budget))
         return response

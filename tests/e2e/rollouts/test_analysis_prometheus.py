@@ -179,4 +179,4 @@ def test_admission_warns_about_a_template_that_does_not_exist(
     answer = kubectl(
         "create", "--dry-run=server", "-o", "name", "-f", "-", input=json.dumps(manifest)
     )
-    assert "AnalysisTemplate not-there is not found in namespace" in answer.stderr, answer.stderr
+    assert "AnalysisTemplate not-there not found in namespace" in answer.stderr, answer.stderr

@@ -37,9 +37,7 @@ def test_validate_warns_about_the_seeds_condition_and_still_passes(
 ) -> None:
     code, _, err = run(["policy", "validate", _seed_condition(tmp_path)], capsys)
     assert code == 0
-    assert (
-        "warning: AnalysisTemplate success-rate metrics[0] (success-rate) successCondition" in err
-    )
+    assert "warning: AnalysisTemplate success-rate metrics[0] successCondition: Prometheus" in err
     assert "write 'result[0] >= 0.95'" in err
 
 
@@ -87,7 +85,7 @@ def test_convert_prints_the_template_and_warns_about_a_missing_one(
     doc["environments"]["prod"]["analysis"]["template"] = "by-hand"
     policy = write(tmp_path, "policy.yaml", yaml.safe_dump(doc))
     code, out, err = run(["convert", "-f", services, "--policy", policy], capsys)
-    assert "AnalysisTemplate by-hand is not found in namespace" in err
+    assert "AnalysisTemplate by-hand not found in namespace prod nor managed" in err
     # Given in the input, it is found (and its spec decides the arguments passed).
     template = {
         "apiVersion": "argoproj.io/v1alpha1",
