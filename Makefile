@@ -78,7 +78,7 @@ control-plane: $(DEV)
 	$(BIN)/python tools/build-control-plane.py
 
 ## progressive-delivery: build kube-controller-manager, kube-scheduler, kwok and the Argo Rollouts
-## controller and kubectl plugin the same way (tests/e2e/rollouts; docs/testing.md)
+## controller and kubectl plugin, and Prometheus, the same way (tests/e2e/rollouts; docs/testing.md)
 progressive-delivery: $(DEV)
 	$(BIN)/python tools/build-control-plane.py rollouts
 

@@ -3,7 +3,8 @@
 
 Without arguments: the control plane (etcd, kube-apiserver). The progressive-delivery tier
 names the rest, or the group `rollouts`: kube-controller-manager, kube-scheduler, kwok (fake
-nodes and pods), the Argo Rollouts controller and its kubectl plugin.
+nodes and pods), the Argo Rollouts controller and its kubectl plugin, and Prometheus (which
+the analysis scenarios query).
 
 Only the Go module proxy is used: each component is built from a small helper module generated
 in a temporary directory. Upstream main modules carry `replace` directives that point at sibling
