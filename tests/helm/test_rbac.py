@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from tests.helm.conftest import CHART, NAMESPACE, RELEASE, Render, find
+from webhook.core.analysis import TEMPLATE_CRD_NAMES
 from webhook.core.crd_schema import ROLLOUT_CRD_NAME
 from webhook.kube import actions, resources
 from webhook.kube.writer import SAR_PATH
@@ -60,7 +61,8 @@ def expected_grants(certificates: str) -> set[Grant]:
         "apiextensions.k8s.io",
         "customresourcedefinitions",
     )
-    grant("cluster", resources.CRD.group, resources.CRD.plural, "list watch", (ROLLOUT_CRD_NAME,))
+    crd_names = tuple(sorted((ROLLOUT_CRD_NAME, *TEMPLATE_CRD_NAMES)))
+    grant("cluster", resources.CRD.group, resources.CRD.plural, "list watch", crd_names)
     # The policy ConfigMap: a list and watch with a metadata.name field selector.
     grant("namespace", "", "configmaps", "list watch", (f"{RELEASE}-policy",))
     # Server-side apply of generated objects (create: an apply that creates is also

@@ -32,6 +32,7 @@ ANALYSIS_API_VERSION = "argoproj.io/v1alpha1"
 ANALYSIS_TEMPLATE = "AnalysisTemplate"
 CLUSTER_ANALYSIS_TEMPLATE = "ClusterAnalysisTemplate"
 TEMPLATE_KINDS = (ANALYSIS_TEMPLATE, CLUSTER_ANALYSIS_TEMPLATE)
+TEMPLATE_CRD_NAMES = ("analysistemplates.argoproj.io", "clusteranalysistemplates.argoproj.io")
 
 AnalysisMode = Literal["step", "background"]
 MODES: tuple[AnalysisMode, ...] = ("step", "background")
