@@ -59,6 +59,8 @@ _LIST_FUNCTIONS = frozenset(
     ("all", "any", "none", "one", "filter", "map", "count", "len", "sum", "max", "min", "mean")
 )
 _FUNCTION_BEFORE = re.compile(r"(\w+)\s*\($")
+_FUNCTION_WINDOW = 32
+_SUGGESTED_LENGTH = 80
 
 
 @dataclass(frozen=True)
@@ -383,7 +385,10 @@ def _bare_result_uses(condition: str) -> bool:
     """Whether ``result`` is used as a number: not indexed, not handed to a list function."""
     for match in _RESULT.finditer(condition):
         after = condition[match.end() :].lstrip()
-        before = _FUNCTION_BEFORE.search(condition[: match.start()].rstrip())
+        # Only the few characters before: a search over the whole prefix, at every use of
+        # `result`, would be quadratic in a condition from a hostile policy.
+        window = condition[max(0, match.start() - _FUNCTION_WINDOW) : match.start()].rstrip()
+        before = _FUNCTION_BEFORE.search(window)
         if after.startswith("[") or (before and before.group(1) in _LIST_FUNCTIONS):
             continue
         return True
@@ -395,8 +400,10 @@ def _prometheus_condition_problem(condition: str, query: str) -> str | None:
     if scalar and re.search(r"\bresult\s*\[", condition):
         return "the query is a scalar, so result is a number, not a list"
     if not scalar and _bare_result_uses(condition):
-        fixed = re.sub(r"\bresult\b(?!\s*\[)", "result[0]", condition)
         # Kept short: Kubernetes clips a warning at 120 characters, and the fix comes last.
+        if len(condition) > _SUGGESTED_LENGTH:
+            return "Prometheus gives a list here; index it: result[0]"
+        fixed = re.sub(r"\bresult\b(?!\s*\[)", "result[0]", condition)
         return f"Prometheus gives a list here; write {fixed.strip()!r}"
     return None
 

@@ -712,3 +712,12 @@ def test_admission_writes_the_templates_before_the_rollout() -> None:
         cast(AdmissionRequest, admission_request(sent, namespace=NS)), view, policy, keys=K
     )
     assert [c["kind"] for c in plan.changes][:2] == ["ClusterAnalysisTemplate", "Rollout"]
+
+
+def test_a_huge_condition_is_checked_in_linear_time() -> None:
+    # Each use of `result` looks only at the characters just before it: with the whole
+    # prefix searched, this condition would take minutes.
+    condition = "x" * 100_000 + " result " + "y" * 100_000 + " result[0]"
+    spec = seed_template(condition)["spec"]
+    [message] = condition_problems("AnalysisTemplate", "t", spec)
+    assert message.endswith("Prometheus gives a list here; index it: result[0]")
