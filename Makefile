@@ -78,8 +78,8 @@ control-plane: $(DEV)
 	$(BIN)/python tools/build-control-plane.py
 
 ## progressive-delivery: build kube-controller-manager, kube-scheduler, kwok, the Argo Rollouts
-## controller and kubectl plugin the same way, and the Gateway API traffic-router plugin from
-## its release extract in ../shared/upstream (tests/e2e/rollouts; docs/testing.md)
+## controller and kubectl plugin and Prometheus the same way, and the Gateway API traffic-router
+## plugin from its release extract in ../shared/upstream (tests/e2e/rollouts; docs/testing.md)
 progressive-delivery: $(DEV)
 	$(BIN)/python tools/build-control-plane.py rollouts
 

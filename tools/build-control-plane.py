@@ -3,8 +3,8 @@
 
 Without arguments: the control plane (etcd, kube-apiserver). The progressive-delivery tier
 names the rest, or the group `rollouts`: kube-controller-manager, kube-scheduler, kwok (fake
-nodes and pods), the Argo Rollouts controller and its kubectl plugin, and the Gateway API
-traffic-router plugin for Argo Rollouts.
+nodes and pods), the Argo Rollouts controller and its kubectl plugin, the Gateway API
+traffic-router plugin for Argo Rollouts, and Prometheus (which the analysis scenarios query).
 
 Only the Go module proxy is used: each component is built from a small helper module generated
 in a temporary directory. Upstream main modules carry `replace` directives that point at sibling
@@ -56,6 +56,8 @@ KWOK_VERSION = "v0.8.0"
 ARGO_ROLLOUTS_VERSION = "v1.9.2"
 # The Argo Rollouts traffic-router plugin for Gateway API (argoproj-labs/gatewayAPI).
 GATEWAYAPI_PLUGIN_VERSION = "v0.15.0"
+# Prometheus publishes its Go module as v0.<major><minor>.<patch>: v0.316.0 is Prometheus 3.16.0.
+PROMETHEUS_VERSION = "v0.316.0"
 
 # Keep the build gentle on a small shared machine: two compile jobs, two OS threads each.
 GO_PARALLELISM = "2"
@@ -78,6 +80,8 @@ class Component:
     # placeholder file in each, so the pattern matches; `go build -overlay` cannot do it, as it
     # refuses to replace files in the module cache.
     embed_placeholders: tuple[str, ...] = ()
+    # Go build tags (`go build -tags`), e.g. to leave out parts the tests never use.
+    build_tags: tuple[str, ...] = ()
 
 
 def _staging_version(kubernetes_version: str) -> str:
@@ -127,6 +131,24 @@ def _argo_ldflags(build_date: str) -> list[str]:
 def _kwok_ldflags(build_date: str) -> list[str]:
     del build_date
     return [f"-X sigs.k8s.io/kwok/pkg/consts.Version={KWOK_VERSION.removeprefix('v')}"]
+
+
+def _prometheus_release(module_version: str) -> str:
+    # v0.316.0 -> 3.16.0 (the module's minor number is major * 100 + minor).
+    _, number, patch = module_version.removeprefix("v").split(".")
+    major, minor = divmod(int(number), 100)
+    return f"{major}.{minor}.{patch}"
+
+
+def _prometheus_ldflags(build_date: str) -> list[str]:
+    # The variables upstream's release build (.promu.yml) stamps, so `--version` tells the release.
+    package = "github.com/prometheus/common/version"
+    return [
+        f"-X {package}.Version={_prometheus_release(PROMETHEUS_VERSION)}",
+        f"-X {package}.Revision=module-{PROMETHEUS_VERSION}",
+        f"-X {package}.Branch=HEAD",
+        f"-X {package}.BuildDate={build_date}",
+    ]
 
 
 def _no_local_replaces(module: str) -> str:
@@ -204,6 +226,21 @@ COMPONENTS: dict[str, Component] = {
         # holds the empty directory. The plugin's other commands do not need it.
         embed_placeholders=("server/static",),
     ),
+    # Scrapes the metrics the analysis tests serve; the Argo Rollouts Prometheus provider queries
+    # it. `remove_all_sd` leaves out every service discovery but file and http (static targets
+    # are all the tests need), which makes the cold build much smaller; without `builtinassets`
+    # the web UI is simply absent, the query API is not.
+    "prometheus": Component(
+        name="prometheus",
+        binary="prometheus",
+        module="github.com/prometheus/prometheus",
+        version=PROMETHEUS_VERSION,
+        package="github.com/prometheus/prometheus/cmd/prometheus",
+        replacement_version=_no_local_replaces,
+        ldflags=_prometheus_ldflags,
+        copy_replaces=True,
+        build_tags=("remove_all_sd",),
+    ),
 }
 
 # Built without arguments: what the end-to-end control plane needs.
@@ -216,6 +253,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "kwok",
         "rollouts-controller",
         "kubectl-argo-rollouts",
+        "prometheus",
     ),
 }
 
@@ -456,6 +494,8 @@ def _build_in(go: str, component: Component, workdir: Path, log: Path) -> Path:
     ldflags = " ".join(["-s", "-w", *component.ldflags(build_date)])
     staged = workdir / component.binary
     command = [go, "build", "-p", GO_PARALLELISM, "-trimpath", "-ldflags", ldflags]
+    if component.build_tags:
+        command += ["-tags", ",".join(component.build_tags)]
     _run([*command, "-o", str(staged), component.package], workdir, log)
     return staged
 

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from tests.helm.conftest import CHART, NAMESPACE, RELEASE, Render, find
+from webhook.core.analysis import TEMPLATE_CRD_NAMES
 from webhook.core.crd_schema import ROLLOUT_CRD_NAME
 from webhook.kube import actions, resources
 from webhook.kube.writer import SAR_PATH
@@ -60,13 +61,17 @@ def expected_grants(certificates: str) -> set[Grant]:
         "apiextensions.k8s.io",
         "customresourcedefinitions",
     )
-    grant("cluster", resources.CRD.group, resources.CRD.plural, "list watch", (ROLLOUT_CRD_NAME,))
+    crd_names = tuple(sorted((ROLLOUT_CRD_NAME, *TEMPLATE_CRD_NAMES)))
+    grant("cluster", resources.CRD.group, resources.CRD.plural, "list watch", crd_names)
     # The policy ConfigMap: a list and watch with a metadata.name field selector.
     grant("namespace", "", "configmaps", "list watch", (f"{RELEASE}-policy",))
     # Server-side apply of generated objects (create: an apply that creates is also
     # authorized as create) and their deletion at opt-out.
     for res in (resources.ROLLOUT, resources.SERVICE):
         grant("cluster", res.group, res.plural, "create patch delete")
+    # The analysis templates the policy declares: server-side applied, never deleted.
+    for res in (resources.ANALYSIS_TEMPLATE, resources.CLUSTER_ANALYSIS_TEMPLATE):
+        grant("cluster", res.group, res.plural, "create patch")
     # Objects other tools own: only the fields the product changes are applied or patched.
     for res in (resources.HPA, resources.HTTPROUTE, resources.VIRTUALSERVICE, resources.DEPLOYMENT):
         grant("cluster", res.group, res.plural, "patch")

@@ -107,7 +107,7 @@ def _run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
     )
 
 
-def test_the_rollouts_group_names_six_versioned_binaries(
+def test_the_rollouts_group_names_seven_versioned_binaries(
     build_script: ModuleType, tmp_path: Path
 ) -> None:
     result = _run(tmp_path, "--print-paths", "rollouts", "kwok")
@@ -119,6 +119,7 @@ def test_the_rollouts_group_names_six_versioned_binaries(
         "kwok",
         "rollouts-controller",
         "kubectl-argo-rollouts",
+        "prometheus",
         "gatewayapi-plugin",
     ]
     argo = build_script.ARGO_ROLLOUTS_VERSION
@@ -204,3 +205,15 @@ def test_an_unknown_name_lists_the_group_among_the_known(tmp_path: Path) -> None
     assert result.returncode == 2
     assert "unknown component 'argo'" in result.stderr
     assert "rollouts" in result.stderr
+
+
+def test_prometheus_is_built_without_service_discovery_and_stamped_with_its_release(
+    build_script: ModuleType,
+) -> None:
+    component = build_script.COMPONENTS["prometheus"]
+    assert component.build_tags == ("remove_all_sd",)
+    assert build_script._prometheus_release("v0.316.0") == "3.16.0"
+    assert build_script._prometheus_release("v0.300.2") == "3.0.2"
+    flags = component.ldflags("2026-11-05T15:06:51Z")
+    release = build_script._prometheus_release(build_script.PROMETHEUS_VERSION)
+    assert f"-X github.com/prometheus/common/version.Version={release}" in flags

@@ -10,6 +10,7 @@ import yaml
 
 from webhook.cli.errors import UsageError
 from webhook.cli.manifests import ManifestError, load_manifests, load_single_document
+from webhook.core.analysis import template_schema_from_crd
 from webhook.core.crd_schema import (
     ROLLOUT_CRD_NAME,
     RolloutSchema,
@@ -52,6 +53,31 @@ def load_rollout_schema(path: str | None) -> RolloutSchema | None:
             except SchemaUnusable as err:
                 raise UsageError(f"--crd {err}") from None
     raise UsageError(f"--crd {path}: no CustomResourceDefinition {ROLLOUT_CRD_NAME} in it")
+
+
+def load_template_schemas(paths: Sequence[str] | None) -> dict[str, RolloutSchema]:
+    """The AnalysisTemplate / ClusterAnalysisTemplate CRDs' schemas (by kind) from files
+    named by ``--analysis-crd``; each file may hold either or both."""
+    schemas: dict[str, RolloutSchema] = {}
+    for path in paths or ():
+        try:
+            docs = load_manifests([path])
+        except ManifestError as err:
+            raise UsageError(f"--analysis-crd {err}") from None
+        found = 0
+        for manifest in docs:
+            try:
+                kind, schema = template_schema_from_crd(manifest.obj, source=path)
+            except SchemaUnusable:
+                continue
+            schemas[kind] = schema
+            found += 1
+        if not found:
+            raise UsageError(
+                f"--analysis-crd {path}: no CustomResourceDefinition of AnalysisTemplates or "
+                "ClusterAnalysisTemplates in it"
+            )
+    return schemas
 
 
 class _Dumper(yaml.SafeDumper):

@@ -31,7 +31,9 @@ _NEIGHBOUR_KINDS = {
     "VirtualService": "virtual_services",
     "DestinationRule": "destination_rules",
     "Rollout": "rollouts",
+    "AnalysisTemplate": "analysis_templates",
 }
+_CLUSTER_KINDS = ("Namespace", "ClusterAnalysisTemplate")
 
 
 def register(subparsers: Any) -> None:
@@ -97,7 +99,14 @@ class _Objects:
                 namespace = obj
             elif kind in _NEIGHBOUR_KINDS and obj_ns == ns:
                 groups[_NEIGHBOUR_KINDS[kind]].append(obj)
-        return Neighbours(namespace=namespace, **{k: tuple(v) for k, v in groups.items()})
+        cluster_templates = tuple(
+            obj for (kind, _, _), obj in self.current.items() if kind == "ClusterAnalysisTemplate"
+        )
+        return Neighbours(
+            namespace=namespace,
+            cluster_analysis_templates=cluster_templates,
+            **{k: tuple(v) for k, v in groups.items()},
+        )
 
     def printed(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -137,7 +146,7 @@ def _read(manifests: list[Manifest], args: argparse.Namespace) -> _Objects:
     for manifest in manifests:
         obj = copy.deepcopy(manifest.obj)
         meta = obj.setdefault("metadata", {})
-        if obj["kind"] != "Namespace" and not meta.get("namespace"):
+        if obj["kind"] not in _CLUSTER_KINDS and not meta.get("namespace"):
             meta["namespace"] = default_ns
             if args.namespace is None:
                 objects.unnamespaced.add(_ref(obj))
@@ -179,6 +188,7 @@ def _convert(
     for changed in (*result.hpas, *result.routes):
         objects.current[_ref(changed)] = changed
     generated = objects.generated.setdefault(ref, [])
+    _add_templates(result.analysis_templates, objects, generated)
     for new in (o for o in (result.rollout, *result.services) if o is not None):
         new_ref = _ref(new)
         if new_ref in objects.current and new_ref not in generated:
@@ -189,3 +199,16 @@ def _convert(
         generated.append(new_ref)
         if ref in objects.unnamespaced:
             objects.unnamespaced.add(new_ref)
+
+
+def _add_templates(
+    templates: tuple[dict[str, Any], ...], objects: _Objects, generated: list[ObjectRef]
+) -> None:
+    """The policy's templates a Rollout uses, printed once (the first Deployment that uses
+    one prints it; an input copy is replaced by the policy's)."""
+    printed = {r for refs in objects.generated.values() for r in refs}
+    for template in templates:
+        template_ref = _ref(template)
+        objects.current[template_ref] = template
+        if template_ref not in printed and template_ref not in objects.order:
+            generated.append(template_ref)

@@ -6,9 +6,15 @@ import argparse
 import sys
 from typing import Any
 
-from webhook.cli.common import dump_yaml, load_policy, load_rollout_schema
+from webhook.cli.common import (
+    dump_yaml,
+    load_policy,
+    load_rollout_schema,
+    load_template_schemas,
+)
 from webhook.cli.errors import UsageError
 from webhook.cli.manifests import ManifestError, load_single_document
+from webhook.core.analysis import policy_analysis_warnings, template_schema_problems
 from webhook.core.convert import policy_plan_problems
 from webhook.core.errors import PolicyInvalid
 from webhook.core.policy import Policy, policy_from_document
@@ -30,6 +36,14 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="the Rollout CustomResourceDefinition the cluster serves: also refuse a policy "
         "whose environments make Rollouts its schema refuses",
+    )
+    validate.add_argument(
+        "--analysis-crd",
+        metavar="FILE",
+        action="append",
+        help="the AnalysisTemplate or ClusterAnalysisTemplate CustomResourceDefinition the "
+        "cluster serves (repeatable): also refuse templates under analysis.templates that its "
+        "schema refuses",
     )
     validate.set_defaults(func=run_validate)
 
@@ -54,11 +68,16 @@ def run_validate(args: argparse.Namespace) -> int:
         return 2
     schema = load_rollout_schema(args.crd)
     refused = () if schema is None else policy_plan_problems(policy, schema)
+    templates = template_schema_problems(policy.analysis, load_template_schemas(args.analysis_crd))
+    refused = (*refused, *(str(found) for found in templates))
     if refused:
         print(f"{args.file}: invalid, {len(refused)} error(s):", file=sys.stderr)
         for refusal in refused:
             print(f"  {refusal}", file=sys.stderr)
         return 2
+    rollouts = {name: env.rollout for name, env in policy.environments.items()}
+    for warned in policy_analysis_warnings(policy.analysis, rollouts):
+        print(f"{args.file}: warning: {warned}", file=sys.stderr)
     names = ", ".join(policy.environments)
     print(
         f"{args.file}: valid ({len(policy.environments)} environment(s): {names}; "
@@ -76,7 +95,34 @@ def effective(policy: Policy) -> dict[str, Any]:
             {"pattern": r.pattern, "environment": r.environment} for r in policy.namespaces
         ],
         "environments": {name: environment_view(policy, name) for name in policy.environments},
+        **_analysis_templates_view(policy),
     }
+
+
+def _analysis_templates_view(policy: Policy) -> dict[str, Any]:
+    templates = [
+        {"kind": t.kind, "name": t.name, "spec": dict(t.spec)} for t in policy.analysis.templates
+    ]
+    return {"analysis": {"templates": templates}} if templates else {}
+
+
+def _analysis_view(policy: Policy, name: str) -> dict[str, Any]:
+    analysis = policy.analysis.environments.get(name)
+    if analysis is None:
+        return {}
+    view: dict[str, Any] = {
+        "template": analysis.template,
+        "clusterScope": analysis.cluster_scope,
+        "mode": analysis.mode,
+    }
+    if analysis.at_step is not None:
+        view["atStep"] = analysis.at_step
+    if analysis.starting_step is not None:
+        view["startingStep"] = analysis.starting_step
+    if analysis.prometheus_address:
+        view["prometheus"] = {"address": analysis.prometheus_address}
+    view["args"] = dict(analysis.arg_names)
+    return {"analysis": view}
 
 
 def environment_view(policy: Policy, name: str) -> dict[str, Any]:
@@ -87,6 +133,7 @@ def environment_view(policy: Policy, name: str) -> dict[str, Any]:
         "scaleDown": env.scale_down,
         "allowServiceOverrides": env.allow_service_overrides,
         "trafficRouting": env.traffic_routing,
+        **_analysis_view(policy, name),
         "rollout": rollout,
     }
 

@@ -61,6 +61,8 @@ def neighbours_of(reader: ClusterLister, namespace: str) -> Neighbours:
         virtual_services=reader.list("VirtualService", namespace),
         rollouts=reader.list("Rollout", namespace),
         destination_rules=reader.list("DestinationRule", namespace),
+        analysis_templates=reader.list("AnalysisTemplate", namespace),
+        cluster_analysis_templates=reader.list("ClusterAnalysisTemplate", ""),
     )
 
 
@@ -83,6 +85,8 @@ def deployment_neighbours(
         virtual_services=reader.indexed("VirtualService", namespace, backends),
         rollouts=() if rollout is None else (rollout,),
         destination_rules=reader.indexed("DestinationRule", namespace, backends),
+        analysis_templates=reader.list("AnalysisTemplate", namespace),
+        cluster_analysis_templates=reader.list("ClusterAnalysisTemplate", ""),
     )
 
 
@@ -96,7 +100,9 @@ def _with(neighbours: Neighbours, field_name: str, obj: Mapping[str, Any]) -> Ne
 
 def _changes(conversion: Conversion) -> tuple[Obj, ...]:
     rollout = () if conversion.rollout is None else (conversion.rollout,)
-    return (*rollout, *conversion.services, *conversion.hpas, *conversion.routes)
+    # The templates first: the Rollout's analysis may start as soon as it exists.
+    templates = conversion.analysis_templates
+    return (*templates, *rollout, *conversion.services, *conversion.hpas, *conversion.routes)
 
 
 def _namespace(request: AdmissionRequest, obj: Mapping[str, Any]) -> str:
@@ -180,16 +186,22 @@ WRITE_PERMISSIONS = {
     "HorizontalPodAutoscaler": Permission("patch", "autoscaling", "horizontalpodautoscalers"),
     "HTTPRoute": Permission("patch", "gateway.networking.k8s.io", "httproutes"),
     "VirtualService": Permission("patch", "networking.istio.io", "virtualservices"),
+    # The policy's templates, written into the namespace of the Rollout that uses them.
+    "AnalysisTemplate": Permission("create", "argoproj.io", "analysistemplates"),
 }
 """What the requester must be allowed to do for each kind a plan writes on their behalf:
 the product's account could do all of it, and must not do for a user what the user could
 not (a server-side apply that creates is authorized as create; one that changes an object
 another tool owns, as patch)."""
 
+POLICY_WRITES = frozenset({"ClusterAnalysisTemplate"})
+"""Kinds a plan writes that no requester chooses or could be expected to create: the
+cluster-scoped templates of the policy (docs/policy.md#analysis), the same whoever asks."""
+
 
 def permissions_for(plan: AdmissionPlan) -> tuple[Permission, ...]:
     """The rights the plan's writes need of the requester, each once, in a stable order."""
-    kinds = {str(change.get("kind", "")) for change in plan.changes}
+    kinds = {str(change.get("kind", "")) for change in plan.changes} - POLICY_WRITES
     unknown = kinds - WRITE_PERMISSIONS.keys()
     if unknown:  # a new kind of write must say what it needs before it is ever made
         raise ValueError(f"no permission known for writing {', '.join(sorted(unknown))}")

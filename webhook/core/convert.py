@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from webhook.core.analysis import KnownTemplates, plan_analysis
 from webhook.core.crd_schema import RolloutSchema, rollout_problems
 from webhook.core.errors import Finding, error, warning
 from webhook.core.hpa import clamp_to_hpa, hpas_for, retarget_hpa, targets
@@ -85,6 +86,8 @@ class Neighbours:
     rollouts: tuple[Mapping[str, Any], ...] = ()
     # Istio DestinationRules: read for subset-level routing, never changed (Argo edits them).
     destination_rules: tuple[Mapping[str, Any], ...] = ()
+    analysis_templates: tuple[Mapping[str, Any], ...] = ()
+    cluster_analysis_templates: tuple[Mapping[str, Any], ...] = ()
 
     def rollout_named(self, name: str) -> Mapping[str, Any] | None:
         return next((r for r in self.rollouts if name_of(r) == name), None)
@@ -105,6 +108,8 @@ class Conversion:
     routes: tuple[Obj, ...] = ()
     findings: tuple[Finding, ...] = ()
     policy_version: str = ""
+    analysis_templates: tuple[Obj, ...] = ()
+    """The templates the policy manages that the Rollout uses: written before it."""
 
     @property
     def converted(self) -> bool:
@@ -124,7 +129,7 @@ class Conversion:
         out: list[Obj] = [self.deployment]
         if self.rollout is not None:
             out.append(self.rollout)
-        return [*out, *self.services, *self.hpas, *self.routes]
+        return [*out, *self.analysis_templates, *self.services, *self.hpas, *self.routes]
 
 
 @dataclass(frozen=True)
@@ -735,9 +740,18 @@ def plan_conversion(
     hpas = hpas_for(neighbours.hpas, name)
     size = _rollout_replicas(wanted, resized, hpas, existing)
     applied = _Applied(env, strategy, _applied_version(kept is not None, existing, version, keys))
-    strategy_spec = _strategy_spec(
-        strategy, settings, deployment, layout.stable_name, layout.second, layout.traffic
+    analysis = plan_analysis(
+        policy.analysis,
+        env.name,
+        _strategy_spec(
+            strategy, settings, deployment, layout.stable_name, layout.second, layout.traffic
+        ),
+        service=name,
+        namespace=namespace_of(deployment),
+        known=KnownTemplates(neighbours.analysis_templates, neighbours.cluster_analysis_templates),
+        keys=keys,
     )
+    findings.extend(analysis.findings)
     services: tuple[Obj, ...] = ()
     if layout.stable is not None and layout.second is not None:
         clone = clone_service(layout.stable, layout.second, deployment, keys)
@@ -749,12 +763,13 @@ def plan_conversion(
         deployment=_converted_deployment(deployment, applied, size, stored, keys),
         environment=env.name,
         strategy=strategy,
-        rollout=_rollout_manifest(deployment, applied, size, strategy_spec, keys),
+        rollout=_rollout_manifest(deployment, applied, size, analysis.strategy, keys),
         services=services,
         hpas=tuple(retarget_hpa(h, name) for h in hpas if not targets(h, "Rollout", name)),
         routes=layout.traffic.routes,
         findings=tuple(findings),
         policy_version=version,
+        analysis_templates=analysis.templates,
     )
     return judged(converted, deployment, rollout_schema)
 

@@ -17,6 +17,13 @@ from typing import Any, cast
 
 import yaml
 
+from webhook.core.analysis import (
+    NO_ANALYSIS,
+    AnalysisSettings,
+    parse_analysis,
+    validate_analysis,
+    without_analysis,
+)
 from webhook.core.bounded_yaml import YAMLRefused, load_bounded
 from webhook.core.default_policy import DEFAULT_POLICY_YAML
 from webhook.core.errors import FieldError, PolicyInvalid
@@ -88,6 +95,8 @@ class Policy:
     rollout_updates: RolloutUpdates
     version: PolicyVersion
     document: Mapping[str, Any] = field(repr=False, compare=False)
+    analysis: AnalysisSettings = field(default=NO_ANALYSIS, repr=False)
+    """The templates the policy manages and each environment's default analysis."""
 
     def environment(self, name: str) -> Environment | None:
         return self.environments.get(name)
@@ -109,7 +118,8 @@ def parse_policy(
     doc: object, *, name: str = "built-in", resource_version: str = "", source: str = "policy"
 ) -> Policy:
     """Validate a parsed policy document and build the Policy; raises PolicyInvalid."""
-    errors = validate_policy_document(doc)
+    # The analysis keys have their own module (webhook.core.analysis).
+    errors = [*validate_policy_document(without_analysis(doc)), *validate_analysis(doc)]
     if errors:
         raise PolicyInvalid(tuple(errors), source)
     top = cast(Mapping[str, Any], doc)
@@ -134,6 +144,7 @@ def parse_policy(
         rollout_updates=top.get("rolloutUpdates", "nextChange"),
         version=PolicyVersion(name, resource_version, policy_digest(top)),
         document=json_copy(dict(top)),
+        analysis=parse_analysis(top),
     )
 
 

@@ -358,6 +358,21 @@ def _refused(deployment: Mapping[str, Any], conversion: Conversion) -> Reconcile
     )
 
 
+def _analysis_templates(conversion: Conversion, neighbours: Neighbours) -> list[ClusterAction]:
+    """The policy's templates the Rollout uses, where they differ from the cluster's (first:
+    an analysis may start as soon as the Rollout changes)."""
+    actions: list[ClusterAction] = []
+    for template in conversion.analysis_templates:
+        pool = (
+            neighbours.cluster_analysis_templates
+            if template["kind"] == "ClusterAnalysisTemplate"
+            else neighbours.analysis_templates
+        )
+        if _drift(template, _find(pool, name_of(template))):
+            actions.append(Apply(template, f"{template['kind']} {name_of(template)} of the policy"))
+    return actions
+
+
 def _converge(
     deployment: Mapping[str, Any],
     neighbours: Neighbours,
@@ -370,7 +385,7 @@ def _converge(
     namespace = str(meta(deployment).get("namespace", ""))
     name = name_of(deployment)
     existing_rollout = neighbours.rollout_named(name)
-    actions: list[ClusterAction] = []
+    actions: list[ClusterAction] = list(_analysis_templates(conversion, neighbours))
     actions.extend(_generated_services(conversion, neighbours, name, keys))
     for route in conversion.routes:
         actions.append(Apply(route, f"canary backend for {route['kind']} {name_of(route)}"))

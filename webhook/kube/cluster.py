@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from certs.kube import load_api_client
+from webhook.core.analysis import TEMPLATE_CRD_NAMES, template_schema_from_crd
 from webhook.core.crd_schema import (
     ROLLOUT_CRD_NAME,
     RolloutSchema,
@@ -172,6 +173,43 @@ class RolloutSchemaStore:
         self.current = None
 
 
+class TemplateSchemaStore:
+    """The watch of one analysis template CRD (AnalysisTemplate or ClusterAnalysisTemplate)
+    keeps the schema the policy's managed templates are checked against at /validate. None
+    while the CRD is missing or unusable: the API server then judges each template applied."""
+
+    def __init__(self, crd_name: str) -> None:
+        self.crd_name = crd_name
+        self.kind: str | None = None
+        self.current: RolloutSchema | None = None
+
+    def replace(self, items: list[dict[str, Any]]) -> None:
+        if items:
+            self.upsert(items[0])
+        else:
+            self.remove({})
+
+    def upsert(self, obj: dict[str, Any]) -> None:
+        version = (obj.get("metadata") or {}).get("resourceVersion", "")
+        source = f"CustomResourceDefinition {self.crd_name}@{version}"
+        try:
+            self.kind, self.current = template_schema_from_crd(obj, source=source)
+        except SchemaUnusable as err:
+            self.current = None
+            log.warning("%s; the policy's templates are not checked against a schema", err)
+
+    def remove(self, obj: dict[str, Any]) -> None:
+        del obj
+        self.current = None
+
+
+def template_schemas(stores: Mapping[str, TemplateSchemaStore]) -> dict[str, RolloutSchema]:
+    """The served template schemas by kind, of the stores that have one."""
+    return {
+        s.kind: s.current for s in stores.values() if s.kind is not None and s.current is not None
+    }
+
+
 def freeze_caches() -> None:
     """Take everything alive now (the synced caches, the imported code) out of the cyclic
     garbage collector's reach.
@@ -195,6 +233,9 @@ class Cluster:
         self.view = MemoryClusterView(synced=False)
         self.writer = ClusterAdapter(http, field_manager=settings.field_manager)
         self.rollout_schema = RolloutSchemaStore()
+        self.template_schema_stores = {
+            name: TemplateSchemaStore(name) for name in TEMPLATE_CRD_NAMES
+        }
         self.reflectors: list[Reflector] = []
         self.listeners: list[Listener] = []
         """Called on the watch threads after each cached change: keep them quick."""
@@ -227,6 +268,16 @@ class Cluster:
                 on_synced=self._check_synced,
             )
         )
+        for name, store in self.template_schema_stores.items():
+            self.reflectors.append(
+                Reflector(
+                    self.http,
+                    CRD,
+                    store,
+                    field_selector=f"metadata.name={name}",
+                    on_synced=self._check_synced,
+                )
+            )
         if policy is not None:
             self.reflectors.append(
                 Reflector(

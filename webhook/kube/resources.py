@@ -52,6 +52,18 @@ DESTINATIONRULE = Resource(
     "DestinationRule", "networking.istio.io", "v1", "destinationrules", optional=True
 )
 
+ANALYSIS_TEMPLATE = Resource(
+    "AnalysisTemplate", "argoproj.io", "v1alpha1", "analysistemplates", optional=True
+)
+CLUSTER_ANALYSIS_TEMPLATE = Resource(
+    "ClusterAnalysisTemplate",
+    "argoproj.io",
+    "v1alpha1",
+    "clusteranalysistemplates",
+    namespaced=False,
+    optional=True,
+)
+
 CACHED = (
     NAMESPACE,
     DEPLOYMENT,
@@ -61,6 +73,8 @@ CACHED = (
     VIRTUALSERVICE,
     DESTINATIONRULE,
     ROLLOUT,
+    ANALYSIS_TEMPLATE,
+    CLUSTER_ANALYSIS_TEMPLATE,
 )
 """What the admission path reads: every kind a decision looks at, watched cluster-wide."""
 

@@ -19,7 +19,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ from webhook.core.admission import (
     plan_without_policy,
     plan_without_writes,
 )
+from webhook.core.analysis import policy_analysis_warnings, template_schema_problems
 from webhook.core.audit import DecisionFacts
 from webhook.core.cluster import ClusterReader, ClusterWriter
 from webhook.core.convert import policy_plan_problems
@@ -87,6 +88,7 @@ class AdmissionEngine:
         decide: Decide,
         policy_problem: Callable[[], str | None] = lambda: None,
         rollout_schema: Callable[[], RolloutSchema | None] = lambda: None,
+        template_schemas: Callable[[], Mapping[str, RolloutSchema]] = dict,
         audit: AuditSink,
         metrics: Metrics,
         writer: ClusterWriter | None = None,
@@ -98,6 +100,7 @@ class AdmissionEngine:
         self.policy = policy
         self.policy_problem = policy_problem
         self.rollout_schema = rollout_schema
+        self.template_schemas = template_schemas
         self.decide = decide
         self.audit = audit
         self.metrics = metrics
@@ -395,10 +398,16 @@ class AdmissionEngine:
             return await self._deny_policy(request, str(err), started, budget)
         schema = self.rollout_schema()
         refused = () if schema is None else policy_plan_problems(policy, schema)
+        templates = template_schema_problems(policy.analysis, self.template_schemas())
+        refused = (*refused, *(str(problem) for problem in templates))
         if refused:
             return await self._deny_policy(request, "; ".join(refused), started, budget)
-        plan = AdmissionPlan("allow", f"policy {policy.version} is valid")
-        response = allowed(request["uid"], audit_annotations={"decision": "allow"})
+        # What cannot work in its analysis is said, not refused: a template may be created
+        # by hand later, and the condition check is a heuristic.
+        rollouts = {name: env.rollout for name, env in policy.environments.items()}
+        warned = tuple(policy_analysis_warnings(policy.analysis, rollouts))
+        plan = AdmissionPlan("allow", f"policy {policy.version} is valid", warnings=warned)
+        response = allowed(request["uid"], warnings=warned, audit_annotations={"decision": "allow"})
         written = self._finish("validate", request, plan, policy, [], response, started)
         await self.recorded(written, self.left(started, budget))
         return response

@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import shutil
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
@@ -174,6 +174,7 @@ def _build(
         policy=lambda: policy_state.current,
         policy_problem=policy_state.problem,
         rollout_schema=_rollout_schema(cluster),
+        template_schemas=_template_schemas(cluster),
         decide=decide_mutation,
         audit=audit,
         metrics=metrics,
@@ -198,6 +199,18 @@ def _rollout_schema(cluster: WatchedCluster | None) -> Callable[[], RolloutSchem
     if store is None:
         return lambda: None
     return lambda: store.current
+
+
+def _template_schemas(
+    cluster: WatchedCluster | None,
+) -> Callable[[], Mapping[str, RolloutSchema]]:
+    """The served AnalysisTemplate / ClusterAnalysisTemplate schemas, by kind."""
+    stores = getattr(cluster, "template_schema_stores", None)
+    if not stores:
+        return dict
+    from webhook.kube.cluster import template_schemas
+
+    return lambda: template_schemas(stores)
 
 
 def _connect(settings: ServeSettings) -> Cluster:

@@ -6,6 +6,8 @@
 - `webhook`: `rollout-webhook serve` as a process, with tests/e2e/rollouts/policy.yaml,
   registered through the chart's own MutatingWebhookConfiguration (rendered by `helm
   template`), narrowed to namespaces labelled `rollout-webhook.io/e2e-tier: rollouts`.
+- `prometheus`: a real Prometheus scraping counters the test sets (`prometheus.py`); its
+  address goes into the webhook's policy (the environments with a default analysis).
 - `rollouts_namespace`: the tier's `namespace`, labelled so the webhook serves it.
 - `argo`: `kubectl argo rollouts ...` through the real kubectl and the built plugin.
 
@@ -43,6 +45,7 @@ from tests.e2e.rollouts.controllers import (
     ControllersError,
     controller_binaries,
 )
+from tests.e2e.rollouts.prometheus import Prometheus, PrometheusError, ServiceMetrics
 
 HERE = Path(__file__).resolve().parent
 POLICY_FILE = HERE / "policy.yaml"
@@ -116,6 +119,37 @@ def controllers(
     _PROCESSES.clear()
 
 
+@pytest.fixture(scope="package")
+def prometheus(
+    controllers: Controllers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    metrics = ServiceMetrics()
+    metrics.start()
+    server = Prometheus(controllers.paths["prometheus"], metrics, tmp_path_factory.mktemp("prom"))
+    try:
+        server.start()
+    except PrometheusError as error:
+        metrics.stop()
+        pytest.fail(str(error), pytrace=False)
+    assert server.process is not None
+    _PROCESSES.append(server.process)
+    yield server
+    server.stop()
+    metrics.stop()
+
+
+def _policy_file(workdir: Path, prometheus_address: str) -> Path:
+    """tests/e2e/rollouts/policy.yaml with the tier's Prometheus address in every
+    environment's default analysis (its port is chosen at run time)."""
+    doc = yaml.safe_load(POLICY_FILE.read_text())
+    for env in doc["environments"].values():
+        if "prometheus" in (env.get("analysis") or {}):
+            env["analysis"]["prometheus"]["address"] = prometheus_address
+    path = workdir / "policy.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
 @dataclass(frozen=True)
 class WebhookServer:
     url: str
@@ -130,9 +164,11 @@ def webhook(
     kubectl: harness.Tool,
     helm: harness.Tool,
     controllers: Controllers,
+    prometheus: Prometheus,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WebhookServer]:
     workdir = tmp_path_factory.mktemp("rollout-webhook")
+    policy = _policy_file(workdir, prometheus.address)
     bundle = self_signed_for_localhost(datetime.datetime.now(datetime.UTC))
     tls = write_bundle_dir(bundle, workdir / "tls")
     kubeconfig = _webhook_kubeconfig(control_plane, kubectl, helm, workdir)
@@ -146,7 +182,7 @@ def webhook(
             f"--kubeconfig={kubeconfig}",
             f"--cert-dir={tls.directory}",
             f"--port={port}",
-            f"--policy={POLICY_FILE}",
+            f"--policy={policy}",
             f"--namespace={WEBHOOK_NAMESPACE}",
             f"--audit-file={audit_file}",
         ],
