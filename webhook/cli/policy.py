@@ -12,6 +12,7 @@ from webhook.cli.manifests import ManifestError, load_single_document
 from webhook.core.convert import policy_plan_problems
 from webhook.core.errors import PolicyInvalid
 from webhook.core.policy import Policy, policy_from_document
+from webhook.core.policy_strategy import NO_SCHEMA_NOTE
 
 
 def register(subparsers: Any) -> None:
@@ -28,8 +29,9 @@ def register(subparsers: Any) -> None:
     validate.add_argument(
         "--crd",
         metavar="FILE",
-        help="the Rollout CustomResourceDefinition the cluster serves: also refuse a policy "
-        "whose environments make Rollouts its schema refuses",
+        help="the Rollout CustomResourceDefinition the cluster serves: judge strategies by its "
+        "schema (every Argo field and step kind) and refuse a policy whose environments make "
+        "Rollouts it refuses; without it, only the product's rules apply",
     )
     validate.set_defaults(func=run_validate)
 
@@ -42,9 +44,12 @@ def register(subparsers: Any) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    schema = load_rollout_schema(args.crd)
+    if schema is None:
+        print(f"{args.file}: note: {NO_SCHEMA_NOTE}", file=sys.stderr)
     try:
         doc = load_single_document(args.file)
-        policy = policy_from_document(doc, source=args.file, name=args.file)
+        policy = policy_from_document(doc, source=args.file, name=args.file, rollout_schema=schema)
     except ManifestError as err:
         raise UsageError(str(err)) from None
     except PolicyInvalid as err:
@@ -52,7 +57,6 @@ def run_validate(args: argparse.Namespace) -> int:
         for problem in err.errors:
             print(f"  {problem}", file=sys.stderr)
         return 2
-    schema = load_rollout_schema(args.crd)
     refused = () if schema is None else policy_plan_problems(policy, schema)
     if refused:
         print(f"{args.file}: invalid, {len(refused)} error(s):", file=sys.stderr)

@@ -39,6 +39,11 @@ PRODUCT_OWNED: Mapping[str, tuple[str, ...]] = {
 """Fields of a strategy the product generates for each service: a policy must not set
 them (one policy serves many services, each with its own Services and routes)."""
 
+NO_SCHEMA_WARNING = (
+    "no Rollout CRD in the cluster: strategies were checked by the product's rules only"
+)
+"""Said with a policy accepted without a schema (at most 120 characters with a prefix:
+Kubernetes clips longer admission warnings)."""
 NO_SCHEMA_NOTE = (
     "no Rollout CRD at hand: strategy blocks were checked by the product's rules only, "
     "not against the Rollout schema (give --crd FILE, or run in a cluster with Argo Rollouts)"

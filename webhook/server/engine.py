@@ -34,6 +34,7 @@ from webhook.core.crd_schema import RolloutSchema
 from webhook.core.errors import PolicyInvalid
 from webhook.core.keys import Keys
 from webhook.core.policy import Policy, policy_from_configmap
+from webhook.core.policy_strategy import NO_SCHEMA_WARNING
 from webhook.core.review import (
     AdmissionPlan,
     AdmissionRequest,
@@ -370,16 +371,20 @@ class AdmissionEngine:
             written = self._finish("validate", request, plan, self.policy(), [], response, started)
             await self.recorded(written, self.left(started, budget))
             return response
+        schema = self.rollout_schema()
         try:
-            policy = policy_from_configmap(obj)
+            policy = policy_from_configmap(obj, rollout_schema=schema)
         except PolicyInvalid as err:
             return await self._deny_policy(request, str(err), started, budget)
-        schema = self.rollout_schema()
         refused = () if schema is None else policy_plan_problems(policy, schema)
         if refused:
             return await self._deny_policy(request, "; ".join(refused), started, budget)
         plan = AdmissionPlan("allow", f"policy {policy.version} is valid")
-        response = allowed(request["uid"], audit_annotations={"decision": "allow"})
+        # Without the CRD, Argo's fields are not judged: the user is told so.
+        warnings = () if schema is not None else (f"{PRODUCT}: {NO_SCHEMA_WARNING}",)
+        response = allowed(
+            request["uid"], warnings=warnings, audit_annotations={"decision": "allow"}
+        )
         written = self._finish("validate", request, plan, policy, [], response, started)
         await self.recorded(written, self.left(started, budget))
         return response

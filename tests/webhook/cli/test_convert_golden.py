@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.schemas import validate_object
+from tests.schemas import CRD_DIR, validate_object
 from webhook.cli import main as cli
 
 CORE_COMMANDS = ("webhook.cli.convert", "webhook.cli.policy")
@@ -62,11 +62,15 @@ CASES: dict[str, list[str]] = {
 }
 
 
+CRD = str(CRD_DIR / "argo-rollouts-v1.9.1-rollout.yaml")
+
+
 def run_convert(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """`convert` judged by the released Rollout CRD, as in a cluster with Argo Rollouts."""
     cwd = Path.cwd()
     os.chdir(REPO)
     try:
-        code = main(["convert", *args])
+        code = main(["convert", "--crd", CRD, *args])
     finally:
         os.chdir(cwd)
     out, err = capsys.readouterr()
@@ -84,6 +88,20 @@ def test_golden(case: str, capsys: pytest.CaptureFixture[str]) -> None:
         expected_err.write_text(err)
     assert out == expected_out.read_text()
     assert err == expected_err.read_text()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_converting_the_output_again_changes_nothing(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A GitOps repository holding convert's output can be previewed again: the Rollout
+    and Services it generated are recognised as the Deployment's, not refused."""
+    first = tmp_path / "first.yaml"
+    first.write_text((GOLDEN / f"{case}.yaml").read_text())
+    args = [a if a != CASES[case][1] else str(first) for a in CASES[case]]
+    code, out, err = run_convert(args, capsys)
+    assert code == 0, err
+    assert out == first.read_text()
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
