@@ -33,6 +33,7 @@ def _annotations(override: str | None = None) -> dict[str, str]:
     deployment = builders.opted_in("web", "prod", annotations=annotations)
     result = plan_conversion(deployment, Neighbours(services=(builders.service(),)), policy)
     assert result.converted, result.warnings
+    assert result.rollout is not None
     validate_crd_object(result.rollout)
     return {
         k: v

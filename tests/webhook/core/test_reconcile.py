@@ -813,8 +813,12 @@ def test_a_drain_leaves_the_size_of_a_rollout_an_hpa_scales_to_the_hpa() -> None
 def test_an_invalid_label_value_is_an_event_when_the_reconciler_converts() -> None:
     """A Namespace opts the service in; the Deployment's own label says "yes", which is
     no value: the reconciler converts it and tells its owner why the label was ignored."""
-    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}}
-    namespace["metadata"]["labels"] = {K.enabled: "true"}
+    labels = {K.enabled: "true"}
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "prod", "labels": labels},
+    }
     dep = running(opted_in(uid="u1", labels={K.enabled: "yes"}))
     neighbours = Neighbours(namespace=namespace, services=(service(),))
     plan = plan_reconcile("prod", "web", dep, neighbours, POLICY, now=NOW)
