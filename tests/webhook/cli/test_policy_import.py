@@ -84,6 +84,7 @@ def test_every_imported_service_gets_its_own_block(capsys: pytest.CaptureFixture
         service["spec"] = {"selector": {"app": deployment["metadata"]["name"]}}
         result = plan_conversion(deployment, Neighbours(services=(service,)), policy)
         assert result.converted, result.warnings
+        assert result.rollout is not None
         source = REPO / EXAMPLES / "services" / deployment["metadata"]["name"]
         env = fragment["metadata"]["labels"][K.environment]
         wanted = yaml.safe_load((source / f"values-{env}.yaml").read_text())["rollout"]
