@@ -113,8 +113,10 @@ def test_golden_outputs_validate(case: str) -> None:
 
 
 def test_every_example_policy_validates(capsys: pytest.CaptureFixture[str]) -> None:
+    """By the product's rules and by the released Rollout schema."""
     for path in sorted((REPO / EX / "policies").glob("*.yaml")):
         assert main(["policy", "validate", str(path)]) == 0, capsys.readouterr().err
+        assert main(["policy", "validate", str(path), "--crd", CRD]) == 0, capsys.readouterr().err
 
 
 def test_example_analysis_template_matches_crd() -> None:
