@@ -436,9 +436,9 @@ def test_policy_configmap_is_validated_and_reloaded(
 def test_a_rollout_the_served_schema_refuses_leaves_the_deployment_as_sent(
     cluster_server: tuple[Running, Any, Path],
 ) -> None:
-    """The policy's own checks pass this override; the Rollout CRD the cluster serves
+    """The product's own rules pass this override; the Rollout CRD the cluster serves
     refuses it. Admitted as sent: never stored at 0 replicas for a Rollout that cannot be
-    made, and the warning names the path."""
+    made, and the warning names the path in the annotation."""
     _, kubectl, _ = cluster_server
     written_after(kubectl, "schema-barrier")  # the webhook is in force
     manifest = json.loads(deployment("dry", SHOP))
@@ -447,7 +447,7 @@ def test_a_rollout_the_served_schema_refuses_leaves_the_deployment_as_sent(
         "    dryRun: [1]\n"
     }
     result = kubectl("apply", "-f", "-", input=json.dumps(manifest))
-    assert "spec.strategy.canary.analysis.dryRun[0]: 1 is not of type 'object'" in result.stderr
+    assert "rollout.canary.analysis.dryRun[0]: must be of type object" in result.stderr
     stored = get(kubectl, "deployment", "dry", "-n", SHOP)
     assert stored is not None
     assert stored["spec"]["replicas"] == 2

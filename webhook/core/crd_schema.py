@@ -190,12 +190,13 @@ def _described(error: Any) -> list[BlockProblem]:
     return [BlockProblem(path, _message(error))]
 
 
-def _order(path: Any) -> list[tuple[int, int, str]]:
+def path_order(path: Any) -> list[tuple[int, int, str]]:
+    """A sort key for paths of mixed keys and indexes: indexes in number order."""
     return [(0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in path]
 
 
 def block_problems(validator: Any, block: object) -> list[BlockProblem]:
     """What a block validator (``RolloutSchema.block_validator``) refuses in ``block``,
     in path order."""
-    errors = sorted(validator.iter_errors(block), key=lambda e: _order(e.absolute_path))
+    errors = sorted(validator.iter_errors(block), key=lambda e: path_order(e.absolute_path))
     return [problem for e in errors for problem in _described(e)]

@@ -17,9 +17,9 @@ itself (the Services, the traffic routing) are not the policy's to set. Without 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
-from webhook.core.crd_schema import RolloutSchema, block_problems
+from webhook.core.crd_schema import RolloutSchema, block_problems, path_order
 from webhook.core.durations import DurationError, parse_go_duration, pause_seconds
 from webhook.core.errors import FieldError
 from webhook.core.policy_notifications import notification_problems
@@ -65,16 +65,16 @@ def _type_name(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _bounded(value: object, path: Path, out: Problems, low: int, high: int | None) -> None:
     if not _is_int(value):
         out.append((path, f"must be an integer, not {_type_name(value)}"))
-    elif high is not None and not low <= value <= high:  # type: ignore[operator]
+    elif high is not None and not low <= value <= high:
         out.append((path, f"must be between {low} and {high}"))
-    elif value < low:  # type: ignore[operator]
+    elif value < low:
         out.append((path, f"must be at least {low}"))
 
 
@@ -91,7 +91,7 @@ def _percent(block: Mapping[str, Any], key: str, path: Path, out: Problems) -> N
 
 def _int_or_percent(value: object, path: Path, out: Problems) -> None:
     if _is_int(value):
-        if value < 0:  # type: ignore[operator]
+        if value < 0:
             out.append((path, "must not be negative"))
     elif not (isinstance(value, str) and value.endswith("%") and value[:-1].isdigit()):
         out.append((path, "must be an integer or a percentage such as 25%"))
@@ -276,19 +276,23 @@ def _strategy_field(
         return out
     _product_owned(block, field, path, out)
     _RULES[field](block, path, out)
-    validator = None if schema is None else schema.block_validator(field, PRODUCT_OWNED[field])
-    if validator is not None:
-        # The product's rule speaks first where both find something at one place.
-        seen = {p for p, _ in out}
-        for problem in block_problems(validator, block):
-            where = (*path, *problem.path)
-            if where not in seen:
-                out.append((where, f"{problem.message} (Rollout schema of {schema.source})"))  # type: ignore[union-attr]
-    return sorted(out, key=lambda problem: _order(problem[0]))
+    if schema is not None:
+        _schema_problems(schema, field, block, path, out)
+    return sorted(out, key=lambda problem: path_order(problem[0]))
 
 
-def _order(path: Path) -> list[tuple[int, int, str]]:
-    return [(0, p, "") if isinstance(p, int) else (1, 0, p) for p in path]
+def _schema_problems(
+    schema: RolloutSchema, field: str, block: Mapping[str, Any], path: Path, out: Problems
+) -> None:
+    validator = schema.block_validator(field, PRODUCT_OWNED[field])
+    if validator is None:
+        return
+    # The product's rule speaks first where both find something at one place.
+    seen = {p for p, _ in out}
+    for problem in block_problems(validator, block):
+        where = (*path, *problem.path)
+        if where not in seen:
+            out.append((where, f"{problem.message} (Rollout schema of {schema.source})"))
 
 
 # ---------------------------------------------------------------------------
