@@ -50,6 +50,15 @@ CASES: dict[str, list[str]] = {
         "--policy",
         f"{EX}/policies/with-analysis.yaml",
     ],
+    # Notification subscriptions from the policy, as Argo's annotations on the Rollout.
+    "notifications-policy": [
+        "-f",
+        f"{EX}/services/myapp-istio.yaml",
+        "--policy",
+        f"{EX}/policies/with-notifications.yaml",
+        "--environment",
+        "prod",
+    ],
     # A policy that forbids overrides and disables traffic routing.
     "dev-policy-no-overrides": [
         "-f",
