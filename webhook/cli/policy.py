@@ -87,6 +87,12 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"{args.file}: invalid, {len(err.errors)} error(s):", file=sys.stderr)
         for problem in err.errors:
             print(f"  {problem}", file=sys.stderr)
+        if isinstance(doc, dict) and "rollout" in doc and "environments" not in doc:
+            print(
+                f"{args.file}: this looks like a Helm values file of the seed pattern: "
+                f"`rollout-webhook policy import {args.file}` makes a policy of it",
+                file=sys.stderr,
+            )
         return 2
     refused = () if schema is None else policy_plan_problems(policy, schema)
     if refused:

@@ -112,3 +112,13 @@ def test_policy_validate_without_a_crd_says_what_was_not_checked(
     code, _, err = run(["policy", "validate", misspelt], capsys)
     assert code == 0
     assert "note: no Rollout CRD at hand: strategy blocks were checked by the product's" in err
+
+
+def test_policy_validate_points_a_values_file_to_policy_import(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = write(tmp_path, "values-prod.yaml", "rollout:\n  enabled: true\n")
+    code, _, err = run(["policy", "validate", values], capsys)
+    assert code == 2
+    assert "  rollout: unknown key" in err
+    assert f"`rollout-webhook policy import {values}` makes a policy of it" in err
