@@ -152,11 +152,15 @@ def webhooks(namespace_scope: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return mutating, validating
 
 
-def policy_configmap(default_environment: str, *, broken: bool = False) -> str:
+def policy_configmap(
+    default_environment: str, *, broken: bool = False, step: dict[str, Any] | None = None
+) -> str:
     doc = json.loads(json.dumps(builtin_policy().document))
     doc["defaultEnvironment"] = default_environment
     if broken:
         doc["environments"]["prod"]["rollout"]["canary"]["steps"][0] = {"setWeight": 250}
+    if step is not None:
+        doc["environments"]["prod"]["rollout"]["canary"]["steps"][0] = step
     return json.dumps(
         {
             "apiVersion": "v1",
@@ -416,6 +420,11 @@ def test_policy_configmap_is_validated_and_reloaded(
 
     message = eventually(refused, "the bad policy to be refused")
     assert "environments.prod.rollout.canary.steps[0].setWeight" in message
+    # A step kind the served Rollout CRD does not have: refused by its schema, with the path.
+    misspelt = policy_configmap("dev", step={"setWieght": 5})
+    result = kubectl("apply", "-f", "-", input=misspelt, check=False)
+    assert result.returncode != 0
+    assert "environments.prod.rollout.canary.steps[0].setWieght: unknown field" in result.stderr
     assert get(kubectl, "configmap", "rollout-webhook-policy", "-n", WEBHOOK_NS) is None
 
     kubectl("apply", "-f", "-", input=policy_configmap("dev"))

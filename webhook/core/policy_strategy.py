@@ -30,11 +30,15 @@ STRATEGIES: tuple[Strategy, ...] = ("canary", "bluegreen")
 Path = tuple[str | int, ...]
 Problems = list[tuple[Path, str]]
 
+_ROLLOUT_SPEC = ("workloadRef", "selector", "replicas", "template")
+"""Fields of the Rollout's spec, not of a strategy: a block that holds one was written
+for another place, and the webhook sets them from the Deployment anyway."""
+
 PRODUCT_OWNED: Mapping[str, tuple[str, ...]] = {
     # The product clones the stable Service and finds the routes; ping-pong Services
     # replace exactly those (Argo refuses both together).
-    "canary": ("stableService", "canaryService", "trafficRouting", "pingPong"),
-    "blueGreen": ("activeService", "previewService"),
+    "canary": ("stableService", "canaryService", "trafficRouting", "pingPong", *_ROLLOUT_SPEC),
+    "blueGreen": ("activeService", "previewService", *_ROLLOUT_SPEC),
 }
 """Fields of a strategy the product generates for each service: a policy must not set
 them (one policy serves many services, each with its own Services and routes)."""

@@ -228,13 +228,10 @@ SOURCE = "(Rollout schema of argo-rollouts v1.9.1)"
             ],
         ),
         (
-            "canary: {workloadRef: {name: x}}",
+            "canary: {workloadRef: {name: x}, selector: {}}",
             [
-                "r.canary.workloadRef: unknown field (allowed: abortScaleDownDelaySeconds,"
-                " analysis, antiAffinity, canaryMetadata, dynamicStableScale, maxSurge,"
-                " maxUnavailable, minPodsPerReplicaSet, replicaProgressThreshold,"
-                " scaleDownDelayRevisionLimit, scaleDownDelaySeconds, stableMetadata, steps)"
-                f" {SOURCE}"
+                "r.canary.selector: is set by rollout-webhook for each service; remove it",
+                "r.canary.workloadRef: is set by rollout-webhook for each service; remove it",
             ],
         ),
         (
