@@ -51,9 +51,10 @@ for _kind in _INT_RANGES:
     _FORMATS.checks(_kind)(_in_range(_kind))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RolloutSchema:
-    """The ``openAPIV3Schema`` of the Rollout CRD, and where it came from."""
+    """The ``openAPIV3Schema`` of the Rollout CRD, and where it came from. Equal only to
+    itself (hashable, so judgements made with it can be remembered)."""
 
     schema: Mapping[str, Any]
     source: str

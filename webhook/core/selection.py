@@ -12,6 +12,7 @@ The rules of docs/labels.md, as pure functions:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +118,24 @@ class StrategyChoice:
 
 
 def _parse_rollout_annotation(
+    text: str, keys: Keys, schema: RolloutSchema | None
+) -> tuple[dict[str, Any] | None, list[Finding]]:
+    """The override block, or the findings that refuse it. The same annotation is judged
+    on every admission and reconcile pass of its Deployment, and judging it by the schema
+    costs milliseconds: the judgement is remembered per text and schema."""
+    parsed, findings = _judged_annotation(text, keys, schema)
+    return (json_copy(parsed) if parsed is not None else None), list(findings)
+
+
+@functools.lru_cache(maxsize=512)  # at most 16 KiB each: a few MiB
+def _judged_annotation(
+    text: str, keys: Keys, schema: RolloutSchema | None
+) -> tuple[dict[str, Any] | None, tuple[Finding, ...]]:
+    parsed, findings = _parse_and_check(text, keys, schema)
+    return parsed, tuple(findings)
+
+
+def _parse_and_check(
     text: str, keys: Keys, schema: RolloutSchema | None
 ) -> tuple[dict[str, Any] | None, list[Finding]]:
     where = f"annotation {keys.rollout}"

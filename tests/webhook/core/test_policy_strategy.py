@@ -305,3 +305,23 @@ def test_a_valid_override_with_a_new_step_kind_reaches_the_rollout() -> None:
     result = _convert(_policy({"canary": {"steps": [{"setWeight": 50}]}}), deployment=deployment)
     assert result.converted, result.warnings
     assert result.rollout["spec"]["strategy"]["canary"]["steps"] == steps
+
+
+def test_a_remembered_override_is_judged_again_by_another_schema() -> None:
+    """Judgements are remembered per annotation text and schema: the same text without a
+    schema (product rules only) and then with one gets each its own answer, and the block
+    handed out is a copy nobody can spoil for the next request."""
+    override = "canary: {steps: [{setMirorRoute: {name: m}}]}"
+    deployment = builders.opted_in("web", "prod", annotations={K.rollout: override})
+    policy = _policy({"canary": {"steps": [{"setWeight": 50}]}})
+    neighbours = Neighbours(services=(builders.service("web", "prod"),))
+    unchecked = plan_conversion(deployment, neighbours, policy)
+    assert unchecked.converted and unchecked.rollout is not None
+    unchecked.rollout["spec"]["strategy"]["canary"]["steps"].clear()  # a careless caller
+    again = plan_conversion(deployment, neighbours, policy)
+    assert again.rollout is not None
+    assert again.rollout["spec"]["strategy"]["canary"]["steps"] == [
+        {"setMirorRoute": {"name": "m"}}
+    ]
+    judged = _convert(policy, deployment=deployment)
+    assert judged.decision == "refuse"
