@@ -152,11 +152,15 @@ def webhooks(namespace_scope: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return mutating, validating
 
 
-def policy_configmap(default_environment: str, *, broken: bool = False) -> str:
+def policy_configmap(
+    default_environment: str, *, broken: bool = False, step: dict[str, Any] | None = None
+) -> str:
     doc = json.loads(json.dumps(builtin_policy().document))
     doc["defaultEnvironment"] = default_environment
     if broken:
         doc["environments"]["prod"]["rollout"]["canary"]["steps"][0] = {"setWeight": 250}
+    if step is not None:
+        doc["environments"]["prod"]["rollout"]["canary"]["steps"][0] = step
     return json.dumps(
         {
             "apiVersion": "v1",
@@ -416,6 +420,11 @@ def test_policy_configmap_is_validated_and_reloaded(
 
     message = eventually(refused, "the bad policy to be refused")
     assert "environments.prod.rollout.canary.steps[0].setWeight" in message
+    # A step kind the served Rollout CRD does not have: refused by its schema, with the path.
+    misspelt = policy_configmap("dev", step={"setWieght": 5})
+    result = kubectl("apply", "-f", "-", input=misspelt, check=False)
+    assert result.returncode != 0
+    assert "environments.prod.rollout.canary.steps[0].setWieght: unknown field" in result.stderr
     assert get(kubectl, "configmap", "rollout-webhook-policy", "-n", WEBHOOK_NS) is None
 
     kubectl("apply", "-f", "-", input=policy_configmap("dev"))
@@ -436,9 +445,9 @@ def test_policy_configmap_is_validated_and_reloaded(
 def test_a_rollout_the_served_schema_refuses_leaves_the_deployment_as_sent(
     cluster_server: tuple[Running, Any, Path],
 ) -> None:
-    """The policy's own checks pass this override; the Rollout CRD the cluster serves
+    """The product's own rules pass this override; the Rollout CRD the cluster serves
     refuses it. Admitted as sent: never stored at 0 replicas for a Rollout that cannot be
-    made, and the warning names the path."""
+    made, and the warning names the path in the annotation."""
     _, kubectl, _ = cluster_server
     written_after(kubectl, "schema-barrier")  # the webhook is in force
     manifest = json.loads(deployment("dry", SHOP))
@@ -447,7 +456,7 @@ def test_a_rollout_the_served_schema_refuses_leaves_the_deployment_as_sent(
         "    dryRun: [1]\n"
     }
     result = kubectl("apply", "-f", "-", input=json.dumps(manifest))
-    assert "spec.strategy.canary.analysis.dryRun[0]: 1 is not of type 'object'" in result.stderr
+    assert "rollout.canary.analysis.dryRun[0]: must be of type object" in result.stderr
     stored = get(kubectl, "deployment", "dry", "-n", SHOP)
     assert stored is not None
     assert stored["spec"]["replicas"] == 2

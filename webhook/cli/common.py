@@ -21,13 +21,14 @@ from webhook.core.errors import PolicyInvalid
 from webhook.core.policy import Policy, builtin_policy, policy_from_document
 
 
-def load_policy(path: str | None) -> Policy:
-    """The policy in a file (policy document or ConfigMap), or the built-in one."""
+def load_policy(path: str | None, schema: RolloutSchema | None = None) -> Policy:
+    """The policy in a file (policy document or ConfigMap), or the built-in one; with
+    ``schema`` its strategies are checked against the Rollout CRD's schema too."""
     if path is None:
         return builtin_policy()
     try:
         doc = load_single_document(path)
-        return policy_from_document(doc, source=path, name=path)
+        return policy_from_document(doc, source=path, name=path, rollout_schema=schema)
     except ManifestError as err:
         raise UsageError(str(err)) from None
     except PolicyInvalid as err:

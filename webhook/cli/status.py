@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,8 @@ from webhook.cli.common import load_policy
 from webhook.cli.errors import UsageError
 from webhook.core.actions import Emit
 from webhook.core.admission import neighbours_of
-from webhook.core.errors import PolicyInvalid
+from webhook.core.convert import Conversion
+from webhook.core.errors import Finding, PolicyInvalid
 from webhook.core.hpa import hpas_for
 from webhook.core.keys import DEFAULT_KEYS, Keys
 from webhook.core.objects import annotations_of, is_generated, name_of, namespace_of
@@ -105,7 +106,9 @@ def service_rows(
         converted = keys.rollout_name in annotations_of(deployment) or (
             rollout is not None and is_generated(rollout, keys)
         )
-        if not resolve_opt_in(deployment, neighbours.namespace, keys).opted_in and not converted:
+        opt_in = resolve_opt_in(deployment, neighbours.namespace, keys)
+        # A Deployment with an invalid opt-in label value is listed too, with the warning.
+        if not opt_in.opted_in and not converted and not opt_in.findings:
             continue
         plan = plan_reconcile(ns, name, deployment, neighbours, policy, now=now, keys=keys)
         conversion = plan.conversion
@@ -147,9 +150,19 @@ def service_rows(
                 "reconciler": reconciler_state(deployment, plan, keys),
                 "drift": [a.why for a in plan.actions if not isinstance(a, Emit)],
                 "policyVersion": annotations.get(keys.policy_version),
+                "warnings": _warnings(opt_in.findings, conversion),
             }
         )
     return rows
+
+
+def _warnings(label_findings: Sequence[Finding], conversion: Conversion | None) -> list[str]:
+    """What the owner of the service should hear: invalid label values, and the
+    conversion's warnings (a refusal's errors are in the reconciler's reason)."""
+    found = [f.message for f in label_findings]
+    if conversion is not None:
+        found += [f.message for f in conversion.findings if not f.is_error]
+    return list(dict.fromkeys(found))
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -253,6 +266,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     elif rows:
         sys.stdout.write(_table(rows))
+        for row in rows:
+            for message in row["warnings"]:
+                print(f"{row['namespace']}/{row['name']}: warning: {message}", file=sys.stderr)
     else:
         print("no opted-in services", file=sys.stderr)
     return 0

@@ -450,6 +450,7 @@ def _skip_checks(
     policy: Policy,
     keys: Keys,
     forced_environment: str | None,
+    schema: RolloutSchema | None = None,
 ) -> _Admitted | Conversion:
     """The Deployment's environment and strategy choice, or why it is skipped or refused."""
     version = str(policy.version)
@@ -467,7 +468,8 @@ def _skip_checks(
             [error("unknown-environment", f"policy has no environment {where}")],
             version=version,
         )
-    admitted = _Admitted(opt_in, env_choice.source, env, resolve_strategy(deployment, env, keys))
+    choice = resolve_strategy(deployment, env, keys, schema)
+    admitted = _Admitted(opt_in, env_choice.source, env, choice)
     refusal = _switched_off(admitted, keys) or _invalid_replicas(deployment)
     if refusal is None:
         return admitted
@@ -653,8 +655,10 @@ def _rollout_manifest(
     replicas: int,
     strategy_spec: Obj,
     keys: Keys,
+    notifications: Mapping[str, str],
 ) -> Obj:
-    """The Rollout: the Deployment's name, labels and selector, its pods by workloadRef."""
+    """The Rollout: the Deployment's name, labels and selector, its pods by workloadRef,
+    and the notification subscriptions of its policy as Argo's annotations."""
     name = name_of(deployment)
     labels = carried_labels(labels_of(deployment), keys)
     labels[keys.managed] = "true"
@@ -663,7 +667,7 @@ def _rollout_manifest(
         "name": name,
         "namespace": namespace_of(deployment),
         "labels": labels,
-        "annotations": applied.annotations(keys),
+        "annotations": {**applied.annotations(keys), **notifications},
     }
     owners = owner_reference(deployment)
     if owners:
@@ -717,7 +721,9 @@ def plan_conversion(
     objects: the Deployment as admitted, the Rollout, the generated Service, the HPAs.
     """
     version = str(policy.version)
-    admitted = _skip_checks(deployment, neighbours.namespace, policy, keys, environment)
+    admitted = _skip_checks(
+        deployment, neighbours.namespace, policy, keys, environment, rollout_schema
+    )
     if isinstance(admitted, Conversion):
         return admitted
     env = admitted.env
@@ -763,7 +769,9 @@ def plan_conversion(
         deployment=_converted_deployment(deployment, applied, size, stored, keys),
         environment=env.name,
         strategy=strategy,
-        rollout=_rollout_manifest(deployment, applied, size, analysis.strategy, keys),
+        rollout=_rollout_manifest(
+            deployment, applied, size, analysis.strategy, keys, admitted.choice.notifications
+        ),
         services=services,
         hpas=tuple(retarget_hpa(h, name) for h in hpas if not targets(h, "Rollout", name)),
         routes=layout.traffic.routes,

@@ -51,9 +51,10 @@ for _kind in _INT_RANGES:
     _FORMATS.checks(_kind)(_in_range(_kind))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RolloutSchema:
-    """The ``openAPIV3Schema`` of the Rollout CRD, and where it came from."""
+    """The ``openAPIV3Schema`` of the Rollout CRD, and where it came from. Equal only to
+    itself (hashable, so judgements made with it can be remembered)."""
 
     schema: Mapping[str, Any]
     source: str
@@ -63,6 +64,23 @@ class RolloutSchema:
     def validator(self) -> Any:
         # OpenAPI v3.0 schemas are draft-4 JSON Schema with extensions the validator ignores.
         return jsonschema.Draft4Validator(self.schema, format_checker=_FORMATS)
+
+    @functools.cached_property
+    def _block_validators(self) -> dict[tuple[str, tuple[str, ...]], Any]:
+        return {}
+
+    def block_validator(self, field: str, left_out: tuple[str, ...] = ()) -> Any | None:
+        """A validator of ``spec.strategy.<field>`` alone, strict, without ``left_out``
+        (made once per schema; None when the schema does not describe the field)."""
+        key = (field, left_out)
+        if key not in self._block_validators:
+            block = strategy_field_schema(self, field, left_out=left_out)
+            self._block_validators[key] = (
+                None
+                if block is None
+                else jsonschema.Draft4Validator(block, format_checker=_FORMATS)
+            )
+        return self._block_validators[key]
 
 
 def rollout_schema_from_crd(crd: Mapping[str, Any], *, source: str) -> RolloutSchema:
@@ -99,3 +117,87 @@ def rollout_problems(schema: RolloutSchema, rollout: Mapping[str, Any]) -> tuple
     body = {k: v for k, v in rollout.items() if k != "metadata"}
     errors = sorted(schema.validator.iter_errors(body), key=lambda e: list(map(str, e.path)))
     return tuple(f"{_path(e)}: {_message(e)}" for e in errors[:MAX_PROBLEMS])
+
+
+# ---------------------------------------------------------------------------
+# A strategy block of the policy, judged by the same schema, strictly.
+
+STRATEGY_FIELDS = ("canary", "blueGreen")
+
+
+def _strict(schema: Any) -> Any:
+    """The schema with unknown fields refused wherever it lists its fields: the API server
+    would prune a misspelt field of a Rollout, a policy must refuse it."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def strategy_field_schema(
+    schema: RolloutSchema, field: str, *, left_out: tuple[str, ...] = ()
+) -> Mapping[str, Any] | None:
+    """The strict schema of ``spec.strategy.<field>`` without the fields ``left_out`` (those
+    the product sets itself), or None when the served schema does not describe it."""
+    node: Any = schema.schema
+    for step in ("spec", "strategy", field):
+        node = (node.get("properties") or {}).get(step) if isinstance(node, Mapping) else None
+    if not isinstance(node, Mapping):
+        return None
+    strict = dict(_strict(node))
+    strict["properties"] = {
+        k: v for k, v in (strict.get("properties") or {}).items() if k not in left_out
+    }
+    if "required" in strict:
+        strict["required"] = [k for k in strict["required"] if k not in left_out]
+        if not strict["required"]:
+            del strict["required"]
+    return strict
+
+
+@dataclass(frozen=True)
+class BlockProblem:
+    """One thing the schema refuses in a block: the path inside it and what is wrong."""
+
+    path: tuple[str | int, ...]
+    message: str
+
+
+def _described(error: Any) -> list[BlockProblem]:
+    path = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        known = sorted((error.schema.get("properties") or {}).keys())
+        allowed = f" (allowed: {', '.join(known)})" if known else ""
+        return [
+            BlockProblem((*path, str(key)), f"unknown field{allowed}")
+            for key in error.instance
+            if key not in (error.schema.get("properties") or {})
+        ]
+    if error.validator == "required":
+        missing = str(error.message).split("'")[1] if "'" in str(error.message) else ""
+        return [BlockProblem((*path, missing), "is required")]
+    if error.validator == "type":
+        return [BlockProblem(path, f"must be of type {error.validator_value}")]
+    if error.validator == "anyOf" and error.schema.get("x-kubernetes-int-or-string"):
+        return [BlockProblem(path, "must be an integer or a string")]
+    return [BlockProblem(path, _message(error))]
+
+
+def path_order(path: Any) -> list[tuple[int, int, str]]:
+    """A sort key for paths of mixed keys and indexes: indexes in number order."""
+    return [(0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in path]
+
+
+def block_problems(validator: Any, block: object) -> list[BlockProblem]:
+    """What a block validator (``RolloutSchema.block_validator``) refuses in ``block``,
+    in path order."""
+    errors = sorted(validator.iter_errors(block), key=lambda e: path_order(e.absolute_path))
+    return [problem for e in errors for problem in _described(e)]

@@ -25,6 +25,7 @@ from webhook.core.analysis import (
     without_analysis,
 )
 from webhook.core.bounded_yaml import YAMLRefused, load_bounded
+from webhook.core.crd_schema import RolloutSchema
 from webhook.core.default_policy import DEFAULT_POLICY_YAML
 from webhook.core.errors import FieldError, PolicyInvalid
 from webhook.core.objects import json_copy
@@ -115,11 +116,21 @@ def policy_digest(doc: Mapping[str, Any]) -> str:
 
 
 def parse_policy(
-    doc: object, *, name: str = "built-in", resource_version: str = "", source: str = "policy"
+    doc: object,
+    *,
+    name: str = "built-in",
+    resource_version: str = "",
+    source: str = "policy",
+    rollout_schema: RolloutSchema | None = None,
 ) -> Policy:
-    """Validate a parsed policy document and build the Policy; raises PolicyInvalid."""
-    # The analysis keys have their own module (webhook.core.analysis).
-    errors = [*validate_policy_document(without_analysis(doc)), *validate_analysis(doc)]
+    """Validate a parsed policy document and build the Policy; raises PolicyInvalid.
+    With ``rollout_schema`` (the Rollout CRD's) strategy blocks are checked against it
+    too; without, by the product's rules only. The analysis keys have their own module
+    (webhook.core.analysis)."""
+    errors = [
+        *validate_policy_document(without_analysis(doc), rollout_schema),
+        *validate_analysis(doc),
+    ]
     if errors:
         raise PolicyInvalid(tuple(errors), source)
     top = cast(Mapping[str, Any], doc)
@@ -165,14 +176,28 @@ def load_yaml(text: str, source: str) -> object:
 
 
 def parse_policy_text(
-    text: str, *, name: str = "built-in", resource_version: str = "", source: str = "policy"
+    text: str,
+    *,
+    name: str = "built-in",
+    resource_version: str = "",
+    source: str = "policy",
+    rollout_schema: RolloutSchema | None = None,
 ) -> Policy:
     return parse_policy(
-        load_yaml(text, source), name=name, resource_version=resource_version, source=source
+        load_yaml(text, source),
+        name=name,
+        resource_version=resource_version,
+        source=source,
+        rollout_schema=rollout_schema,
     )
 
 
-def policy_from_configmap(configmap: Mapping[str, Any], *, source: str | None = None) -> Policy:
+def policy_from_configmap(
+    configmap: Mapping[str, Any],
+    *,
+    source: str | None = None,
+    rollout_schema: RolloutSchema | None = None,
+) -> Policy:
     """The policy held by a ConfigMap under the ``policy.yaml`` key."""
     meta = configmap.get("metadata") or {}
     name = f"{meta.get('namespace', '')}/{meta.get('name', '')}".strip("/") or "configmap"
@@ -186,15 +211,25 @@ def policy_from_configmap(configmap: Mapping[str, Any], *, source: str | None = 
             (FieldError(f"data.{POLICY_CONFIGMAP_KEY}", "must be a string"),), where
         )
     return parse_policy_text(
-        text, name=name, resource_version=str(meta.get("resourceVersion", "")), source=where
+        text,
+        name=name,
+        resource_version=str(meta.get("resourceVersion", "")),
+        source=where,
+        rollout_schema=rollout_schema,
     )
 
 
-def policy_from_document(doc: object, *, source: str, name: str | None = None) -> Policy:
+def policy_from_document(
+    doc: object,
+    *,
+    source: str,
+    name: str | None = None,
+    rollout_schema: RolloutSchema | None = None,
+) -> Policy:
     """A policy from a parsed file: either the policy itself or a ConfigMap holding it."""
     if isinstance(doc, Mapping) and doc.get("kind") == "ConfigMap":
-        return policy_from_configmap(doc, source=source)
-    return parse_policy(doc, name=name or source, source=source)
+        return policy_from_configmap(doc, source=source, rollout_schema=rollout_schema)
+    return parse_policy(doc, name=name or source, source=source, rollout_schema=rollout_schema)
 
 
 @functools.cache

@@ -418,6 +418,11 @@ def _converge(
                 f"converted to a Rollout ({conversion.environment} {conversion.strategy})",
             )
         )
+    invalid_labels = [f.message for f in conversion.findings if f.code == "label-value"]
+    if writes and invalid_labels:
+        # Said when the reconciler acts on the service, not on every pass (admission
+        # answers its requester with the same warning).
+        actions.append(Emit("InvalidLabel", "; ".join(invalid_labels)[:1000], "Warning"))
     state = "converting" if writes else "converted"
     return ReconcilePlan(
         namespace, name, state, conversion.reason, tuple(actions), conversion=conversion

@@ -12,17 +12,20 @@ The rules of docs/labels.md, as pure functions:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from webhook.core.bounded_yaml import YAMLRefused, load_bounded
+from webhook.core.crd_schema import RolloutSchema
 from webhook.core.errors import Finding, error, warning
 from webhook.core.keys import Keys
 from webhook.core.objects import annotations_of, json_copy, labels_of, name_of, namespace_of
 from webhook.core.policy import Environment, Policy
+from webhook.core.policy_notifications import subscription_annotations
 from webhook.core.policy_schema import STRATEGIES, Strategy, validate_rollout_block
 
 MAX_OVERRIDE_BYTES = 16 * 1024
@@ -42,23 +45,24 @@ def resolve_opt_in(
 ) -> OptIn:
     own = labels_of(deployment).get(keys.enabled)
     ns_value = labels_of(namespace).get(keys.enabled) if namespace else None
-    findings: list[Finding] = []
-    if own is not None and own not in ("true", "false"):
-        findings.append(
-            warning(
-                "label-value",
-                f'label {keys.enabled}={own!r} on the Deployment is neither "true" nor "false"',
-            )
+    ns = name_of(namespace) if namespace else namespace_of(deployment)
+    # An invalid value counts as no label, and is said on every path: a Deployment
+    # labelled "yes" in an opted-in Namespace is converted, but its owner hears why.
+    findings = tuple(
+        warning(
+            "label-value",
+            f'label {keys.enabled}={value!r} on {where} is neither "true" nor "false"; ignored',
         )
-        own = None
+        for value, where in ((own, "the Deployment"), (ns_value, f"Namespace {ns}"))
+        if value is not None and value not in ("true", "false")
+    )
     if own == "false":
-        return OptIn(False, f"opted out by label {keys.enabled}=false on the Deployment")
+        return OptIn(False, f"opted out by label {keys.enabled}=false on the Deployment", findings)
     if own == "true":
-        return OptIn(True, f"opted in by label {keys.enabled}=true on the Deployment")
+        return OptIn(True, f"opted in by label {keys.enabled}=true on the Deployment", findings)
     if ns_value == "true":
-        ns = name_of(namespace) if namespace else namespace_of(deployment)
-        return OptIn(True, f"opted in by label {keys.enabled}=true on Namespace {ns}")
-    return OptIn(False, "not opted in", tuple(findings))
+        return OptIn(True, f"opted in by label {keys.enabled}=true on Namespace {ns}", findings)
+    return OptIn(False, "not opted in", findings)
 
 
 @dataclass(frozen=True)
@@ -109,9 +113,31 @@ class StrategyChoice:
     strategy: Strategy
     block: Mapping[str, Any]
     findings: tuple[Finding, ...]
+    notifications: Mapping[str, str] = field(default_factory=dict)
+    """The Rollout's notification annotations (``webhook.core.policy_notifications``)."""
 
 
-def _parse_rollout_annotation(text: str, keys: Keys) -> tuple[dict[str, Any] | None, list[Finding]]:
+def _parse_rollout_annotation(
+    text: str, keys: Keys, schema: RolloutSchema | None
+) -> tuple[dict[str, Any] | None, list[Finding]]:
+    """The override block, or the findings that refuse it. The same annotation is judged
+    on every admission and reconcile pass of its Deployment, and judging it by the schema
+    costs milliseconds: the judgement is remembered per text and schema."""
+    parsed, findings = _judged_annotation(text, keys, schema)
+    return (json_copy(parsed) if parsed is not None else None), list(findings)
+
+
+@functools.lru_cache(maxsize=512)  # at most 16 KiB each: a few MiB
+def _judged_annotation(
+    text: str, keys: Keys, schema: RolloutSchema | None
+) -> tuple[dict[str, Any] | None, tuple[Finding, ...]]:
+    parsed, findings = _parse_and_check(text, keys, schema)
+    return parsed, tuple(findings)
+
+
+def _parse_and_check(
+    text: str, keys: Keys, schema: RolloutSchema | None
+) -> tuple[dict[str, Any] | None, list[Finding]]:
     where = f"annotation {keys.rollout}"
     try:
         value = load_bounded(text, max_bytes=MAX_OVERRIDE_BYTES)
@@ -126,14 +152,21 @@ def _parse_rollout_annotation(text: str, keys: Keys) -> tuple[dict[str, Any] | N
     # The seed writes the block under a top-level `rollout:` key; accept it with or without.
     if isinstance(value, Mapping) and set(value) == {"rollout"}:
         value = value["rollout"]
-    problems = validate_rollout_block(value, "rollout")
+    problems = validate_rollout_block(value, "rollout", schema)
     if problems:
         return None, [error("annotation-invalid", f"{where}: {p}") for p in problems]
     assert isinstance(value, dict)
     return value, []
 
 
-def resolve_strategy(deployment: Mapping[str, Any], env: Environment, keys: Keys) -> StrategyChoice:
+def resolve_strategy(
+    deployment: Mapping[str, Any],
+    env: Environment,
+    keys: Keys,
+    schema: RolloutSchema | None = None,
+) -> StrategyChoice:
+    """The environment's block with the service's overrides merged over it; with
+    ``schema`` (the Rollout CRD's) the override is also checked against it."""
     annotations = annotations_of(deployment)
     findings: list[Finding] = []
     # A shallow copy: only top-level keys are set below, merge_blocks makes new dicts, and
@@ -154,7 +187,7 @@ def resolve_strategy(deployment: Mapping[str, Any], env: Environment, keys: Keys
         )
     elif overrides:
         if rollout_override:
-            parsed, problems = _parse_rollout_annotation(rollout_override, keys)
+            parsed, problems = _parse_rollout_annotation(rollout_override, keys, schema)
             findings.extend(problems)
             if parsed is not None:
                 # The environment's kill switch cannot be turned back on by a service.
@@ -180,4 +213,5 @@ def resolve_strategy(deployment: Mapping[str, Any], env: Environment, keys: Keys
         strategy=strategy,
         block=json_copy(settings),
         findings=tuple(findings),
+        notifications=subscription_annotations(block.get("notifications")),
     )

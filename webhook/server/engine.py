@@ -37,6 +37,7 @@ from webhook.core.crd_schema import RolloutSchema
 from webhook.core.errors import PolicyInvalid
 from webhook.core.keys import Keys
 from webhook.core.policy import Policy, policy_from_configmap
+from webhook.core.policy_strategy import NO_SCHEMA_WARNING
 from webhook.core.review import (
     AdmissionPlan,
     AdmissionRequest,
@@ -392,11 +393,11 @@ class AdmissionEngine:
             written = self._finish("validate", request, plan, self.policy(), [], response, started)
             await self.recorded(written, self.left(started, budget))
             return response
+        schema = self.rollout_schema()
         try:
-            policy = policy_from_configmap(obj)
+            policy = policy_from_configmap(obj, rollout_schema=schema)
         except PolicyInvalid as err:
             return await self._deny_policy(request, str(err), started, budget)
-        schema = self.rollout_schema()
         refused = () if schema is None else policy_plan_problems(policy, schema)
         templates = template_schema_problems(policy.analysis, self.template_schemas())
         refused = (*refused, *(str(problem) for problem in templates))
@@ -406,6 +407,9 @@ class AdmissionEngine:
         # by hand later, and the condition check is a heuristic.
         rollouts = {name: env.rollout for name, env in policy.environments.items()}
         warned = tuple(policy_analysis_warnings(policy.analysis, rollouts))
+        # Without the CRD, Argo's fields are not judged: the user is told so.
+        if schema is None:
+            warned = (*warned, f"{PRODUCT}: {NO_SCHEMA_WARNING}")
         plan = AdmissionPlan("allow", f"policy {policy.version} is valid", warnings=warned)
         response = allowed(request["uid"], warnings=warned, audit_annotations={"decision": "allow"})
         written = self._finish("validate", request, plan, policy, [], response, started)

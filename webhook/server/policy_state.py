@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from webhook.core.crd_schema import RolloutSchema
 from webhook.core.errors import PolicyInvalid
 from webhook.core.policy import Policy, builtin_policy, policy_from_configmap
 
@@ -47,6 +48,9 @@ class PolicyState:
         self._on_condition = on_condition
         self.last_error: PolicyInvalid | None = None
         self.listeners: list[Callable[[Policy], None]] = []
+        self.rollout_schema: Callable[[], RolloutSchema | None] = lambda: None
+        """The served Rollout schema a reloaded policy's strategies are checked against
+        (None: by the product's rules only, as at start before the CRD's watch has it)."""
         self._tell()
 
     @property
@@ -108,7 +112,7 @@ class PolicyState:
     def apply_configmap(self, configmap: Mapping[str, Any]) -> bool:
         """Take the policy from an added or changed ConfigMap; False when refused."""
         try:
-            policy = policy_from_configmap(configmap)
+            policy = policy_from_configmap(configmap, rollout_schema=self.rollout_schema())
         except PolicyInvalid as err:
             self.last_error = err
             if self.current is None:

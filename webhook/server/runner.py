@@ -150,6 +150,7 @@ def _build(
         settings, _cert_dir(settings, cluster, clock, cleanups), metrics
     )
     policy_state = _policy_state(settings, metrics, with_cluster=cluster is not None)
+    policy_state.rollout_schema = _rollout_schema(cluster)
 
     # Cluster: watch-fed caches and the writer, or an empty view and no writes.
     view = MemoryClusterView() if cluster is None else cluster.view

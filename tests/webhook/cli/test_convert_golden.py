@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.schemas import validate_object
+from tests.schemas import CRD_DIR, validate_object
 from webhook.cli import main as cli
 
 CORE_COMMANDS = ("webhook.cli.convert", "webhook.cli.policy")
@@ -54,6 +54,15 @@ CASES: dict[str, list[str]] = {
     "staging-istio-subsets": ["-f", f"{EX}/services/myapp-istio-subsets.yaml"],
     # A header route step from the service's own rollout block: managedRoutes generated.
     "prod-header-routing-httproute": ["-f", f"{EX}/services/myapp-header-routing.yaml"],
+    # Notification subscriptions from the policy, as Argo's annotations on the Rollout.
+    "notifications-policy": [
+        "-f",
+        f"{EX}/services/myapp-istio.yaml",
+        "--policy",
+        f"{EX}/policies/with-notifications.yaml",
+        "--environment",
+        "prod",
+    ],
     # A policy that forbids overrides and disables traffic routing.
     "dev-policy-no-overrides": [
         "-f",
@@ -66,11 +75,15 @@ CASES: dict[str, list[str]] = {
 }
 
 
+CRD = str(CRD_DIR / "argo-rollouts-v1.9.1-rollout.yaml")
+
+
 def run_convert(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """`convert` judged by the released Rollout CRD, as in a cluster with Argo Rollouts."""
     cwd = Path.cwd()
     os.chdir(REPO)
     try:
-        code = main(["convert", *args])
+        code = main(["convert", "--crd", CRD, *args])
     finally:
         os.chdir(cwd)
     out, err = capsys.readouterr()
@@ -91,6 +104,20 @@ def test_golden(case: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+def test_converting_the_output_again_changes_nothing(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A GitOps repository holding convert's output can be previewed again: the Rollout
+    and Services it generated are recognised as the Deployment's, not refused."""
+    first = tmp_path / "first.yaml"
+    first.write_text((GOLDEN / f"{case}.yaml").read_text())
+    args = [a if a != CASES[case][1] else str(first) for a in CASES[case]]
+    code, out, err = run_convert(args, capsys)
+    assert code == 0, err
+    assert out == first.read_text()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_golden_outputs_validate(case: str) -> None:
     docs = [d for d in yaml.safe_load_all((GOLDEN / f"{case}.yaml").read_text()) if d]
     assert any(d["kind"] == "Rollout" for d in docs)
@@ -99,8 +126,10 @@ def test_golden_outputs_validate(case: str) -> None:
 
 
 def test_every_example_policy_validates(capsys: pytest.CaptureFixture[str]) -> None:
+    """By the product's rules and by the released Rollout schema."""
     for path in sorted((REPO / EX / "policies").glob("*.yaml")):
         assert main(["policy", "validate", str(path)]) == 0, capsys.readouterr().err
+        assert main(["policy", "validate", str(path), "--crd", CRD]) == 0, capsys.readouterr().err
 
 
 def test_example_analysis_template_matches_crd() -> None:

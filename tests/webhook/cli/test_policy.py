@@ -71,5 +71,54 @@ def test_policy_validate_with_the_crd_refuses_rollouts_the_cluster_would_refuse(
     assert run(["policy", "validate", path], capsys)[0] == 0  # its own checks pass
     code, _, err = run(["policy", "validate", path, "--crd", crd], capsys)
     assert code == 2
-    assert "environments.prod.rollout: the Rollout it makes is refused by the schema" in err
-    assert "scaleDownDelaySeconds: 99999999999 is out of range for int32" in err
+    assert (
+        "environments.prod.rollout.blueGreen.scaleDownDelaySeconds: 99999999999 is out of range"
+        " for int32" in err
+    )
+
+
+CRD = str(CRD_DIR / "argo-rollouts-v1.9.1-rollout.yaml")
+STEPS_POLICY = (
+    "defaultEnvironment: prod\n"
+    "environments:\n"
+    "  prod:\n"
+    "    rollout:\n"
+    "      canary:\n"
+    "        steps:\n"
+    "          - setHeaderRoute: {name: h, match: [{headerName: X, headerValue: {exact: y}}]}\n"
+    "          - setMirrorRoute: {name: m, percentage: 20}\n"
+    "          - plugin: {name: example/step, config: {a: 1}}\n"
+    "          - setWeight: 50\n"
+)
+
+
+def test_policy_validate_accepts_every_argo_step_and_refuses_a_misspelt_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = write(tmp_path, "good.yaml", STEPS_POLICY)
+    code, out, err = run(["policy", "validate", good, "--crd", CRD], capsys)
+    assert (code, err) == (0, "")
+    assert "valid (1 environment(s): prod" in out
+    bad = write(tmp_path, "bad.yaml", STEPS_POLICY.replace("setMirrorRoute", "setMirorRoute"))
+    code, _, err = run(["policy", "validate", bad, "--crd", CRD], capsys)
+    assert code == 2
+    assert "  environments.prod.rollout.canary.steps[1].setMirorRoute: unknown field" in err
+
+
+def test_policy_validate_without_a_crd_says_what_was_not_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    misspelt = write(tmp_path, "p.yaml", STEPS_POLICY.replace("setMirrorRoute", "setMirorRoute"))
+    code, _, err = run(["policy", "validate", misspelt], capsys)
+    assert code == 0
+    assert "note: no Rollout CRD at hand: strategy blocks were checked by the product's" in err
+
+
+def test_policy_validate_points_a_values_file_to_policy_import(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = write(tmp_path, "values-prod.yaml", "rollout:\n  enabled: true\n")
+    code, _, err = run(["policy", "validate", values], capsys)
+    assert code == 2
+    assert "  rollout: unknown key" in err
+    assert f"`rollout-webhook policy import {values}` makes a policy of it" in err

@@ -102,3 +102,20 @@ def test_rows_say_pending_failing_and_blocked_with_the_reason() -> None:
     rows = {r["name"]: r for r in service_rows(snapshot(api), policy, NOW)}
     assert rows["bg"]["reconciler"]["state"] == "blocked"
     assert "no Service for blue-green" in rows["bg"]["reconciler"]["reason"]
+
+
+def test_rows_carry_invalid_label_values_as_warnings() -> None:
+    api = FakeAPI()
+    plain_ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}}
+    for obj in (plain_ns, deployment("web", labels={K.enabled: "yes"}), service()):
+        api.put(obj)
+    (row,) = service_rows(snapshot(api), builtin_policy(), NOW)
+    assert row["name"] == "web"
+    assert row["warnings"] == [
+        f'label {K.enabled}=\'yes\' on the Deployment is neither "true" nor "false"; ignored'
+    ]
+    opted_in_ns = {**plain_ns, "metadata": {"name": "prod", "labels": {K.enabled: "true"}}}
+    api.put(opted_in_ns)
+    (row,) = service_rows(snapshot(api), builtin_policy(), NOW)
+    assert row["environment"] == "prod"  # converted by the Namespace's label, still warned
+    assert row["warnings"][0].startswith(f"label {K.enabled}='yes' on the Deployment")

@@ -1130,3 +1130,12 @@ def test_a_conversion_is_all_or_nothing_when_one_right_is_missing() -> None:
     assert sent_back(request, plan)["metadata"]["annotations"] == {
         K.refused: "erin may not patch httproutes.gateway.networking.k8s.io"
     }
+
+
+def test_an_invalid_label_value_in_an_opted_in_namespace_is_an_admission_warning() -> None:
+    """docs/labels.md: an invalid value is ignored and said; the Namespace opts it in."""
+    namespace = builders.namespace(NS, {K.enabled: "true"})
+    dep = builders.opted_in(labels={K.enabled: "yes"})
+    plan = decide(decide_deployment, review(dep), [namespace, builders.service()])
+    assert plan.decision == "convert"
+    assert f"label {K.enabled}='yes' on the Deployment is neither" in plan.warnings[0]

@@ -14,6 +14,7 @@ from webhook.core.convert import Neighbours, plan_conversion, policy_plan_proble
 from webhook.core.crd_schema import (
     RolloutSchema,
     SchemaUnusable,
+    block_problems,
     rollout_problems,
     rollout_schema_from_crd,
 )
@@ -125,7 +126,11 @@ def test_a_conversion_the_schema_refuses_admits_the_deployment_as_sent(
     assert judged.decision == "refuse"
     assert judged.rollout is None
     assert judged.deployment == sent  # never at 0 replicas for a Rollout that cannot be made
-    assert any("analysis.dryRun[0]: 1 is not of type 'object'" in w for w in judged.warnings)
+    # The override itself is judged by the schema, before any Rollout is made from it.
+    assert judged.warnings == (
+        "annotation rollout-webhook.io/rollout: rollout.canary.analysis.dryRun[0]: must be of"
+        " type object (Rollout schema of the CRD)",
+    )
 
 
 @pytest.mark.parametrize("replicas", [-5, 2**31, "3", 2.5])
@@ -136,3 +141,42 @@ def test_a_deployment_with_an_invalid_replica_count_is_not_patched(replicas: obj
     assert result.decision == "refuse"
     assert result.deployment["spec"]["replicas"] == replicas
     assert any("spec.replicas" in w and "not a valid count" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize(
+    ("block", "problems"),
+    [
+        ({"steps": [{"setWeight": 5}], "maxSurge": "25%"}, []),
+        ({"maxSurge": [1]}, [(("maxSurge",), "must be an integer or a string")]),
+        (
+            {"steps": [{"pause": {"duration": True}}]},
+            [(("steps", 0, "pause", "duration"), "must be an integer or a string")],
+        ),
+        ({"dynamicStableScale": "yes"}, [(("dynamicStableScale",), "must be of type boolean")]),
+        (
+            {"steps": [{"plugin": {}}], "canaryService": "x"},
+            [
+                (
+                    ("canaryService",),
+                    "unknown field (allowed: abortScaleDownDelaySeconds, analysis,"
+                    " antiAffinity, canaryMetadata, dynamicStableScale, maxSurge, maxUnavailable,"
+                    " minPodsPerReplicaSet, pingPong, replicaProgressThreshold,"
+                    " scaleDownDelayRevisionLimit, scaleDownDelaySeconds, stableMetadata, steps,"
+                    " trafficRouting)",
+                ),
+                (("steps", 0, "plugin", "name"), "is required"),
+            ],
+        ),
+    ],
+)
+def test_a_strategy_block_is_judged_strictly_without_the_fields_left_out(
+    schema: RolloutSchema, block: dict[str, Any], problems: list[tuple[Any, str]]
+) -> None:
+    validator = schema.block_validator("canary", ("stableService", "canaryService"))
+    assert validator is schema.block_validator("canary", ("stableService", "canaryService"))
+    assert [(p.path, p.message) for p in block_problems(validator, block)] == problems
+
+
+def test_a_schema_without_strategies_judges_no_block() -> None:
+    bare = RolloutSchema({"type": "object", "properties": {"spec": {"type": "object"}}}, "bare")
+    assert bare.block_validator("canary") is None

@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 
+from tests.webhook.core.conftest import released_rollout_schema
 from webhook.core.errors import PolicyInvalid
 from webhook.core.policy import (
     builtin_policy,
@@ -26,8 +27,9 @@ environments:
 
 
 def errors_of(text: str) -> list[str]:
+    """The errors of a policy judged by the product's rules and the released schema."""
     with pytest.raises(PolicyInvalid) as caught:
-        parse_policy_text(textwrap.dedent(text))
+        parse_policy_text(textwrap.dedent(text), rollout_schema=released_rollout_schema())
     return [str(e) for e in caught.value.errors]
 
 
@@ -85,7 +87,7 @@ def test_digest_ignores_formatting() -> None:
         ),
         (
             "canary: {steps: [{setWieght: 10}]}",
-            "environments.prod.rollout.canary.steps[0].setWieght: unknown key",
+            "environments.prod.rollout.canary.steps[0].setWieght: unknown field",
         ),
         (
             "canary: {steps: [{setWeight: 10, pause: {}}]}",
@@ -105,18 +107,18 @@ def test_digest_ignores_formatting() -> None:
             "environments.prod.rollout.strategy: must be one of canary, bluegreen",
         ),
         ("enabled: yes-please", "environments.prod.rollout.enabled: must be true or false"),
-        ("canary: {stepz: []}", "environments.prod.rollout.canary.stepz: unknown key"),
+        ("canary: {stepz: []}", "environments.prod.rollout.canary.stepz: unknown field"),
         (
             "canary: {steps: {setWeight: 1}}",
             "environments.prod.rollout.canary.steps: must be a list",
         ),
         (
             "canary: {steps: [{analysis: {templates: []}}]}",
-            "environments.prod.rollout.canary.steps[0].analysis.templates: must not be empty",
+            "environments.prod.rollout.canary.steps[0].analysis.templates: must name at least one",
         ),
         (
             "canary: {steps: [{analysis: {templates: [{name: x}]}}]}",
-            "environments.prod.rollout.canary.steps[0].analysis.templates[0].name: unknown key",
+            "environments.prod.rollout.canary.steps[0].analysis.templates[0].name: unknown field",
         ),
         (
             "canary: {steps: [{analysis: {templates: [{templateName: a}], args: [{name: n}]}}]}",
@@ -125,7 +127,7 @@ def test_digest_ignores_formatting() -> None:
         (
             "canary: {steps: [{analysis: {templates: [{templateName: a}], "
             "args: [{name: n, value: 3}]}}]}",
-            "environments.prod.rollout.canary.steps[0].analysis.args[0].value: must be a string",
+            "environments.prod.rollout.canary.steps[0].analysis.args[0].value: must be of type string",
         ),
         (
             "canary: {steps: [{setCanaryScale: {weight: 10, replicas: 2}}]}",
@@ -146,7 +148,7 @@ def test_digest_ignores_formatting() -> None:
         ),
         (
             "blueGreen: {autoPromotionEnabled: 'false'}",
-            "environments.prod.rollout.blueGreen.autoPromotionEnabled: must be true or false",
+            "environments.prod.rollout.blueGreen.autoPromotionEnabled: must be of type boolean",
         ),
         (
             "blueGreen: {scaleDownDelaySeconds: -5}",
@@ -158,9 +160,13 @@ def test_digest_ignores_formatting() -> None:
         ),
         (
             "blueGreen: {prePromotionAnalysis: {templates: [{}]}}",
-            "environments.prod.rollout.blueGreen.prePromotionAnalysis.templates[0].templateName",
+            "environments.prod.rollout.blueGreen.prePromotionAnalysis.templates[0].templateName: is"
+            " required",
         ),
-        ("blueGreen: {activeService: x}", "environments.prod.rollout.blueGreen.activeService"),
+        (
+            "blueGreen: {activeService: x}",
+            "environments.prod.rollout.blueGreen.activeService: is set by rollout-webhook",
+        ),
     ],
 )
 def test_rollout_block_errors(rollout: str, expected: str) -> None:

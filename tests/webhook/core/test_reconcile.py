@@ -808,3 +808,21 @@ def test_a_drain_leaves_the_size_of_a_rollout_an_hpa_scales_to_the_hpa() -> None
     assert dep is not None
     dep["spec"]["replicas"] = 6
     assert kinds(cluster.plan()) == ["patch Deployment", "event ReplicasDrained"]
+
+
+def test_an_invalid_label_value_is_an_event_when_the_reconciler_converts() -> None:
+    """A Namespace opts the service in; the Deployment's own label says "yes", which is
+    no value: the reconciler converts it and tells its owner why the label was ignored."""
+    labels = {K.enabled: "true"}
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "prod", "labels": labels},
+    }
+    dep = running(opted_in(uid="u1", labels={K.enabled: "yes"}))
+    neighbours = Neighbours(namespace=namespace, services=(service(),))
+    plan = plan_reconcile("prod", "web", dep, neighbours, POLICY, now=NOW)
+    assert plan.state == "converting"
+    [event] = [a for a in plan.actions if isinstance(a, Emit) and a.reason == "InvalidLabel"]
+    assert event.type == "Warning"
+    assert event.message.startswith(f"label {K.enabled}='yes' on the Deployment is neither")

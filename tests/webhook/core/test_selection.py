@@ -47,10 +47,29 @@ def test_opt_in_rules(
         assert result.deployment == deployment(labels=labels)
 
 
+YES = 'label rollout-webhook.io/enabled=\'yes\' on the Deployment is neither "true" nor "false"; ignored'
+
+
 def test_unexpected_label_value_is_a_warning() -> None:
     result = plan(deployment(labels={K.enabled: "yes"}))
+    assert result.warnings == (YES,)
+
+
+def test_unexpected_label_value_is_a_warning_in_an_opted_in_namespace_too() -> None:
+    """The Namespace opts the Deployment in; its own invalid value is still reported."""
+    ns = namespace("prod", {K.enabled: "true"})
+    result = plan(deployment(labels={K.enabled: "yes"}), neighbours=Neighbours(namespace=ns))
+    assert result.converted
+    assert YES in result.warnings
+
+
+def test_unexpected_namespace_label_value_is_a_warning() -> None:
+    ns = namespace("prod", {K.enabled: "on"})
+    result = plan(deployment(), neighbours=Neighbours(namespace=ns))
+    assert not result.converted
     assert result.warnings == (
-        'label rollout-webhook.io/enabled=\'yes\' on the Deployment is neither "true" nor "false"',
+        "label rollout-webhook.io/enabled='on' on Namespace prod is neither \"true\" nor"
+        ' "false"; ignored',
     )
 
 

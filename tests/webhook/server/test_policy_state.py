@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tests.builders import admission_request
+from tests.webhook.core.conftest import released_rollout_schema
 from tests.webhook.server.conftest import FakeCluster, deployment, serve
+from webhook.core.crd_schema import RolloutSchema
 from webhook.core.policy import builtin_policy
 from webhook.core.review import decode_patch
 from webhook.kube.cluster import PolicyStore
@@ -193,3 +196,66 @@ def test_a_failing_listener_does_not_stop_the_policy_watch() -> None:
     state.listeners.append(broken)
     assert state.apply_configmap(policy_configmap(good_policy("staging"), "1"))
     assert state.current is not None and state.current.default_environment == "staging"
+
+
+@dataclass
+class _SchemaStore:
+    current: RolloutSchema | None
+
+
+@dataclass
+class ClusterWithCRD(FakeCluster):
+    """A cluster whose Rollout CRD's watch holds the released schema."""
+
+    rollout_schema: _SchemaStore = field(
+        default_factory=lambda: _SchemaStore(released_rollout_schema())
+    )
+
+
+def steps_policy(*steps: dict[str, Any]) -> dict[str, Any]:
+    doc = good_policy()
+    doc["environments"]["prod"]["rollout"]["canary"]["steps"] = list(steps)
+    return doc
+
+
+HEADER_ROUTE = {
+    "setHeaderRoute": {"name": "h", "match": [{"headerName": "X", "headerValue": {"exact": "1"}}]}
+}
+
+
+def test_the_policy_webhook_judges_strategies_by_the_served_rollout_schema(
+    tmp_path: Path,
+) -> None:
+    with serve(tmp_path, cluster=ClusterWithCRD(), namespace=NAMESPACE) as running:
+        accepted = validate(
+            running, policy_configmap(steps_policy(HEADER_ROUTE, {"setWeight": 50}))
+        )
+        assert accepted["allowed"] is True
+        assert "warnings" not in accepted
+        refused = validate(running, policy_configmap(steps_policy({"setWieght": 50})))
+        assert refused["allowed"] is False
+        assert (
+            "environments.prod.rollout.canary.steps[0].setWieght: unknown field"
+            in refused["status"]["message"]
+        )
+
+
+def test_without_a_rollout_crd_the_policy_webhook_says_what_it_did_not_check(
+    tmp_path: Path,
+) -> None:
+    with serve(tmp_path, cluster=FakeCluster(), namespace=NAMESPACE) as running:
+        response = validate(running, policy_configmap(steps_policy({"setWieght": 50})))
+        assert response["allowed"] is True
+        assert response["warnings"] == [
+            "rollout-webhook: no Rollout CRD in the cluster: strategies were checked by the"
+            " product's rules only"
+        ]
+
+
+def test_a_reloaded_policy_is_judged_by_the_served_schema() -> None:
+    state = PolicyState()
+    state.rollout_schema = released_rollout_schema
+    assert state.apply_configmap(policy_configmap(steps_policy(HEADER_ROUTE))) is True
+    assert state.apply_configmap(policy_configmap(steps_policy({"setWieght": 5}), "2")) is False
+    assert state.last_error is not None
+    assert "steps[0].setWieght: unknown field" in str(state.last_error)
