@@ -60,9 +60,16 @@ def test_hadolint_really_lints(tmp_path: Path) -> None:
 def test_multi_stage_on_one_pinned_slim_python() -> None:
     bases = [rest.split()[0] for keyword, rest in instructions() if keyword == "FROM"]
     assert len(bases) == 2
-    # The runtime stage runs the build stage's virtual environment: same interpreter.
-    assert bases[0] == bases[1]
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", bases[0]), bases[0]
+    # The runtime stage runs the build stage's virtual environment: same interpreter. Both take
+    # the BASE_IMAGE argument, declared before the first stage.
+    assert bases == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
+    keywords = [keyword for keyword, _ in instructions()]
+    arguments = dict(
+        rest.split("=", 1) for keyword, rest in instructions() if keyword == "ARG" and "=" in rest
+    )
+    assert keywords.index("ARG") < keywords.index("FROM")
+    # Its default, what a plain `docker build` uses, is the public pinned slim Python image.
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", arguments["BASE_IMAGE"])
 
 
 def test_runs_as_the_chart_s_non_root_user() -> None:
