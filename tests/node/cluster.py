@@ -430,6 +430,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
 [grpc]
   address = "{run / "containerd.sock"}"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{work / "containerd-opt"}"
 [ttrpc]
   address = ""
 [{cri}]
@@ -504,6 +506,7 @@ def kubelet_config(work: Path, files: dict[str, Path]) -> dict[str, Any]:
         "tlsCertFile": str(files["kubelet-serving.crt"]),
         "tlsPrivateKeyFile": str(files["kubelet-serving.key"]),
         "podLogsDir": str(work / "pod-logs"),
+        "volumePluginDir": str(work / "volume-plugins"),
         "clusterDomain": "cluster.local",
         "resolvConf": "/etc/resolv.conf",
         "hairpinMode": "hairpin-veth",

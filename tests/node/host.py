@@ -58,6 +58,7 @@ HOST_PATHS = (
     Path("/run/netns"),  # `ip netns add`
     Path("/var/lib/cni"),  # libcni's result cache
     Path("/var/log/containers"),  # the kubelet's links to container logs
+    Path("/var/lib/kubelet"),  # the kubelet's device-plugin socket (/var/lib/kubelet/device-plugins)
 )
 
 STOP_TIMEOUT = 15.0
@@ -130,6 +131,7 @@ def _write_sysctl(key: str, value: str) -> None:
 def record_baseline(state: State) -> None:
     """What the host looks like before the tier; kept until a teardown has restored it, so a
     killed run's baseline (the true one) is never overwritten by its leftovers."""
+    state.root.mkdir(parents=True, exist_ok=True)
     if not state.sysctl_baseline.exists():
         values = {key: _read_sysctl(key) for key in KUBELET_SYSCTLS}
         state.sysctl_baseline.write_text(json.dumps(values))
@@ -308,6 +310,8 @@ def restore_host(state: State) -> None:
             if present:
                 _remove_links_into(path, state.root)
             elif path.exists():
+                # `ip netns add` bind-mounts /run/netns onto itself when it creates it.
+                unmount_all([path])
                 shutil.rmtree(path, ignore_errors=True)
         state.paths_baseline.unlink()
 
@@ -340,6 +344,8 @@ def leftovers(state: State) -> list[str]:
     found += [f"mount left: {point}" for point in mounts_under([state.root], _mountinfo())]
     if (Path("/run/netns") / NETNS).exists():
         found.append(f"network namespace left: {NETNS}")
+    if state.paths_baseline.exists():
+        found.append("host directories not restored")
     if Path(f"/sys/class/net/{HOST_VETH}").exists():
         found.append(f"link left: {HOST_VETH}")
     if state.sysctl_baseline.exists():
