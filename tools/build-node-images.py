@@ -22,7 +22,7 @@ Standard library only: it runs before any virtualenv exists.
 """
 
 # A command-line script: printing is its output, and it runs apt-get, mmdebstrap and buildah.
-# ruff: noqa: T201, S603
+# ruff: noqa: T201, S603, S607
 
 from __future__ import annotations
 
@@ -285,7 +285,18 @@ def _build_pause(archive: Path, log: Path) -> None:
         context = Path(tmp)
         shutil.copyfile(pause_source(), context / "pause.c")
         source, binary = context / "pause.c", context / "pause"
-        _run(["gcc", "-Os", "-static", "-DVERSION=v3.10.1-node-tier", "-o", str(binary), str(source)], log)
+        _run(
+            [
+                "gcc",
+                "-Os",
+                "-static",
+                "-DVERSION=v3.10.1-node-tier",
+                "-o",
+                str(binary),
+                str(source),
+            ],
+            log,
+        )
         _run(["strip", str(binary)], log)
         (context / "Containerfile").write_text(
             'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n'

@@ -69,9 +69,7 @@ class NodeControlPlane(harness.ControlPlane):
         self.processes.append(apiserver)
         apiserver.start()
         context = self.ssl_context()
-        harness._wait_until(  # noqa: SLF001 - the e2e harness's readiness loop
-            apiserver, lambda: self._get("/readyz", context) == b"ok", "/readyz"
-        )
+        harness._wait_until(apiserver, lambda: self._get("/readyz", context) == b"ok", "/readyz")
         self._write_kubeconfig()
 
     def _apiserver_argv(self, etcd_url: str) -> list[str]:
@@ -337,9 +335,7 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _wait(
-    process: harness.ManagedProcess, ready: Callable[[], bool], what: str
-) -> None:
+def _wait(process: harness.ManagedProcess, ready: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if not process.alive():

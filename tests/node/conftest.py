@@ -109,17 +109,19 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.N
             node.start()
             node.timings["total start"] = time.monotonic() - started
             node.ctr(
-                "images", "tag", f"localhost/rollout-webhook:{PRODUCT_TAG}",
+                "images",
+                "tag",
+                f"localhost/rollout-webhook:{PRODUCT_TAG}",
                 f"localhost/rollout-webhook:{NEXT_TAG}",
             )
-            print(f"\nnode tier up: {_seconds(node.timings)}; logs in {logs}")  # noqa: T201
+            print(f"\nnode tier up: {_seconds(node.timings)}; logs in {logs}")
             try:
                 yield node
             finally:
-                print(f"\nnode tier memory (MiB): {_mib(node.memory_mib())}")  # noqa: T201
+                print(f"\nnode tier memory (MiB): {_mib(node.memory_mib())}")
                 stopped = time.monotonic()
                 problems = node.stop()
-                print(f"node tier down in {time.monotonic() - stopped:.1f} s")  # noqa: T201
+                print(f"node tier down in {time.monotonic() - stopped:.1f} s")
                 if problems:
                     pytest.fail("node tier teardown left: " + "; ".join(problems), pytrace=False)
     finally:
@@ -132,7 +134,9 @@ def _seconds(timings: dict[str, float]) -> str:
 
 def _mib(sizes: dict[str, float]) -> str:
     total = sum(sizes.values())
-    return ", ".join(f"{name} {value:.0f}" for name, value in sizes.items()) + f"; total {total:.0f}"
+    return (
+        ", ".join(f"{name} {value:.0f}" for name, value in sizes.items()) + f"; total {total:.0f}"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,9 @@ HOST_PATHS = (
     Path("/run/netns"),  # `ip netns add`
     Path("/var/lib/cni"),  # libcni's result cache
     Path("/var/log/containers"),  # the kubelet's links to container logs
-    Path("/var/lib/kubelet"),  # the kubelet's device-plugin socket (/var/lib/kubelet/device-plugins)
+    Path(
+        "/var/lib/kubelet"
+    ),  # the kubelet's device-plugin socket (/var/lib/kubelet/device-plugins)
 )
 
 STOP_TIMEOUT = 15.0
@@ -366,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     with locked(state):
         problems = teardown(state) if args.command == "teardown" else leftovers(state)
     for problem in problems:
-        print(problem)  # noqa: T201 - the command's output
+        print(problem)
     return 1 if problems else 0
 
 

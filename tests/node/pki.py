@@ -65,11 +65,9 @@ def _pair(
     sans: list[x509.GeneralName],
 ) -> pki.KeyPair:
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = pki._name(common_name, organization)  # noqa: SLF001 - the e2e tier's issuer
-    cert = pki._issue(  # noqa: SLF001
-        subject, key, ca[0], ca[1], now, ca=False, usages=[usage], sans=sans
-    )
-    return pki.KeyPair(cert, pki._key_pem(key))  # noqa: SLF001
+    subject = pki._name(common_name, organization)
+    cert = pki._issue(subject, key, ca[0], ca[1], now, ca=False, usages=[usage], sans=sans)
+    return pki.KeyPair(cert, pki._key_pem(key))
 
 
 def generate(now: datetime.datetime) -> NodePki:
@@ -93,8 +91,7 @@ def generate(now: datetime.datetime) -> NodePki:
     ]
     serving = _pair("kube-apiserver", None, ca, now, server, apiserver_sans)
     clients = {
-        name: _pair(user, group, ca, now, client, [])
-        for name, (user, group) in CLIENTS.items()
+        name: _pair(user, group, ca, now, client, []) for name, (user, group) in CLIENTS.items()
     }
     kubelet_serving = _pair(
         NODE_NAME, None, ca, now, server, [ip(host.NODE_ADDRESS), x509.DNSName(NODE_NAME)]
@@ -110,7 +107,10 @@ def kubeconfig(server: str, ca_pem: bytes, user: str, pair: pki.KeyPair) -> dict
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "node", "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}
+            {
+                "name": "node",
+                "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)},
+            }
         ],
         "users": [
             {

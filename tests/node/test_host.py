@@ -37,7 +37,7 @@ def test_a_recycled_pid_is_never_taken_for_a_recorded_process(tmp_path: Path) ->
     host.record_process(state, "self", 1)
     record = state.pids / "self.json"
     record.write_text('{"pid": 1, "start": "0"}')  # pid 1 did not start at tick 0
-    assert host._recorded_processes(state) == []  # noqa: SLF001
+    assert host._recorded_processes(state) == []
 
 
 @pytest.mark.parametrize("key", host.KUBELET_SYSCTLS)

@@ -62,7 +62,12 @@ def sample(node_kubectl: harness.Tool, sample_namespace: str) -> str:
         sample_deployment("sample", sample_namespace, "1.0.0", 2),
     )
     node_kubectl(
-        "rollout", "status", "deployment/sample", "-n", sample_namespace, "--timeout=180s",
+        "rollout",
+        "status",
+        "deployment/sample",
+        "-n",
+        sample_namespace,
+        "--timeout=180s",
         timeout=200,
     )
     address: str = get(node_kubectl, "service", "sample", "-n", sample_namespace)["spec"][
@@ -123,7 +128,10 @@ def test_pods_reach_the_api_server_through_the_kubernetes_service(
         "exec", "-n", sample_namespace, pod, "--", "python3", "-c", IN_CLUSTER_CALL
     )
     answer = json.loads(result.stdout)
-    assert answer == {"url": f"https://{host.KUBERNETES_SERVICE_IP}:443/version", "version": "v1.35.4"}
+    assert answer == {
+        "url": f"https://{host.KUBERNETES_SERVICE_IP}:443/version",
+        "version": "v1.35.4",
+    }
 
 
 def test_pods_reach_nothing_else_of_the_host(
@@ -179,7 +187,5 @@ def test_the_node_s_rules_stay_in_its_namespace() -> None:
     ).stdout
     assert "kube-proxy" in inside
     assert "kube-proxy" not in outside
-    links = subprocess.run(
-        ["ip", "-o", "link"], capture_output=True, text=True, check=True
-    ).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert "rwnode0" not in links

@@ -28,7 +28,10 @@ def sample_deployment(
             "ports": [{"name": "http", "containerPort": 8080}],
             "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1},
             "lifecycle": {"preStop": {"sleep": {"seconds": 3}}},
-            "resources": {"requests": {"cpu": "10m", "memory": "24Mi"}, "limits": {"memory": "64Mi"}},
+            "resources": {
+                "requests": {"cpu": "10m", "memory": "24Mi"},
+                "limits": {"memory": "64Mi"},
+            },
         }
     )
     manifest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 10
@@ -52,7 +55,7 @@ def get(kubectl: harness.Tool, *args: str) -> Any:
 
 def ask(url: str, timeout: float = 2.0) -> dict[str, str]:
     """One GET of the sample application: {"version": ..., "pod": ...}."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - test URL
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         answer: dict[str, str] = json.loads(response.read())
         return answer
 
