@@ -80,7 +80,10 @@ def _dry_run_converted(kubectl: harness.Tool, namespace: str) -> bool:
 
 
 def _lease_holder(kubectl: harness.Tool) -> str:
-    holder: str = get(kubectl, "lease", LEASE, "-n", NAMESPACE)["spec"].get("holderIdentity", "")
+    """The pod holding the reconciler's Lease ("" when none): the identity is
+    <pod name>_<random suffix>."""
+    spec = get(kubectl, "lease", LEASE, "-n", NAMESPACE)["spec"]
+    holder: str = (spec.get("holderIdentity") or "").rsplit("_", 1)[0]
     return holder
 
 
