@@ -222,7 +222,8 @@ COMPONENTS: dict[str, Component] = {
 DEFAULT_COMPONENTS = ("etcd", "kube-apiserver")
 # Names that stand for several components.
 GROUPS: dict[str, tuple[str, ...]] = {
-    # tests/node: a control plane with one real node (containerd and runc come from Debian).
+    # tests/node: a control plane with one real node (containerd and runc come from Debian)
+    # and the Argo Rollouts controller acting on its pods.
     "node": (
         "etcd",
         "kube-apiserver",
@@ -230,6 +231,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "kube-scheduler",
         "kubelet",
         "kube-proxy",
+        "rollouts-controller",
+        "kubectl-argo-rollouts",
     ),
     "rollouts": (
         "kube-controller-manager",

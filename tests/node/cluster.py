@@ -107,6 +107,8 @@ class Binaries:
     kube_proxy: Path
     kubectl: Path
     helm: Path
+    rollouts_controller: Path
+    argo_plugin: Path
 
 
 @dataclass
@@ -173,7 +175,7 @@ class NodeCluster:
         step()
         self.timings[name] = time.monotonic() - started
 
-    def _spawn(self, name: str, argv: list[str]) -> harness.ManagedProcess:
+    def spawn(self, name: str, argv: list[str]) -> harness.ManagedProcess:
         process = harness.ManagedProcess(name, argv, self.logs / f"{name}.log")
         process.start()
         assert process.process is not None
@@ -202,7 +204,7 @@ class NodeCluster:
             host.record_process(self.state, process.name, process.process.pid)
         files = plane.files
         configs = self._kubeconfigs(credentials)
-        self._spawn(
+        self.spawn(
             "kube-controller-manager",
             [
                 str(self.binaries.controller_manager),
@@ -219,7 +221,7 @@ class NodeCluster:
                 "--v=1",
             ],
         )
-        self._spawn(
+        self.spawn(
             "kube-scheduler",
             [
                 str(self.binaries.scheduler),
@@ -261,7 +263,7 @@ class NodeCluster:
         (cni_conf / "10-rollout-webhook-node.conflist").write_text(
             json.dumps(cni_config(self.work), indent=2)
         )
-        process = self._spawn("containerd", host.in_netns(CONTAINERD, "--config", str(config)))
+        process = self.spawn("containerd", host.in_netns(CONTAINERD, "--config", str(config)))
         _wait(process, lambda: self.ctr("version").returncode == 0, "containerd's socket")
 
     def _load_images(self) -> None:
@@ -275,7 +277,7 @@ class NodeCluster:
         config = self.work / "etc" / "kubelet.yaml"
         config.write_text(yaml.safe_dump(kubelet_config(self.work, self.plane.files)))
         kubeconfig = self.work / "kubeconfigs" / "kubelet.kubeconfig"
-        process = self._spawn(
+        process = self.spawn(
             "kubelet",
             host.in_netns(
                 str(self.binaries.kubelet),
@@ -300,7 +302,7 @@ class NodeCluster:
         config = self.work / "etc" / "kube-proxy.yaml"
         kubeconfig = self.work / "kubeconfigs" / "kube-proxy.kubeconfig"
         config.write_text(yaml.safe_dump(kube_proxy_config(kubeconfig)))
-        process = self._spawn(
+        process = self.spawn(
             "kube-proxy",
             host.in_netns(str(self.binaries.kube_proxy), f"--config={config}", "--v=1"),
         )

@@ -33,6 +33,14 @@ REPO = NODE_DIR.parents[1]
 IMAGES_SCRIPT = REPO / "tools" / "build-node-images.py"
 PRODUCT_TAG = "node"
 NEXT_TAG = "node-next"
+CHART = REPO / "helm" / "rollout-webhook"
+RELEASE = "rollout-webhook"
+NAMESPACE = "rollout-system"
+
+
+def image_values(tag: str) -> tuple[str, ...]:
+    """What a user sets to install the chart: where the image is; the rest is the default."""
+    return ("--set", "image.repository=localhost/rollout-webhook", "--set", f"image.tag={tag}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -81,6 +89,8 @@ def _node_binaries(tools: dict[str, Path]) -> cluster.Binaries:
         kube_proxy=paths["kube-proxy"],
         kubectl=tools["kubectl"],
         helm=tools["helm"],
+        rollouts_controller=paths["rollouts-controller"],
+        argo_plugin=paths["kubectl-argo-rollouts"],
     )
 
 
@@ -152,3 +162,17 @@ def node_kubectl(node_cluster: cluster.NodeCluster) -> harness.Tool:
 @pytest.fixture(scope="session")
 def node_helm(node_cluster: cluster.NodeCluster) -> harness.Tool:
     return node_cluster.helm()
+
+
+@pytest.fixture(scope="session")
+def release(node_kubectl: harness.Tool, node_helm: harness.Tool) -> Iterator[str]:
+    """The chart installed as a user installs it (only the image values set), once per session;
+    uninstalled after the last test if a test has not done it already."""
+    harness.install_crds(node_kubectl)
+    node_helm(
+        "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
+        *image_values(PRODUCT_TAG), "--wait", "--timeout", "5m",
+        timeout=330,
+    )  # fmt: skip
+    yield RELEASE
+    node_helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", check=False, timeout=200)

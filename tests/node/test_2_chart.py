@@ -10,7 +10,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,40 +18,11 @@ from tests import builders
 from tests.e2e import harness
 from tests.node import cluster
 from tests.node.admission import CONVERTED, AdmissionLoad
-from tests.node.conftest import NEXT_TAG, PRODUCT_TAG
+from tests.node.conftest import CHART, NAMESPACE, NEXT_TAG, PRODUCT_TAG, RELEASE, image_values
 from tests.node.workloads import get, wait_for
 
-CHART = Path(__file__).resolve().parents[2] / "helm" / "rollout-webhook"
-RELEASE = "rollout-webhook"
-NAMESPACE = "rollout-system"
 SELECTOR = "app.kubernetes.io/name=rollout-webhook"
 LEASE = f"{RELEASE}-reconciler"
-# What a user sets: where the image is. Everything else is the chart's default.
-IMAGE_VALUES = ("--set", "image.repository=localhost/rollout-webhook", "--set")
-
-
-def _image(tag: str) -> tuple[str, ...]:
-    return (*IMAGE_VALUES, f"image.tag={tag}")
-
-
-@pytest.fixture(scope="module")
-def release(node_kubectl: harness.Tool, node_helm: harness.Tool) -> Iterator[str]:
-    harness.install_crds(node_kubectl)
-    node_helm(
-        "install",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        NAMESPACE,
-        "--create-namespace",
-        *_image(PRODUCT_TAG),
-        "--wait",
-        "--timeout",
-        "5m",
-        timeout=330,
-    )
-    yield RELEASE
-    node_helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", check=False, timeout=200)
 
 
 @pytest.fixture
@@ -154,7 +124,7 @@ def _fail_closed(helm: harness.Tool, kubectl: harness.Tool, tag: str) -> None:
         str(CHART),
         "--namespace",
         NAMESPACE,
-        *_image(tag),
+        *image_values(tag),
         "--set",
         "webhook.failurePolicy=Fail",
         "--wait",
@@ -191,7 +161,7 @@ def test_helm_upgrade_to_a_new_image_under_admission_load_fails_no_admission(
             str(CHART),
             "--namespace",
             NAMESPACE,
-            *_image(NEXT_TAG),
+            *image_values(NEXT_TAG),
             "--set",
             "webhook.failurePolicy=Fail",
             "--wait",
