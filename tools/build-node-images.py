@@ -375,6 +375,16 @@ def image_plan(product_tag: str) -> dict[str, tuple[str, Path]]:
     return plan
 
 
+def stale_archives(archive: Path) -> list[Path]:
+    """Earlier builds of the same image (same name and tag, another content key)."""
+    stem = archive.name.removesuffix(".oci.tar").rsplit("-", 1)[0]
+    return [
+        other
+        for other in archive.parent.glob(f"{stem}-*.oci.tar")
+        if other != archive and other.name.removesuffix(".oci.tar").rsplit("-", 1)[0] == stem
+    ]
+
+
 def build_images(product_tags: list[str]) -> dict[str, str]:
     paths: dict[str, str] = {}
     log = images_dir() / "images.build.log"
@@ -398,6 +408,8 @@ def build_images(product_tags: list[str]) -> dict[str, str]:
                 else:
                     _build_sample(_import_base(log), name.removeprefix("sample-"), archive, log)
                 print(f"built {archive.name} in {time.monotonic() - started:.0f} s", flush=True)
+                for stale in stale_archives(archive):
+                    stale.unlink(missing_ok=True)
     return paths
 
 
