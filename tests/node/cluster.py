@@ -154,8 +154,8 @@ class NodeCluster:
             self._timed("control plane", lambda: self._start_control_plane(credentials))
             self._timed("containerd", self._start_containerd)
             self._timed("images", self._load_images)
-            self._timed("kubelet", lambda: self._start_kubelet(credentials))
-            self._timed("kube-proxy", lambda: self._start_kube_proxy(credentials))
+            self._timed("kubelet", self._start_kubelet)
+            self._timed("kube-proxy", self._start_kube_proxy)
         except BaseException:
             self.stop()
             raise
@@ -272,7 +272,7 @@ class NodeCluster:
 
     # --- kubelet and kube-proxy ----------------------------------------------------------
 
-    def _start_kubelet(self, credentials: pki.NodePki) -> None:
+    def _start_kubelet(self) -> None:
         assert self.plane is not None
         config = self.work / "etc" / "kubelet.yaml"
         config.write_text(yaml.safe_dump(kubelet_config(self.work, self.plane.files)))
@@ -289,7 +289,6 @@ class NodeCluster:
                 "--v=1",
             ),
         )
-        del credentials
         kubectl = self.kubectl()
         _wait(
             process,
@@ -297,8 +296,7 @@ class NodeCluster:
             f"node {pki.NODE_NAME} Ready",
         )
 
-    def _start_kube_proxy(self, credentials: pki.NodePki) -> None:
-        del credentials
+    def _start_kube_proxy(self) -> None:
         config = self.work / "etc" / "kube-proxy.yaml"
         kubeconfig = self.work / "kubeconfigs" / "kube-proxy.kubeconfig"
         config.write_text(yaml.safe_dump(kube_proxy_config(kubeconfig)))

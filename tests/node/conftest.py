@@ -101,15 +101,15 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 @pytest.fixture(scope="session")
 def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.NodeCluster]:
-    reason = cluster.environment_ok() if sys.platform == "linux" else "the node tier needs Linux"
+    if sys.platform != "linux":
+        _unavailable("the node tier needs Linux")
     try:
-        if reason is None:
-            images = _script(IMAGES_SCRIPT, "images", "--product-tag", PRODUCT_TAG)
-            tools = binaries.kube_tools()
-            node_binaries = _node_binaries(tools)
-            reason = cluster.environment_ok()  # `images` installed the packages
+        # `images` installs the Debian packages first when they are missing (root only).
+        images = _script(IMAGES_SCRIPT, "images", "--product-tag", PRODUCT_TAG)
+        node_binaries = _node_binaries(binaries.kube_tools())
     except binaries.Unavailable as error:
-        reason = str(error)
+        _unavailable(str(error))
+    reason = cluster.environment_ok()
     if reason is not None:
         _unavailable(reason)
     state = host.State(host.default_state_dir())
