@@ -43,6 +43,17 @@ def image_values(tag: str) -> tuple[str, ...]:
     return ("--set", "image.repository=localhost/rollout-webhook", "--set", f"image.tag={tag}")
 
 
+# Lines for the end of the test report: start-up and teardown times, memory.
+SUMMARY: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SUMMARY:
+        terminalreporter.section("node tier")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if NODE_DIR in item.path.resolve().parents:
@@ -129,14 +140,14 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.N
                 f"localhost/rollout-webhook:{PRODUCT_TAG}",
                 f"localhost/rollout-webhook:{NEXT_TAG}",
             )
-            print(f"\nnode tier up: {_seconds(node.timings)}; logs in {logs}")
+            SUMMARY.append(f"node tier up: {_seconds(node.timings)}; logs in {logs}")
             try:
                 yield node
             finally:
-                print(f"\nnode tier memory (MiB): {_mib(node.memory_mib())}")
+                SUMMARY.append(f"node tier memory (MiB): {_mib(node.memory_mib())}")
                 stopped = time.monotonic()
                 problems = node.stop()
-                print(f"node tier down in {time.monotonic() - stopped:.1f} s")
+                SUMMARY.append(f"node tier down in {time.monotonic() - stopped:.1f} s")
                 if problems:
                     pytest.fail("node tier teardown left: " + "; ".join(problems), pytrace=False)
     finally:
