@@ -2,9 +2,12 @@
 # The rollout-webhook image: `rollout-webhook serve` by default; the chart's certificate
 # Jobs run `rollout-webhook certs ...` from the same image.
 #
-# Both stages use the same base image (keep the two tags equal), so the virtual environment
-# built in the first finds the same interpreter at the same path in the second.
-FROM python:3.11.14-slim-bookworm AS build
+# Both stages use the same base image, so the virtual environment built in the first finds the
+# same interpreter at the same path in the second. BASE_IMAGE replaces it (any image with
+# Python 3.11 as `python`, venv, groupadd and useradd): the node tests build on a local Debian
+# base, with no registry.
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -21,7 +24,7 @@ RUN /opt/rollout-webhook/bin/pip install --no-cache-dir . \
     && /opt/rollout-webhook/bin/pip uninstall --yes setuptools pip \
     && /opt/rollout-webhook/bin/rollout-webhook --help > /dev/null
 
-FROM python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="rollout-webhook" \
       org.opencontainers.image.description="Turns labelled Deployments into Argo Rollouts, by policy" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -13,7 +13,7 @@ HASH    := $(shell sha1sum pyproject.toml | cut -c1-12)
 RUNTIME := $(VENV)/.runtime-$(HASH)
 DEV     := $(VENV)/.dev-$(HASH)
 
-.PHONY: run test lint typecheck imports pytest fast e2e e2e-deps control-plane progressive-delivery kube-tools bench clean
+.PHONY: run test lint typecheck imports pytest fast e2e e2e-deps node node-deps control-plane progressive-delivery kube-tools bench clean
 
 # $(1): the extras to install with the package (editable), e.g. [dev]; $(2): pip options.
 define install
@@ -56,20 +56,34 @@ typecheck: $(DEV)
 imports: $(DEV)
 	$(BIN)/lint-imports
 
-## pytest: the whole pytest suite, the end-to-end tier included (its binaries are built first,
-## then cached)
-pytest: $(DEV) e2e-deps
+## pytest: the whole pytest suite, the end-to-end and node tiers included (their binaries,
+## packages and images are built first, then cached)
+pytest: $(DEV) e2e-deps node-deps
 	$(BIN)/pytest
 
-## fast: everything `test` runs but the end-to-end tier (no Go, no control plane)
+## fast: everything `test` runs but the end-to-end and node tiers (no Go, no control plane)
 fast: lint typecheck imports
-	$(BIN)/pytest -m "not e2e"
+	$(BIN)/pytest -m "not e2e and not node"
 
 ## e2e: only the end-to-end tier (a real etcd + kube-apiserver, the shared CRDs, kubectl, helm)
 e2e: $(DEV) e2e-deps
 	$(BIN)/pytest -m e2e tests/e2e
 
 e2e-deps: control-plane kube-tools progressive-delivery
+
+## node: only the node tier (a control plane plus one real node: containerd, runc, kubelet,
+## kube-proxy; the product image built from the Dockerfile and installed with helm). Root only.
+node: $(DEV) kube-tools node-deps
+	$(BIN)/pytest -m node tests/node
+
+## node-deps: the node tier's Debian packages (apt-get, when missing), kubelet, kube-proxy and
+## the rest of the control plane from Go modules, and its images (mmdebstrap base, pause, the
+## product image, the sample application): each cached, a no-op once there. Without root, Go
+## or apt-get it says so and succeeds, so the node tests skip; under CI=true it fails.
+node-deps: $(DEV)
+	$(BIN)/python tools/build-node-images.py deps
+	$(BIN)/python tools/build-control-plane.py node
+	@$(BIN)/python tools/build-node-images.py images >/dev/null
 
 ## control-plane: build etcd and kube-apiserver from Go modules into ~/.cache/rollout-webhook/bin
 ## (once per version: minutes cold, see docs/testing.md; a no-op afterwards). Without Go it

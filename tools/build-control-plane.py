@@ -193,6 +193,26 @@ COMPONENTS: dict[str, Component] = {
         replacement_version=lambda module: _staging_version(KUBERNETES_VERSION),
         ldflags=_kubernetes_ldflags,
     ),
+    # The node tier's real node: the kubelet runs pods through containerd, kube-proxy programs
+    # Services into nftables.
+    "kubelet": Component(
+        name="kubelet",
+        binary="kubelet",
+        module="k8s.io/kubernetes",
+        version=KUBERNETES_VERSION,
+        package="k8s.io/kubernetes/cmd/kubelet",
+        replacement_version=lambda module: _staging_version(KUBERNETES_VERSION),
+        ldflags=_kubernetes_ldflags,
+    ),
+    "kube-proxy": Component(
+        name="kube-proxy",
+        binary="kube-proxy",
+        module="k8s.io/kubernetes",
+        version=KUBERNETES_VERSION,
+        package="k8s.io/kubernetes/cmd/kube-proxy",
+        replacement_version=lambda module: _staging_version(KUBERNETES_VERSION),
+        ldflags=_kubernetes_ldflags,
+    ),
     "kwok": Component(
         name="kwok",
         binary="kwok",
@@ -247,6 +267,18 @@ COMPONENTS: dict[str, Component] = {
 DEFAULT_COMPONENTS = ("etcd", "kube-apiserver")
 # Names that stand for several components.
 GROUPS: dict[str, tuple[str, ...]] = {
+    # tests/node: a control plane with one real node (containerd and runc come from Debian)
+    # and the Argo Rollouts controller acting on its pods.
+    "node": (
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "kube-proxy",
+        "rollouts-controller",
+        "kubectl-argo-rollouts",
+    ),
     "rollouts": (
         "kube-controller-manager",
         "kube-scheduler",

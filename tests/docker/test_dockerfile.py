@@ -6,6 +6,8 @@ image is not built here.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
 import re
 import subprocess
@@ -60,9 +62,16 @@ def test_hadolint_really_lints(tmp_path: Path) -> None:
 def test_multi_stage_on_one_pinned_slim_python() -> None:
     bases = [rest.split()[0] for keyword, rest in instructions() if keyword == "FROM"]
     assert len(bases) == 2
-    # The runtime stage runs the build stage's virtual environment: same interpreter.
-    assert bases[0] == bases[1]
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", bases[0]), bases[0]
+    # The runtime stage runs the build stage's virtual environment: same interpreter. Both take
+    # the BASE_IMAGE argument, declared before the first stage.
+    assert bases == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
+    keywords = [keyword for keyword, _ in instructions()]
+    arguments = dict(
+        rest.split("=", 1) for keyword, rest in instructions() if keyword == "ARG" and "=" in rest
+    )
+    assert keywords.index("ARG") < keywords.index("FROM")
+    # Its default, what a plain `docker build` uses, is the public pinned slim Python image.
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", arguments["BASE_IMAGE"])
 
 
 def test_runs_as_the_chart_s_non_root_user() -> None:
@@ -112,3 +121,38 @@ def test_dockerignore_keeps_the_context_small(path: str) -> None:
     ]
     assert "*" in (REPO / ".dockerignore").read_text().splitlines()
     assert path not in allowed
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_every_third_party_import_of_the_image_s_code_is_a_runtime_dependency() -> None:
+    """The image installs `pip install .`, without the dev extra: a module the product imports
+    from a dev-only package (jsonschema once) breaks the image's build, not the test suite."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = {_requirement_name(r) for r in project["dependencies"]}
+    # What the runtime dependencies bring with them, one level down (h11 comes with uvicorn).
+    brought = set(runtime)
+    for name in runtime:
+        for requirement in importlib.metadata.requires(name) or []:
+            if "extra ==" not in requirement:
+                brought.add(_requirement_name(requirement))
+    distributions = importlib.metadata.packages_distributions()
+    missing = {}
+    for path in [*REPO.glob("webhook/**/*.py"), *REPO.glob("certs/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("webhook", "certs", "__future__"):
+                    continue
+                owners = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
+                if not owners & brought:
+                    missing[top] = str(path.relative_to(REPO))
+    assert missing == {}

@@ -131,9 +131,9 @@ def test_without_go_it_fails_under_ci(tmp_path: Path) -> None:
 
 
 def test_an_unknown_component_is_a_usage_error(tmp_path: Path) -> None:
-    result = _run(tmp_path, "kubelet")
+    result = _run(tmp_path, "kubeadm")
     assert result.returncode == 2
-    assert "unknown component 'kubelet'" in result.stderr
+    assert "unknown component 'kubeadm'" in result.stderr
 
 
 def test_a_failed_build_fails_and_keeps_its_log(build_script: ModuleType, tmp_path: Path) -> None:
