@@ -61,7 +61,8 @@ CHART_MEMORY_LIMIT_MIB = 320
 class Attack:
     """Holds ``count`` hostile connections open, reopening each one the server closes."""
 
-    def __init__(self, port: int, count: int, seconds: float) -> None:
+    def __init__(self, port: int, count: int, seconds: float, kinds: Sequence[str] = KINDS) -> None:
+        self.kinds = tuple(kinds)
         self.port = port
         self.count = count
         self.deadline = time.monotonic() + seconds
@@ -75,7 +76,7 @@ class Attack:
         self.connecting = asyncio.Semaphore(64)
 
     async def run(self) -> None:
-        slots = [self.slot(KINDS[i % len(KINDS)]) for i in range(self.count)]
+        slots = [self.slot(self.kinds[i % len(self.kinds)]) for i in range(self.count)]
         reporter = asyncio.create_task(self.report())
         await asyncio.gather(*slots)
         reporter.cancel()
@@ -144,8 +145,8 @@ class Attack:
                     return
 
 
-def attacker(port: int, count: int, seconds: float) -> int:
-    asyncio.run(Attack(port, count, seconds).run())
+def attacker(port: int, count: int, seconds: float, kinds: Sequence[str]) -> int:
+    asyncio.run(Attack(port, count, seconds, kinds).run())
     return 0
 
 
@@ -478,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--hostile", type=int, nargs="+", default=[0, 500, 2000])
     parser.add_argument("--legit-connections", type=int, default=4)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     # The two load processes (started by the harness).
     parser.add_argument("--attacker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--legit", action="store_true", help=argparse.SUPPRESS)
@@ -487,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.attacker:
-        return attacker(args.port, args.hostile[0], args.seconds)
+        return attacker(args.port, args.hostile[0], args.seconds, args.kinds)
     if args.legit:
         return legit(args.port, args.ca, args.body, args.seconds, args.connections)
     try:
