@@ -98,6 +98,7 @@ bench: $(DEV) control-plane kube-tools
 	$(BIN)/python -m bench.resync --label $(BENCH_LABEL)
 	$(BIN)/python -m bench.attribution --label $(BENCH_LABEL)
 	$(BIN)/python -m bench.breakdown --label $(BENCH_LABEL)
+	$(BIN)/python -m bench.overload --label $(BENCH_LABEL)
 	$(BIN)/python -m bench.report --label $(BENCH_LABEL) \
 	  $(if $(wildcard bench/results/what-if.json),--what-if what-if)
 

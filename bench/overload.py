@@ -265,6 +265,7 @@ def server_figures(run: Mapping[str, Any]) -> dict[str, float]:
         "health_ok_share": probes["ok"] / probes["total"] if probes["total"] else 0.0,
         "hostile_open": float(run.get("hostile", {}).get("open", 0)),
         "server_cpu_seconds": float(run["server_cpu_seconds"]),
+        "attacker_cpu_seconds": float(run.get("attacker_cpu_seconds", 0.0)),
     }
 
 
@@ -281,6 +282,8 @@ def overload_table(document: Mapping[str, Any]) -> str:
         "new connections (legit)",
         "RSS max MiB",
         "/healthz answered",
+        "CPU s: server",
+        "attacker",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     scenarios: Mapping[str, Sequence[Mapping[str, Any]]] = document.get("scenarios", {})
@@ -298,6 +301,8 @@ def overload_table(document: Mapping[str, Any]) -> str:
             f"{m['handshakes']:.0f}",
             f"{m['rss_max_mib']:.0f}",
             f"{100 * m['health_ok_share']:.0f}%",
+            f"{m['server_cpu_seconds']:.1f}",
+            f"{m['attacker_cpu_seconds']:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -378,6 +383,7 @@ def attacking(port: int, count: int, seconds: float) -> Iterator[dict[str, Any]]
     argv += [f"--hostile={count}", f"--seconds={seconds}"]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)  # noqa: S603
     assert process.stdout is not None
+    state["pid"] = process.pid
     lines = process.stdout
 
     def follow() -> None:
@@ -411,6 +417,7 @@ def one_run(
             Sampler(pid, health_port) as sampler,
         ):
             cpu_before = cpu_seconds(pid)
+            attacker_before = cpu_seconds(attack["pid"]) if "pid" in attack else 0.0
             argv = [sys.executable, "-m", "bench.overload", "--legit", f"--port={server.port}"]
             argv += [f"--ca={server.ca}", f"--body={body_file}", f"--seconds={args.seconds}"]
             argv += [f"--connections={args.legit_connections}"]
@@ -418,7 +425,10 @@ def one_run(
             if done.returncode != 0:
                 raise BenchError(f"the legitimate client failed: {done.stderr.strip()[-300:]}")
             cpu = cpu_seconds(pid) - cpu_before
-            hostile_state = {k: v for k, v in attack.items() if k != "ramp"}
+            # The attacker shares the machine's two cores with the server: its CPU is
+            # taken from everyone else's, the legitimate client's included.
+            attacker_cpu = cpu_seconds(attack["pid"]) - attacker_before if "pid" in attack else 0.0
+            hostile_state = {k: v for k, v in attack.items() if k not in ("ramp", "pid")}
         result = {
             "hostile": hostile_state,
             "hostile_ramp": attack.get("ramp", {}),
@@ -426,6 +436,7 @@ def one_run(
             "rss_idle_kib": idle,
             "rss_max_kib": max(sampler.rss_max, idle),
             "server_cpu_seconds": cpu,
+            "attacker_cpu_seconds": attacker_cpu,
             "health": {"ok": sampler.ok, "total": sampler.total},
             "load_average": load_average(),
         }

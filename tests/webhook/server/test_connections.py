@@ -143,15 +143,16 @@ def hostile_connections(running: Running, count: int) -> list[socket.socket]:
 def test_hundreds_of_hostile_connections_leave_admissions_and_probes_answered(
     tmp_path: Path,
 ) -> None:
-    """390 hostile connections (260 of them past their handshake: more than the default
-    max_connections, 256) held open while a legitimate admission is made: it is answered
-    (the idle ones make room), and so is the health port. Generous deadlines only: the point is that nothing waits for the
+    """390 hostile connections (260 of them past their handshake: more than
+    max_connections, 256 here) held open while a legitimate admission is made: it is
+    answered (the idle ones make room), and so is the health port. Generous deadlines only: the point is that nothing waits for the
     read timeout (60 s here) to be answered."""
     with serve(
         tmp_path,
         cluster=FakeCluster(),
         read_timeout_seconds=60,
         handshake_timeout_seconds=60,
+        max_connections=256,
         health_port=free_port(),
     ) as running:
         held = hostile_connections(running, 390)
