@@ -55,11 +55,11 @@ TLS_CLOSE_TIMEOUT = 1.0
 class ConnectionTable:
     """The open connections of one server, the longest without an answered request first."""
 
-    def __init__(self, limit: int | None) -> None:
+    def __init__(self, limit: int | None, on_close: Callable[[str], None] | None = None) -> None:
         self.limit = limit
         self._open: OrderedDict[GuardedH11, None] = OrderedDict()
-        self.evicted = 0
-        self.refused = 0
+        self.on_close = on_close or (lambda reason: None)
+        """Told why the server closed a connection: made_room, refused, read_timeout."""
 
     def __len__(self) -> int:
         return len(self._open)
@@ -75,11 +75,11 @@ class ConnectionTable:
             return True
         for candidate in self._open:
             if candidate is not connection and not candidate.answering:
-                self.evicted += 1
+                self.on_close("made_room")
                 candidate.evict()
                 return True
         self._open.pop(connection)
-        self.refused += 1
+        self.on_close("refused")
         return False
 
     def touched(self, connection: GuardedH11) -> None:
@@ -164,16 +164,23 @@ class GuardedH11(H11Protocol):
     def _read_timed_out(self) -> None:
         self._read_deadline = None
         if self.conn.their_state in _READING:
+            if self.table is not None:
+                self.table.on_close("read_timeout")
             # abort, not close: a TLS close waits for the peer's close_notify, which a
             # peer that sends nothing never sends, and the connection would keep its
             # place meanwhile.
             self.transport.abort()
 
 
-def guarded_h11(read_timeout: float, max_connections: int | None = None) -> type[GuardedH11]:
+def guarded_h11(
+    read_timeout: float,
+    max_connections: int | None = None,
+    on_close: Callable[[str], None] | None = None,
+) -> type[GuardedH11]:
     """The protocol class for uvicorn's ``http=``: this read timeout, and a table of its
     own holding at most ``max_connections`` (none: no limit here)."""
-    attributes = {"read_timeout": read_timeout, "table": ConnectionTable(max_connections)}
+    table = ConnectionTable(max_connections, on_close)
+    attributes = {"read_timeout": read_timeout, "table": table}
     return type("GuardedH11", (GuardedH11,), attributes)
 
 

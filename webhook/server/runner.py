@@ -397,6 +397,14 @@ def start_reconciler(
 
 def uvicorn_config(server: Server, **overrides: Any) -> uvicorn.Config:
     """HTTP/1.1 (h11) over the server's own TLS context, the one the poller reloads."""
+    metrics = server.metrics
+    protocol = guarded_h11(
+        server.settings.read_timeout_seconds,
+        server.settings.max_connections,
+        on_close=lambda reason: metrics.connections_closed.labels(reason).inc(),
+    )
+    table = protocol.table
+    metrics.connections_open.set_function(lambda: len(table) if table is not None else 0)
     options: dict[str, Any] = {
         "host": server.settings.host,
         "port": server.settings.port,
@@ -411,7 +419,7 @@ def uvicorn_config(server: Server, **overrides: Any) -> uvicorn.Config:
         # Not uvicorn's limit_concurrency, which counts idle connections too: the
         # protocol's table (connections.py) closes idle ones to make room instead.
         "limit_concurrency": None,
-        "http": guarded_h11(server.settings.read_timeout_seconds, server.settings.max_connections),
+        "http": protocol,
     }
     options.update(overrides)
     return uvicorn.Config(server.app, **options)

@@ -226,4 +226,6 @@ def test_when_every_connection_is_answering_a_new_one_gets_503(tmp_path: Path) -
                 answer = newcomer.get(f"{server.url}/healthz")
             assert answer.status_code == 503
             assert answer.headers["connection"] == "close"
+            metrics = server.server.metrics.exposition().decode()
+            assert 'rollout_webhook_connections_closed_total{reason="refused"} 1.0' in metrics
             assert [f.result() for f in busy] == [200] * 8

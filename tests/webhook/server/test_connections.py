@@ -54,6 +54,12 @@ def closed_within(conn: ssl.SSLSocket, seconds: float) -> bool:
         return True
 
 
+def counter(exposition: str, sample: str) -> float:
+    values = [line.split()[-1] for line in exposition.splitlines() if line.startswith(sample + " ")]
+    assert values, f"{sample} not in /metrics"
+    return float(values[0])
+
+
 def mutate(running: Running) -> int:
     review = {
         "apiVersion": "admission.k8s.io/v1",
@@ -67,6 +73,8 @@ def mutate(running: Running) -> int:
 def test_a_connection_that_sends_nothing_is_closed(running: Running) -> None:
     with contextlib.closing(tls_connection(running)) as conn:
         assert closed_within(conn, 10 * READ_TIMEOUT)
+    text = running.server.metrics.exposition().decode()
+    assert counter(text, 'rollout_webhook_connections_closed_total{reason="read_timeout"}') == 1
 
 
 def test_a_request_that_trickles_in_is_closed_at_the_deadline(running: Running) -> None:
@@ -110,6 +118,11 @@ def test_idle_connections_do_not_starve_the_probes_or_the_admissions(running: Ru
             assert "rollout_webhook_admission_requests" in client.get(f"{health}/metrics").text
         assert len(running.connections) <= 8
         assert all(closed_within(conn, 10 * READ_TIMEOUT) for conn in idle)
+        # Said in the metrics: connections closed to make room, and those held.
+        with httpx.Client(timeout=5) as client:
+            text = client.get(f"{health}/metrics").text
+        assert counter(text, 'rollout_webhook_connections_closed_total{reason="made_room"}') >= 4
+        assert counter(text, "rollout_webhook_connections_open") <= 8
     finally:
         for conn in idle:
             conn.close()
