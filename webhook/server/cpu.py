@@ -3,22 +3,25 @@
 Every step of an admission is bounded by construction: a body of at most 3 MiB, nesting
 checked before anything recurses, an override annotation of at most 16 KiB and 64 levels,
 with anchors and aliases refused. Bounded is not cheap, though: a 3 MiB body of small
-arrays costs some 0.7 s of CPU to decode and as much to plan, a 16 KiB override as
-much to parse and check (measured in docs/security.md, "CPU budget"), and on the event
-loop that time would stall every other admission. So a request whose body is large, or that carries the override
-annotation (whose YAML is parsed and whose Rollout is checked against the CRD schema),
-has its decode and its plan run on this lane: a pool of two threads of its own. A thread
-doing Python work gives the interpreter back every few milliseconds, so the event loop
-(and the health port's thread) keep answering meanwhile.
+arrays costs some 0.7 s of CPU to decode and as much to plan, a 16 KiB override as much
+to parse and check (measured in docs/security.md, "CPU budget"), and on the event loop
+that time would stall every other admission. So a request whose body is large, or that
+carries the override annotation (YAML to parse, a Rollout to check against the CRD
+schema), or a policy sent to /validate, has its decode and its plan run on this lane: a
+pool of two threads of its own. A thread doing Python work gives the interpreter back
+every few milliseconds, so the event loop (and the health port's thread) keep answering
+meanwhile; only a single C call is not interrupted (``json.loads`` of 3 MiB: about a
+third of a second at worst).
 
 A thread cannot be killed, so the budget is kept in two ways: the request is answered at
-its deadline whatever the lane is doing (the app's ``asyncio.timeout``, fail-open or
+its deadline whatever the lane is doing (the app's ``asyncio.timeout_at``, fail-open or
 closed as configured), and work still waiting for a thread when its request gives up is
 dropped before it starts. What has started runs to its end, which the bounds above keep
-to about a second and a half at worst; with two threads, no flood of hostile requests holds more
-than two such steps at once. Small requests without the annotation, nearly all of them,
-stay on the event loop: handing them over would cost more than they do (about 0.05 ms a
-hop, against at most a few milliseconds of work for a body under ``INLINE_BODY_BYTES``).
+to about a second and a half at worst; with two threads, no flood of hostile requests
+holds more than two such steps at once. Small requests without the annotation, nearly
+all of them, stay on the event loop: handing them over would cost more than they do
+(about 0.05 ms a hop, against at most a few milliseconds of work for a body under
+``INLINE_BODY_BYTES``).
 """
 
 from __future__ import annotations
