@@ -33,11 +33,12 @@ class HealthServer:
             app,
             host=host,
             port=port,
-            http=guarded_h11(read_timeout),
+            # Past the limit the longest-idle connection makes room (connections.py): idle
+            # connections to this port cannot keep the kubelet's probes out either.
+            http=guarded_h11(read_timeout, MAX_CONNECTIONS),
             lifespan="off",
             log_config=None,
             access_log=False,
-            limit_concurrency=MAX_CONNECTIONS,
             timeout_graceful_shutdown=2,
         )
         self._server = uvicorn.Server(config)

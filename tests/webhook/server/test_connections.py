@@ -180,3 +180,17 @@ def test_hundreds_of_hostile_connections_leave_admissions_and_probes_answered(
         finally:
             for conn in held:
                 conn.close()
+
+
+def test_idle_connections_to_the_health_port_do_not_keep_the_probes_out(
+    running: Running,
+) -> None:
+    port = running.server.settings.health_port
+    assert port is not None
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(40)]
+    try:  # more than its 32 places, none sending anything
+        with httpx.Client(timeout=10) as client:
+            assert client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    finally:
+        for conn in idle:
+            conn.close()
