@@ -75,6 +75,8 @@ class ConnectionTable:
             return True
         for candidate in self._open:
             if candidate is not connection and not candidate.answering:
+                # Out of the table now: the abort's connection_lost comes a turn later.
+                del self._open[candidate]
                 self.on_close("made_room")
                 candidate.evict()
                 return True
