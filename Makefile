@@ -102,7 +102,7 @@ kube-tools: $(DEV)
 	@$(BIN)/python tools/extract-kube-tools.py >/dev/null
 
 ## bench: load-test `serve` over TLS (wrk, vegeta) and time the reconciler's resync on a real
-## control plane; writes bench/results/$(BENCH_LABEL)*.json and docs/benchmarks.md's tables (~15 min)
+## control plane; writes bench/results/$(BENCH_LABEL)*.json and docs/benchmarks.md's tables (~25 min)
 BENCH_LABEL ?= latest
 VEGETA := $(HOME)/.cache/rollout-webhook/bin/vegeta
 GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
@@ -113,6 +113,7 @@ bench: $(DEV) control-plane kube-tools
 	$(BIN)/python -m bench.resync --label $(BENCH_LABEL)
 	$(BIN)/python -m bench.attribution --label $(BENCH_LABEL)
 	$(BIN)/python -m bench.breakdown --label $(BENCH_LABEL)
+	$(BIN)/python -m bench.overload --label $(BENCH_LABEL)
 	$(BIN)/python -m bench.report --label $(BENCH_LABEL) \
 	  $(if $(wildcard bench/results/what-if.json),--what-if what-if)
 

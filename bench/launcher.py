@@ -42,7 +42,7 @@ from webhook.core.review import UserInfo
 from webhook.kube.cluster import freeze_caches
 from webhook.kube.view import MemoryClusterView
 from webhook.server.policy_state import PolicyState
-from webhook.server.runner import Server, build_server, uvicorn_config
+from webhook.server.runner import Server, build_server, serve_until_stopped, uvicorn_config
 from webhook.server.settings import ServeSettings
 
 BASELINE_ANSWER = json.dumps(
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = uvicorn.Server(uvicorn_config(server))
     if args.profile is None:
         try:
-            runner.run()
+            serve_until_stopped(runner, server.settings)  # the product's event loop
         finally:
             server.close()
         return 0
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     stop.start()
     profiler = cProfile.Profile()
     try:
-        profiler.runcall(runner.run)
+        profiler.runcall(serve_until_stopped, runner, server.settings)
     finally:
         profiler.dump_stats(args.profile)
         server.close()

@@ -21,8 +21,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from webhook.core.durations import DurationError, parse_go_duration
+from webhook.core.keys import Keys
 from webhook.core.nesting import exceeds_bracket_depth
 from webhook.core.review import AdmissionRequest, ReviewInvalid, parse_review, review_response
+from webhook.server.cpu import INLINE_BODY_BYTES, mark_heavy, run_bounded
 from webhook.server.engine import AdmissionEngine
 from webhook.server.logs import admission_context, decision_of
 from webhook.server.metrics import CONTENT_TYPE, Metrics
@@ -135,6 +137,17 @@ def decode_review(body: bytes) -> AdmissionRequest:
         raise CallRefused(400, f"not an AdmissionReview v1: {err}") from None
 
 
+def carries_annotation(request: AdmissionRequest, key: str) -> bool:
+    """Whether the object (or the old one) has annotation ``key``, whatever its value."""
+    for member in ("object", "oldObject"):
+        obj = request.get(member)
+        metadata = obj.get("metadata") if isinstance(obj, dict) else None
+        annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+        if isinstance(annotations, dict) and key in annotations:
+            return True
+    return False
+
+
 def create_app(parts: ServerParts) -> FastAPI:
     app = FastAPI(
         title="rollout-webhook",
@@ -179,6 +192,7 @@ def _add_admission_endpoints(app: FastAPI, parts: ServerParts) -> None:
     """/mutate and /validate: the HTTP guard, the budget, then the engine."""
     engine = parts.engine
     settings = engine.settings
+    override_annotation = Keys(settings.label_prefix).rollout
 
     async def admission(
         request: Request,
@@ -190,11 +204,30 @@ def _add_admission_endpoints(app: FastAPI, parts: ServerParts) -> None:
             request.query_params.get("timeout"), settings.default_timeout_seconds
         )
         body = await read_body(request, settings.max_body_bytes)
-        review = decode_review(body)
+        # One deadline for the decode and the decision, kept even when they run on the
+        # heavy lane (cpu.py): a request is answered at its deadline whatever the lane does.
+        deadline = asyncio.get_running_loop().time() + budget
+        if len(body) > INLINE_BODY_BYTES:
+            mark_heavy(True)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    review = await run_bounded(decode_review, body)
+            except TimeoutError:
+                raise CallRefused(503, f"request body not decoded within {budget:.3g}s") from None
+        else:
+            review = decode_review(body)  # a few milliseconds at most: not worth a hop
+        # The override annotation is YAML to parse and a Rollout to check: the lane's too.
+        # (Looked up in the decoded object: the raw body may spell the key with escapes.)
+        mark_heavy(
+            endpoint == "validate"
+            or len(body) > INLINE_BODY_BYTES
+            or carries_annotation(review, override_annotation)
+        )
+        del body
         with admission_context(review):  # every line logged meanwhile names the request
             try:
                 # A deadline on this task, not a task of its own per request (wait_for's).
-                async with asyncio.timeout(budget):
+                async with asyncio.timeout_at(deadline):
                     response = await handle(review, started, budget)
             except TimeoutError:
                 problem = f"no decision within {budget:.3g}s"

@@ -56,6 +56,7 @@ from webhook.core.review import (
 from webhook.core.stored_writes import StoredWrites, WriteScope, scope_of, stored_writes
 from webhook.server.access_reviews import AccessReviews
 from webhook.server.audit_trail import AuditSink
+from webhook.server.cpu import run_bounded
 from webhook.server.metrics import Metrics
 from webhook.server.settings import ServeSettings
 from webhook.server.write_worker import WriteJob, WriteWorker, change_outcome
@@ -142,7 +143,7 @@ class AdmissionEngine:
         self, request: AdmissionRequest, *, started: float, budget: float
     ) -> AdmissionResponse:
         policy = self.policy()  # read once: a reload meanwhile must not mix two policies
-        plan = self._plan(request, policy)
+        plan = await run_bounded(self._plan, request, policy)  # cpu.py: the heavy lane
         if plan.changes and plan.decision == "convert" and self.access is not None:
             # Leave a tenth of a second for the answer and its audit record.
             remaining = budget - (self.monotonic() - started) - 0.1
@@ -395,10 +396,10 @@ class AdmissionEngine:
             return response
         schema = self.rollout_schema()
         try:
-            policy = policy_from_configmap(obj, rollout_schema=schema)
+            policy = await run_bounded(policy_from_configmap, obj, rollout_schema=schema)
         except PolicyInvalid as err:
             return await self._deny_policy(request, str(err), started, budget)
-        refused = () if schema is None else policy_plan_problems(policy, schema)
+        refused = () if schema is None else await run_bounded(policy_plan_problems, policy, schema)
         templates = template_schema_problems(policy.analysis, self.template_schemas())
         refused = (*refused, *(str(problem) for problem in templates))
         if refused:

@@ -1,8 +1,8 @@
 """The health port: /healthz, /readyz and /metrics on a server of their own.
 
-The admission port refuses connections past ``max_connections`` (503), so whoever can
-open that many connections to it, or a burst of real admissions, would also fail the
-kubelet's probes there: the pod restarted for being busy, or taken out of its Service
+The admission port takes at most ``max_connections`` (503 once all of them are answering
+requests), so whoever can keep it that busy, or a burst of real admissions, would also fail
+the kubelet's probes there: the pod restarted for being busy, or taken out of its Service
 for being attacked. The health port has its own listener, its own thread and event loop,
 and its own connection limit, so nothing that reaches the admission port can starve it.
 It speaks plain HTTP, like the probes and most Prometheus scrapers expect, and serves
@@ -17,7 +17,7 @@ import threading
 import uvicorn
 from fastapi import FastAPI
 
-from webhook.server.connections import read_guarded_h11
+from webhook.server.connections import guarded_h11
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,12 @@ class HealthServer:
             app,
             host=host,
             port=port,
-            http=read_guarded_h11(read_timeout),
+            # Past the limit the longest-idle connection makes room (connections.py): idle
+            # connections to this port cannot keep the kubelet's probes out either.
+            http=guarded_h11(read_timeout, MAX_CONNECTIONS),
             lifespan="off",
             log_config=None,
             access_log=False,
-            limit_concurrency=MAX_CONNECTIONS,
             timeout_graceful_shutdown=2,
         )
         self._server = uvicorn.Server(config)

@@ -70,6 +70,19 @@ class Metrics:
             "past that, writes are left to the reconciler).",
             registry=self.registry,
         )
+        self.connections_open = Gauge(
+            "rollout_webhook_connections_open",
+            "TLS connections the admission port holds (past their handshake).",
+            registry=self.registry,
+        )
+        self.connections_closed = Counter(
+            "rollout_webhook_connections_closed",
+            "Admission-port connections closed by the server's defences, by reason: "
+            "made_room (idle or slow, closed for a newcomer past max_connections), "
+            "refused (503: every connection was answering a request), read_timeout.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.audit_late = Counter(
             "rollout_webhook_audit_records_late",
             "Answers sent before their audit record was written (the disk stalled or failed).",

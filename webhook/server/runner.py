@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import shutil
+import socket
 import ssl
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import uvicorn
@@ -28,9 +32,10 @@ from webhook.core.errors import PolicyInvalid
 from webhook.core.keys import Keys
 from webhook.core.policy import Policy, builtin_policy, load_yaml, policy_from_document
 from webhook.kube.view import MemoryClusterView
+from webhook.server import cpu
 from webhook.server.app import ServerParts, create_app, create_health_app
 from webhook.server.audit_trail import AuditTrail
-from webhook.server.connections import read_guarded_h11
+from webhook.server.connections import guarded_h11, guarded_loop_factory
 from webhook.server.engine import AdmissionEngine
 from webhook.server.health import HealthServer
 from webhook.server.memory import tune_allocator
@@ -182,6 +187,7 @@ def _build(
         writer=None if cluster is None else cluster.writer,
     )
     cleanups.append(engine.close)
+    cleanups.append(cpu.shutdown)
     parts = ServerParts(
         engine=engine,
         metrics=metrics,
@@ -416,6 +422,14 @@ def start_reconciler(
 
 def uvicorn_config(server: Server, **overrides: Any) -> uvicorn.Config:
     """HTTP/1.1 (h11) over the server's own TLS context, the one the poller reloads."""
+    metrics = server.metrics
+    protocol = guarded_h11(
+        server.settings.read_timeout_seconds,
+        server.settings.max_connections,
+        on_close=lambda reason: metrics.connections_closed.labels(reason).inc(),
+    )
+    table = protocol.table
+    metrics.connections_open.set_function(lambda: len(table) if table is not None else 0)
     options: dict[str, Any] = {
         "host": server.settings.host,
         "port": server.settings.port,
@@ -427,15 +441,61 @@ def uvicorn_config(server: Server, **overrides: Any) -> uvicorn.Config:
         "log_config": None,
         "ssl_context_factory": lambda config, default: server.ssl_context(),
         "timeout_graceful_shutdown": 10,
-        "limit_concurrency": server.settings.max_connections,
-        "http": read_guarded_h11(server.settings.read_timeout_seconds),
+        # Not uvicorn's limit_concurrency, which counts idle connections too: the
+        # protocol's table (connections.py) closes idle ones to make room instead.
+        "limit_concurrency": None,
+        "http": protocol,
     }
     options.update(overrides)
     return uvicorn.Config(server.app, **options)
 
 
+class BoundedServer(uvicorn.Server):
+    """uvicorn's server, whose shutdown after SIGTERM or SIGINT has a deadline.
+
+    uvicorn's own steps are each bounded (connections answering a request get
+    ``timeout_graceful_shutdown``, the write worker its drain time), but they add up, and
+    a step that hangs would hold the pod until the kubelet kills it without a word. At
+    the deadline the process says so on standard error and exits.
+    """
+
+    def __init__(self, config: uvicorn.Config, shutdown_timeout: float) -> None:
+        super().__init__(config)
+        self.shutdown_timeout = shutdown_timeout
+        self._watchdog: threading.Timer | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(self.shutdown_timeout, self._give_up)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    def _give_up(self) -> None:
+        log.error(
+            "shutdown did not finish within %gs of the signal: exiting now",
+            self.shutdown_timeout,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(EXIT_SHUTDOWN_TIMEOUT)
+
+
+EXIT_SHUTDOWN_TIMEOUT = 3
+
+
+def serve_until_stopped(
+    runner: uvicorn.Server, settings: ServeSettings, sockets: list[socket.socket] | None = None
+) -> None:
+    """Run ``runner`` on the guarded event loop (handshake deadline, small TLS buffers)."""
+    factory = guarded_loop_factory(settings.handshake_timeout_seconds)
+    with asyncio.Runner(loop_factory=factory) as loop:
+        loop.run(runner.serve(sockets=sockets))
+
+
 def run(server: Server) -> None:
+    runner = BoundedServer(uvicorn_config(server), server.settings.shutdown_timeout_seconds)
     try:
-        uvicorn.Server(uvicorn_config(server)).run()
+        serve_until_stopped(runner, server.settings)
     finally:
         server.close()

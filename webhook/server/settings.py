@@ -75,10 +75,21 @@ class ServeSettings(BaseSettings):
     fail_closed: bool = False
     """On an internal error: deny (true) or admit unchanged with a warning (false)."""
     max_body_bytes: int = Field(default=3 * MIB, ge=1024)
-    max_connections: int = Field(default=256, ge=8, le=65536)
-    """Connections (or requests in flight) past which a new request is answered 503 at
-    once, so the API server applies the failure policy instead of waiting: bounds the
-    memory an overload can take (each TLS connection holds up to ~300 KiB of buffers)."""
+    max_connections: int = Field(default=1024, ge=8, le=65536)
+    """TLS connections held open at once. Past it, the connection waiting longest without
+    a request being answered on it (idle, or still sending one) is closed to make room;
+    only when all are answering requests is a new one answered 503 and closed, so the API
+    server applies the failure policy instead of waiting. Bounds what connections cost in
+    memory (some 40 KiB each, docs/benchmarks.md "Overload"); high enough that hundreds
+    of hostile connections are closed by their read timeout, not by the churn of making
+    room (each connection closed that way comes back as a new handshake)."""
+    handshake_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    """Time a TLS handshake may take before the connection is dropped (asyncio's default is
+    60 s, during which a connection that never starts one holds its buffers)."""
+    shutdown_timeout_seconds: float = Field(default=25.0, gt=0, le=3600)
+    """From SIGTERM to exit, at most: within the pod's terminationGracePeriodSeconds (the
+    chart keeps Kubernetes' 30 s). Past it, whatever is still running is abandoned and the
+    process exits, rather than being killed by the kubelet without a word."""
     default_timeout_seconds: float = Field(default=10.0, gt=0, le=30)
     """The admission budget when the request carries no ?timeout= (the API server's default)."""
     access_review_timeout_seconds: float = Field(default=2.0, gt=0, le=10)

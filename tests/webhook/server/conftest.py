@@ -32,8 +32,9 @@ from tests import builders
 from webhook.core.cluster import CREATE_ROLLOUTS, AccessDecision, Permission
 from webhook.core.review import UserInfo, apply_patch, decode_patch
 from webhook.kube.view import MemoryClusterView
+from webhook.server.connections import ConnectionTable
 from webhook.server.policy_state import PolicyState
-from webhook.server.runner import Server, build_server, uvicorn_config
+from webhook.server.runner import Server, build_server, serve_until_stopped, uvicorn_config
 from webhook.server.settings import ServeSettings
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -123,6 +124,8 @@ class Running:
     audit_stream: io.StringIO
     cluster: FakeCluster | None
     client: httpx.Client
+    connections: ConnectionTable
+    """The admission port's open connections (connections.py)."""
     versions: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
 
     @property
@@ -221,7 +224,10 @@ def serve(
     port = sock.getsockname()[1]
     config = uvicorn_config(server, log_level="warning")
     runner = uvicorn.Server(config)
-    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
+    # On the event loop `serve` runs on: handshake deadline, small TLS buffers.
+    thread = threading.Thread(
+        target=serve_until_stopped, args=(runner, server.settings, [sock]), daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 10
     while not runner.started:
@@ -230,7 +236,8 @@ def serve(
         time.sleep(0.02)
     client = httpx.Client(verify=verifying_context(ca_pem), timeout=10)
     try:
-        yield Running(server, port, ca_pem, stream, cluster, client)
+        table = config.http.table  # type: ignore[union-attr]
+        yield Running(server, port, ca_pem, stream, cluster, client, table)
     finally:
         client.close()
         runner.should_exit = True

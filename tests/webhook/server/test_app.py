@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import httpx
 import pytest
 
 from tests.builders import admission_request
-from tests.webhook.server.conftest import FakeCluster, Running, deployment, serve
+from tests.webhook.server.conftest import FakeCluster, FakeWriter, Running, deployment, serve
 from webhook.kube.view import MemoryClusterView
 from webhook.server.policy_state import PolicyState
 
@@ -170,9 +172,9 @@ def test_not_ready_until_policy_and_caches(tmp_path: Path) -> None:
         assert running.client.get(f"{running.url}/readyz").status_code == 200
 
 
-def test_past_max_connections_a_request_is_503_at_once(tmp_path: Path) -> None:
-    """Idle keep-alive connections count: past the cap the server answers 503 rather than
-    taking more, and the API server applies the failure policy."""
+def test_past_max_connections_the_longest_idle_connection_makes_room(tmp_path: Path) -> None:
+    """Idle keep-alive connections do not keep a new one out: past the cap, the one idle
+    the longest is closed, and the newcomer is answered."""
     with serve(tmp_path, max_connections=8) as server:
         context = ssl.create_default_context(cadata=server.ca_pem)
         held: list[httpx.Client] = []
@@ -181,14 +183,49 @@ def test_past_max_connections_a_request_is_503_at_once(tmp_path: Path) -> None:
                 client = httpx.Client(verify=context, timeout=5)
                 assert client.get(f"{server.url}/healthz").status_code == 200
                 held.append(client)
-            extra = httpx.Client(verify=context, timeout=5)
-            held.append(extra)
-            answer = extra.get(f"{server.url}/healthz")
-            assert answer.status_code == 503
-            held.pop().close()
-            held.pop().close()
-            with httpx.Client(verify=context, timeout=5) as again:
-                assert again.get(f"{server.url}/healthz").status_code == 200
+            for _ in range(3):
+                extra = httpx.Client(verify=context, timeout=5)
+                held.append(extra)
+                assert extra.get(f"{server.url}/healthz").status_code == 200
+            # The first ones were closed to make room; a client reconnects and is answered.
+            assert held[0].get(f"{server.url}/healthz").status_code == 200
         finally:
             for client in held:
                 client.close()
+
+
+def test_when_every_connection_is_answering_a_new_one_gets_503(tmp_path: Path) -> None:
+    """Overload: all the connections have a request being decided, so there is nothing
+    to make room with; the newcomer gets 503 at once and the API server applies the
+    failure policy instead of waiting."""
+    cluster = FakeCluster(writer=FakeWriter(review_delay=5.0))
+    with serve(
+        tmp_path, cluster=cluster, max_connections=8, access_review_timeout_seconds=8
+    ) as server:
+        server.client.close()  # the fixture's own connection would be idle: not counted
+        context = ssl.create_default_context(cadata=server.ca_pem)
+        body = json.dumps(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": admission_request(deployment(), uid="busy"),
+            }
+        )
+
+        def converting() -> int:
+            with httpx.Client(verify=context, timeout=20) as client:
+                return client.post(f"{server.url}/mutate", content=body).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            busy = [pool.submit(converting) for _ in range(8)]
+            deadline = time.monotonic() + 20
+            while server.connections.answering() < 8:  # all in the permission check
+                assert time.monotonic() < deadline, "the requests did not arrive"
+                time.sleep(0.05)
+            with httpx.Client(verify=context, timeout=5) as newcomer:
+                answer = newcomer.get(f"{server.url}/healthz")
+            assert answer.status_code == 503
+            assert answer.headers["connection"] == "close"
+            metrics = server.server.metrics.exposition().decode()
+            assert 'rollout_webhook_connections_closed_total{reason="refused"} 1.0' in metrics
+            assert [f.result() for f in busy] == [200] * 8
