@@ -39,7 +39,7 @@ def test_cases_get_their_decisions_and_the_baseline_answers_without_parsing(
     write_localhost_bundle(dt.datetime.now(dt.UTC), tmp_path)
     server = build(10, tmp_path, 8443)  # not bound: the client calls the app directly
     try:
-        metrics = asyncio.run(exercise(server.app))
+        metrics = asyncio.run(exercise(server.asgi))
     finally:
         server.close()
     # The baseline is outside the admission path: counted nowhere, audited nowhere.

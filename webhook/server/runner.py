@@ -35,6 +35,7 @@ from webhook.server.engine import AdmissionEngine
 from webhook.server.health import HealthServer
 from webhook.server.memory import tune_allocator
 from webhook.server.metrics import Metrics
+from webhook.server.mutate_route import MutateRoute
 from webhook.server.policy_state import PolicyState
 from webhook.server.settings import ServeSettings
 from webhook.server.tls import CertificateError, CertificatePair, ReloadingCertificate
@@ -65,6 +66,9 @@ class Server:
     """Everything `serve` runs: the app, the live TLS context and what must be closed."""
 
     app: FastAPI
+    """Everything but ``POST /mutate``; the launcher of the benchmark adds a route to it."""
+    asgi: MutateRoute
+    """What uvicorn runs: ``POST /mutate`` itself, the rest handed to ``app``."""
     settings: ServeSettings
     engine: AdmissionEngine
     certificate: ReloadingCertificate
@@ -296,7 +300,10 @@ def _assemble(
         )
         health.start()
         cleanups.append(health.stop)
-    server = Server(create_app(parts), settings, engine, certificate, audit, metrics, cleanups)
+    app = create_app(parts)
+    server = Server(
+        app, MutateRoute(app, parts), settings, engine, certificate, audit, metrics, cleanups
+    )
 
     async def close_at_shutdown() -> None:
         # In the app's shutdown, not after the server returns: uvicorn re-raises the
@@ -406,7 +413,7 @@ def uvicorn_config(server: Server, **overrides: Any) -> uvicorn.Config:
         "http": read_guarded_h11(server.settings.read_timeout_seconds),
     }
     options.update(overrides)
-    return uvicorn.Config(server.app, **options)
+    return uvicorn.Config(server.asgi, **options)
 
 
 def run(server: Server) -> None:
