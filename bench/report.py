@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench import scale_report
 from bench.results import matrix_table, median_of, rate_table, ratio_to_baseline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -355,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         attribution = json.loads(split.read_text()) if split.exists() else None
         where = results / f"{args.label}-breakdown.json"
         breakdown = json.loads(where.read_text()) if where.exists() else None
-        DOC.write_text(splice(DOC.read_text(), render(document, what_if, attribution, breakdown)))
+        generated = render(document, what_if, attribution, breakdown)
+        generated += scale_report.section(results, args.label, resync_table)
+        DOC.write_text(splice(DOC.read_text(), generated))
     except (OSError, ValueError) as err:
         sys.stderr.write(f"bench report: {err}\n")
         return 1
