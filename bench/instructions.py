@@ -57,35 +57,50 @@ def per_request(total: int, idle_per_second: float, seconds: float, requests: in
     return max(0.0, total - idle_per_second * seconds) / max(1, requests)
 
 
-def send(port: int, ca: Path, path: str, body: bytes, requests: int, connections: int) -> None:
-    """``requests`` POSTs over ``connections`` keep-alive connections; every answer 200."""
-    errors: list[str] = []
+class Connections:
+    """Keep-alive TLS connections to the server, opened once: the handshakes happen during
+    the warm-up, never inside a counted window (each costs more than many requests)."""
 
-    def one_connection(count: int) -> None:
+    def __init__(self, port: int, ca: Path, count: int) -> None:
         context = ssl.create_default_context(cafile=str(ca))
-        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=120)
-        try:
-            for _ in range(count):
-                connection.request(
-                    "POST", path, body=body, headers={"Content-Type": "application/json"}
-                )
-                answer = connection.getresponse()
-                answer.read()
-                if answer.status != 200:
-                    errors.append(f"POST {path}: HTTP {answer.status}")
-        except OSError as err:
-            errors.append(f"POST {path}: {err}")
-        finally:
+        self.open = [
+            http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=300)
+            for _ in range(count)
+        ]
+
+    def close(self) -> None:
+        for connection in self.open:
             connection.close()
 
-    shares = [requests // connections + (i < requests % connections) for i in range(connections)]
-    threads = [threading.Thread(target=one_connection, args=(n,)) for n in shares]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise BenchError(f"{len(errors)} failed requests, first: {errors[0]}")
+    def send(self, path: str, body: bytes, requests: int) -> None:
+        """``requests`` POSTs spread over the connections, side by side; every answer 200."""
+        errors: list[str] = []
+
+        def one_connection(connection: http.client.HTTPSConnection, count: int) -> None:
+            try:
+                for _ in range(count):
+                    connection.request(
+                        "POST", path, body=body, headers={"Content-Type": "application/json"}
+                    )
+                    answer = connection.getresponse()
+                    answer.read()
+                    if answer.status != 200:
+                        errors.append(f"POST {path}: HTTP {answer.status}")
+            except OSError as err:
+                errors.append(f"POST {path}: {err}")
+
+        count = len(self.open)
+        shares = [requests // count + (i < requests % count) for i in range(count)]
+        threads = [
+            threading.Thread(target=one_connection, args=(connection, n))
+            for connection, n in zip(self.open, shares, strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise BenchError(f"{len(errors)} failed requests, first: {errors[0]}")
 
 
 class Counted:
@@ -111,6 +126,7 @@ class Counted:
             f"--services={services}",
             f"--cert-dir={cert_dir}",
             f"--port={self.port}",
+            "--idle-timeout=60",
         ]
         self.log = (workdir / "server.log").open("wb")
         self.audit = (workdir / "audit.jsonl").open("wb")
@@ -180,11 +196,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     bodies["noop"] = bodies["baseline"]
     server = Counted(workdir, args.services, cert_dir)
     out: dict[str, Any] = {"cases": {}}
+    connections: Connections | None = None
     try:
         server.wait_ready()
         server.ctl("--instr=on")
-        for case, path in CASES.items():  # warm: imports, caches, first connections
-            send(server.port, server.ca, path, bodies[case], args.warmup, args.connections)
+        connections = Connections(server.port, server.ca, args.connections)
+        for case, path in CASES.items():  # warm: imports, caches, the connections' handshakes
+            connections.send(path, bodies[case], args.warmup)
         time.sleep(args.settle)
         server.ctl("--zero")
         started = time.monotonic()
@@ -195,7 +213,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for case, path in CASES.items():
             server.ctl("--zero")
             started = time.monotonic()
-            send(server.port, server.ca, path, bodies[case], args.requests, args.connections)
+            connections.send(path, bodies[case], args.requests)
             time.sleep(args.settle)  # the writes after the answers, the audit records
             total = server.dump()
             seconds = time.monotonic() - started
@@ -207,6 +225,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             }
             say(f"   {case:13} {out['cases'][case]['per_request']:>12,} instructions/request")
     finally:
+        if connections is not None:
+            connections.close()
         server.stop()
     return out
 

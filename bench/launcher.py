@@ -127,21 +127,32 @@ class NoopRoute:
         await send({"type": "http.response.body", "body": BASELINE_ANSWER})
 
 
-def config(server: Server) -> uvicorn.Config:
-    """The product's uvicorn settings, with ``/noop`` in front of the product's app."""
-    settings = uvicorn_config(server)
+def config(server: Server, idle_timeout: float | None = None) -> uvicorn.Config:
+    """The product's uvicorn settings, with ``/noop`` in front of the product's app; with
+    ``idle_timeout``, keep-alive connections may stay idle that long (the instruction
+    counts keep their connections between cases, with no handshake in a counted window)."""
+    overrides = {} if idle_timeout is None else {"timeout_keep_alive": idle_timeout}
+    settings = uvicorn_config(server, **overrides)
     settings.app = NoopRoute(settings.app)
     return settings
 
 
 def build(
-    services: int, cert_dir: Path, port: int, *, crowded: bool = False, crowded_services: int = 0
+    services: int,
+    cert_dir: Path,
+    port: int,
+    *,
+    crowded: bool = False,
+    crowded_services: int = 0,
+    idle_timeout: float | None = None,
 ) -> Server:
     objects = cluster_objects(
         services, builtin_policy(), crowded=crowded, crowded_services=crowded_services
     )
     view = MemoryClusterView(objects)
     settings = ServeSettings(host="127.0.0.1", port=port, cert_dir=cert_dir)
+    if idle_timeout is not None:
+        settings = settings.model_copy(update={"read_timeout_seconds": idle_timeout})
     server = build_server(settings, cluster=PrefilledCluster(view))
 
     async def baseline(request: Request) -> Response:
@@ -166,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="this many of the services in the requests' namespace, the others spread",
     )
+    parser.add_argument(
+        "--idle-timeout", type=float, help="seconds a connection may stay idle (at most 60)"
+    )
     parser.add_argument("--profile", type=Path, help="cProfile the event loop into this file")
     parser.add_argument("--profile-seconds", type=float, default=20.0)
     parser.add_argument(
@@ -185,10 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         args.port,
         crowded=args.crowded,
         crowded_services=args.crowded_services,
+        idle_timeout=args.idle_timeout,
     )
     for name in args.experiment:
         EXPERIMENTS[name]()
-    runner = uvicorn.Server(config(server))
+    runner = uvicorn.Server(config(server, args.idle_timeout))
     if args.profile is None:
         try:
             runner.run()
