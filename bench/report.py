@@ -323,7 +323,7 @@ def breakdown_table(breakdown: Mapping[str, Any]) -> str:
         names = {
             "parse_ms": "parse the body and check the review",
             "decide_ms": "`decide_mutation` (the plan: `plan_conversion` and its copies)",
-            "patch_ms": "`patch_for` (`jsonpatch.make_patch`)",
+            "patch_ms": "`patch_for` (member by member; jsonpatch for lists)",
             "audit_record_ms": "one audit record (build, canonical JSON, SHA-256)",
         }
         for key, label in names.items():
