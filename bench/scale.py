@@ -15,16 +15,18 @@ results file: bench/results/LABEL-scale.json.
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
 import json
 import shutil
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from bench.fixtures import request_bodies
+from bench.fixtures import cluster_objects, request_bodies
 from bench.run import (
     REPO,
     RESULTS,
@@ -39,6 +41,7 @@ from bench.run import (
     vegeta_run,
 )
 from certs.files import write_localhost_bundle
+from webhook.core.policy import builtin_policy
 
 
 def results_file(label: str) -> Path:
@@ -53,6 +56,23 @@ def merge_into(label: str, key: str, value: Any) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(document, indent=2) + "\n")
     return target
+
+
+def cache_bytes_by_kind(services: int) -> dict[str, float]:
+    """Bytes each cached object of a kind holds, on average, as a watch delivers it (parsed
+    from JSON: no string shared with another object), measured with tracemalloc."""
+    totals: collections.Counter[str] = collections.Counter()
+    counts: collections.Counter[str] = collections.Counter()
+    for obj in cluster_objects(services, builtin_policy()):
+        text = json.dumps(obj)
+        tracemalloc.start()
+        parsed = json.loads(text)
+        size = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        del parsed
+        totals[obj["kind"]] += size
+        counts[obj["kind"]] += 1
+    return {kind: round(totals[kind] / counts[kind]) for kind in sorted(counts)}
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -94,6 +114,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     flush=True,
                 )
         out["rss_after_load_kib"] = rss_kib(server.process.pid)
+    out["object_bytes_by_kind"] = cache_bytes_by_kind(1000)
     out["load_average_end"] = load_average()
     return out
 

@@ -181,6 +181,26 @@ def fleet_rate_table(server: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def objects_line(sizes: Mapping[str, float]) -> str:
+    """What one cached service holds, kind by kind (a Service twice: stable and canary)."""
+    per_service = sum(
+        sizes.get(kind, 0) * times
+        for kind, times in (
+            ("Deployment", 1),
+            ("Rollout", 1),
+            ("Service", 2),
+            ("HorizontalPodAutoscaler", 1),
+            ("HTTPRoute", 1),
+        )
+    )
+    kinds = ", ".join(f"{kind} {size / 1024:.1f}" for kind, size in sorted(sizes.items()))
+    return (
+        f"One object as a watch delivers it (parsed JSON, measured with tracemalloc), KiB: "
+        f"{kinds}; a service's six objects: {per_service / 1024:.1f} KiB, before the caches' "
+        "index entries."
+    )
+
+
 def startup_line(resync: Mapping[str, Any]) -> str:
     full = resync["full"]
     return (
@@ -246,6 +266,9 @@ def render_section(
             "",
             fleet_rate_table(server),
         ]
+        sizes = server.get("object_bytes_by_kind")
+        if sizes:
+            parts += ["", objects_line(sizes)]
     resync = (fleet or {}).get("resync")
     if resync:
         parts += [

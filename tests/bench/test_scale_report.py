@@ -46,6 +46,7 @@ def fleet(rss_mib: float, p99: float, rps: float, full: float, idle: float) -> d
             "rss_idle_kib": rss_mib * 1024,
             "rss_after_load_kib": rss_mib * 1024,
             "rate": {"convert": [run], "baseline": [run]},
+            "object_bytes_by_kind": {"Deployment": 6144, "Service": 1024, "Rollout": 2048},
         },
         "resync": {
             "services": 10_000,
@@ -97,6 +98,7 @@ def test_the_section_has_every_part_and_the_before_column() -> None:
     assert "| convert | 1,400,000 | 1.40x | 3,000,000 | 3.00x |" in text
     assert "| product's conversion | 1000 | 1.00 | 3.00 | 0.600 | 6.0x |" in text
     assert "Lease held at 1.6 s" in text
+    assert "a service's six objects: 10.0 KiB" in text
     assert "10,000 services cached (1,000 in the requests' namespace)" in text
 
 
