@@ -131,3 +131,10 @@ def test_the_crowded_namespace_takes_the_last_services() -> None:
     assert placed[-5:] == [CROWDED_NAMESPACE] * 5
     assert len(set(placed[:20])) == 2
     assert service_namespaces(3, 0) == [placed[0]] * 3
+
+
+def test_a_fleet_without_its_resync_says_so() -> None:
+    partial = fleet(150, 5.0, 1000, 50, 0.5)
+    del partial["resync"]
+    rows = fleet_targets(None, partial)
+    assert [row[2] for row in rows] == ["met", "met", "not measured", "not measured"]
