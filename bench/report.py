@@ -215,7 +215,12 @@ def render(
             "",
             f"{resync['objects_created']} objects created unconverted in "
             f"{resync['create_seconds']} s (not part of the measure); the caches synced "
-            f"{resync['full']['caches_synced_seconds']} s after the start.",
+            f"{resync['full']['caches_synced_seconds']} s after the start"
+            + (
+                f", the Lease held at {resync['full']['leader_seconds']} s."
+                if "leader_seconds" in resync["full"]
+                else "."
+            ),
             "",
             resync_table(resync),
         ]
