@@ -340,7 +340,7 @@ def machine() -> dict[str, Any]:
 # top of the list (cProfile sees the event loop's thread only; the audit trail's thread
 # shows in the server's CPU time, not here).
 STEPS = (
-    r"app.py:\d+\(mutate_handler\)|engine.py:\d+\(mutate\)|decode_review|parse_review"
+    r"mutate_route.py:\d+\((mutate|decide)\)|engine.py:\d+\(mutate\)|decode_review|parse_review"
     r"|admission.py:\d+\(decide_deployment\)|plan_conversion|review.py:\d+\(make_patch\)"
     r"|copy.py:128\(deepcopy\)|engine.py:\d+\(_finish\)|engine.py:\d+\(recorded\)"
     r"|engine.py:\d+\(check\)|review_response|responses.py:\d+\(render\)"
