@@ -183,17 +183,20 @@ def converted_service(name: str, ns: str, policy: Policy) -> list[dict[str, Any]
 
 
 def cluster_objects(
-    services: int, policy: Policy, *, crowded: bool = False
+    services: int, policy: Policy, *, crowded: bool = False, crowded_services: int = 0
 ) -> Iterator[dict[str, Any]]:
     """``services`` converted services in namespaces of ``PER_NAMESPACE``, their Namespaces,
     and the measured requests' namespace (its one Service, HPA and stored Deployments).
 
     ``crowded``: every service in the requests' namespace instead, the worst case for a
-    request, whose planning reads its whole namespace."""
+    request, whose planning reads its whole namespace. ``crowded_services``: only that
+    many of them there (the last ones), the others spread: a fleet with one crowded
+    namespace, where the measured requests land."""
     serial = 0
+    spread = 0 if crowded else max(0, services - crowded_services)
     for index in range(services):
-        ns = REQUEST_NAMESPACE if crowded else namespace_name(index)
-        if not crowded and index % PER_NAMESPACE == 0:
+        ns = REQUEST_NAMESPACE if index >= spread else namespace_name(index)
+        if index < spread and index % PER_NAMESPACE == 0:
             serial += 1
             yield _stored(namespace(ns), serial)
         for obj in converted_service(f"svc-{index:04d}", ns, policy):

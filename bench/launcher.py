@@ -13,6 +13,8 @@ certificate directory, access log off), which are what the chart's Deployment ru
 - ``POST /baseline`` is added to the app here, not in the product: it reads the body and
   answers a fixed "allowed" review without parsing it, the floor that TLS, HTTP and the
   framework cost on the same server and the same connections.
+- ``POST /noop`` does the same on the ASGI interface, in front of everything (as the
+  product's ``/mutate`` is answered): the floor of uvicorn, h11 and TLS alone.
 
 Standard output carries the audit records, as in a pod; the harness sends it to a file.
 """
@@ -107,9 +109,50 @@ EXPERIMENTS: dict[str, Callable[[], None]] = {
 }
 
 
-def build(services: int, cert_dir: Path, port: int, *, crowded: bool = False) -> Server:
-    view = MemoryClusterView(cluster_objects(services, builtin_policy(), crowded=crowded))
+class NoopRoute:
+    """``POST /noop``: the body read and a fixed answer, on the bare ASGI interface."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/noop":
+            await self.app(scope, receive, send)
+            return
+        while (await receive()).get("more_body", False):
+            pass
+        length = str(len(BASELINE_ANSWER)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", length)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": BASELINE_ANSWER})
+
+
+def config(server: Server, idle_timeout: float | None = None) -> uvicorn.Config:
+    """The product's uvicorn settings, with ``/noop`` in front of the product's app; with
+    ``idle_timeout``, keep-alive connections may stay idle that long (the instruction
+    counts keep their connections between cases, with no handshake in a counted window)."""
+    overrides = {} if idle_timeout is None else {"timeout_keep_alive": idle_timeout}
+    settings = uvicorn_config(server, **overrides)
+    settings.app = NoopRoute(settings.app)
+    return settings
+
+
+def build(
+    services: int,
+    cert_dir: Path,
+    port: int,
+    *,
+    crowded: bool = False,
+    crowded_services: int = 0,
+    idle_timeout: float | None = None,
+) -> Server:
+    objects = cluster_objects(
+        services, builtin_policy(), crowded=crowded, crowded_services=crowded_services
+    )
+    view = MemoryClusterView(objects)
     settings = ServeSettings(host="127.0.0.1", port=port, cert_dir=cert_dir)
+    if idle_timeout is not None:
+        settings = settings.model_copy(update={"read_timeout_seconds": idle_timeout})
     server = build_server(settings, cluster=PrefilledCluster(view))
 
     async def baseline(request: Request) -> Response:
@@ -128,6 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--crowded", action="store_true", help="every service in the requests' namespace"
     )
+    parser.add_argument(
+        "--crowded-services",
+        type=int,
+        default=0,
+        help="this many of the services in the requests' namespace, the others spread",
+    )
+    parser.add_argument(
+        "--idle-timeout", type=float, help="seconds a connection may stay idle (at most 60)"
+    )
     parser.add_argument("--profile", type=Path, help="cProfile the event loop into this file")
     parser.add_argument("--profile-seconds", type=float, default=20.0)
     parser.add_argument(
@@ -141,10 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level="INFO", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    server = build(args.services, args.cert_dir, args.port, crowded=args.crowded)
+    server = build(
+        args.services,
+        args.cert_dir,
+        args.port,
+        crowded=args.crowded,
+        crowded_services=args.crowded_services,
+        idle_timeout=args.idle_timeout,
+    )
     for name in args.experiment:
         EXPERIMENTS[name]()
-    runner = uvicorn.Server(uvicorn_config(server))
+    runner = uvicorn.Server(config(server, args.idle_timeout))
     if args.profile is None:
         try:
             serve_until_stopped(runner, server.settings)  # the product's event loop

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench import scale_report
 from bench.overload import render as overload_section
 from bench.results import matrix_table, median_of, rate_table, ratio_to_baseline
 
@@ -215,7 +216,12 @@ def render(
             "",
             f"{resync['objects_created']} objects created unconverted in "
             f"{resync['create_seconds']} s (not part of the measure); the caches synced "
-            f"{resync['full']['caches_synced_seconds']} s after the start.",
+            f"{resync['full']['caches_synced_seconds']} s after the start"
+            + (
+                f", the Lease held at {resync['full']['leader_seconds']} s."
+                if "leader_seconds" in resync["full"]
+                else "."
+            ),
             "",
             resync_table(resync),
         ]
@@ -323,7 +329,7 @@ def breakdown_table(breakdown: Mapping[str, Any]) -> str:
         names = {
             "parse_ms": "parse the body and check the review",
             "decide_ms": "`decide_mutation` (the plan: `plan_conversion` and its copies)",
-            "patch_ms": "`patch_for` (`jsonpatch.make_patch`)",
+            "patch_ms": "`patch_for` (member by member; jsonpatch for lists)",
             "audit_record_ms": "one audit record (build, canonical JSON, SHA-256)",
         }
         for key, label in names.items():
@@ -360,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         overload = results / f"{args.label}-overload.json"
         if overload.exists():  # bench/overload.py's run, a section of its own
             generated += "\n" + overload_section(json.loads(overload.read_text())) + "\n"
+        generated += scale_report.section(results, args.label, resync_table)
         DOC.write_text(splice(DOC.read_text(), generated))
     except (OSError, ValueError) as err:
         sys.stderr.write(f"bench report: {err}\n")

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from bench.fixtures import PER_NAMESPACE, deployment, namespace, namespace_name, service
+from bench.fixtures import deployment, namespace, namespace_name, service
 from tests.e2e import binaries, harness
 from webhook.core.keys import DEFAULT_KEYS
 from webhook.kube.cluster import connect
@@ -162,7 +162,19 @@ def _wait(what: str, done: Callable[[], bool], timeout: float) -> float:
     return time.monotonic() - started
 
 
-def measure_resync(services: int, workdir: Path, timeout: float = 600.0) -> dict[str, Any]:
+CROWDED_NAMESPACE = "prod-crowded"
+
+
+def service_namespaces(services: int, crowded_services: int) -> list[str]:
+    """The namespace of each service: namespaces of ``PER_NAMESPACE``, and the last
+    ``crowded_services`` all in one namespace."""
+    spread = max(0, services - crowded_services)
+    return [namespace_name(i) if i < spread else CROWDED_NAMESPACE for i in range(services)]
+
+
+def measure_resync(
+    services: int, workdir: Path, timeout: float = 600.0, crowded_services: int = 0
+) -> dict[str, Any]:
     paths = binaries.control_plane_binaries()
     tools = binaries.kube_tools()
     with BigControlPlane(
@@ -170,15 +182,15 @@ def measure_resync(services: int, workdir: Path, timeout: float = 600.0) -> dict
     ) as plane:
         kubectl = harness.kubectl_tool(tools["kubectl"], plane.kubeconfig, workdir / "kube")
         harness.install_crds(kubectl)
-        namespaces = [namespace(namespace_name(i)) for i in range(0, services, PER_NAMESPACE)]
+        placed = service_namespaces(services, crowded_services)
+        namespaces = [namespace(ns) for ns in dict.fromkeys(placed)]
         _post_all(
             plane,
             [("/api/v1/namespaces", ns) for ns in [*namespaces, namespace(WEBHOOK_NAMESPACE)]],
         )
         created_at = time.monotonic()
         objects: list[tuple[str, dict[str, Any]]] = []
-        for i in range(services):
-            ns = namespace_name(i)
+        for i, ns in enumerate(placed):
             objects.append(
                 (f"/apis/apps/v1/namespaces/{ns}/deployments", deployment(f"svc-{i:04d}", ns))
             )
@@ -202,6 +214,9 @@ def measure_resync(services: int, workdir: Path, timeout: float = 600.0) -> dict
                 reconciler = cluster.listeners[-1].__self__  # type: ignore[attr-defined]
                 assert isinstance(reconciler, Reconciler)
                 synced_seconds = _wait("caches synced", cluster.view.synced, timeout)
+                leader_seconds = synced_seconds + _wait(
+                    "Lease acquired", reconciler.is_leader, timeout
+                )
                 _wait(
                     f"{services} services converted",
                     lambda: _converted(reconciler) >= services,
@@ -231,11 +246,14 @@ def measure_resync(services: int, workdir: Path, timeout: float = 600.0) -> dict
                 audit.close()
         return {
             "services": services,
+            "crowded_services": crowded_services,
+            "namespaces": len(namespaces),
             "objects_created": created,
             "create_seconds": round(create_seconds, 2),
             "full": {
                 "seconds": round(full_seconds, 2),
                 "caches_synced_seconds": round(synced_seconds, 2),
+                "leader_seconds": round(leader_seconds, 2),
                 "reconcile_passes": passes_before,
                 "adapter_calls": full_calls,
                 "apiserver_requests": difference(after_full, before),
@@ -254,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
         "--label", default="latest", help="adds 'resync' to bench/results/LABEL.json"
     )
     parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument(
+        "--crowded-services", type=int, default=0, help="this many in one namespace"
+    )
+    parser.add_argument(
+        "--scale", action="store_true", help="write to bench/results/LABEL-scale.json instead"
+    )
+    parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
     try:
         binaries.control_plane_binaries()
@@ -262,11 +287,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with tempfile.TemporaryDirectory(prefix="rollout-webhook-resync-") as tmp:
         try:
-            result = measure_resync(args.services, Path(tmp))
+            result = measure_resync(
+                args.services, Path(tmp), args.timeout, crowded_services=args.crowded_services
+            )
         except (RuntimeError, TimeoutError, harness.ControlPlaneError) as err:
             sys.stderr.write(f"bench resync: {str(err).splitlines()[0]}\n")
             return 1
-    target = RESULTS / f"{args.label}.json"
+    target = RESULTS / f"{args.label}{'-scale' if args.scale else ''}.json"
     document: dict[str, Any] = json.loads(target.read_text()) if target.exists() else {}
     document["resync"] = result
     target.write_text(json.dumps(document, indent=2) + "\n")

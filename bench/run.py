@@ -123,6 +123,7 @@ def launched(
     seconds: float = 0,
     experiments: Sequence[str] = (),
     crowded: bool = False,
+    crowded_services: int = 0,
 ) -> Iterator[Launched]:
     port = free_port()
     argv = [
@@ -138,6 +139,8 @@ def launched(
     argv += [f"--experiment={name}" for name in experiments]
     if crowded:
         argv.append("--crowded")
+    if crowded_services:
+        argv.append(f"--crowded-services={crowded_services}")
     with (
         (workdir / f"audit-{services}.jsonl").open("wb") as audit,
         (workdir / f"server-{services}.log").open("wb") as log,
@@ -147,12 +150,14 @@ def launched(
         )
         server = Launched(process, port, cert_dir / "ca.crt")
         try:
-            deadline = time.monotonic() + 120
+            # 10,000 services take a minute to generate on a busy machine.
+            wait = 120 + services // 20
+            deadline = time.monotonic() + wait
             while not server.ready():
                 if process.poll() is not None:
                     raise BenchError(f"the server exited at start-up; see {log.name}")
                 if time.monotonic() > deadline:
-                    raise BenchError(f"the server was not ready within 120 s; see {log.name}")
+                    raise BenchError(f"the server was not ready within {wait} s; see {log.name}")
                 time.sleep(0.2)
             yield server
         finally:
@@ -335,7 +340,7 @@ def machine() -> dict[str, Any]:
 # top of the list (cProfile sees the event loop's thread only; the audit trail's thread
 # shows in the server's CPU time, not here).
 STEPS = (
-    r"app.py:\d+\(mutate_handler\)|engine.py:\d+\(mutate\)|decode_review|parse_review"
+    r"mutate_route.py:\d+\((mutate|decide)\)|engine.py:\d+\(mutate\)|decode_review|parse_review"
     r"|admission.py:\d+\(decide_deployment\)|plan_conversion|review.py:\d+\(make_patch\)"
     r"|copy.py:128\(deepcopy\)|engine.py:\d+\(_finish\)|engine.py:\d+\(recorded\)"
     r"|engine.py:\d+\(check\)|review_response|responses.py:\d+\(render\)"

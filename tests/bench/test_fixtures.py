@@ -70,3 +70,15 @@ def test_crowded_puts_every_service_in_the_requests_namespace() -> None:
     rollouts = view.list("Rollout", REQUEST_NAMESPACE)
     assert len(rollouts) == 25 + 1  # and the "api" service of the HPA case
     assert [n["metadata"]["name"] for n in view.list("Namespace", "")] == [REQUEST_NAMESPACE]
+
+
+def test_a_fleet_with_one_crowded_namespace_spreads_the_rest() -> None:
+    view = MemoryClusterView(cluster_objects(35, builtin_policy(), crowded_services=15))
+    assert len(view.list("Rollout", REQUEST_NAMESPACE)) == 15 + 1  # and "api"
+    assert len(view.list("Rollout", "")) == 35 + 1
+    spread = [n["metadata"]["name"] for n in view.list("Namespace", "")]
+    assert len(spread) == 2 + 1  # 20 services in namespaces of 10, and the crowded one
+    keys = [
+        MemoryClusterView.key(o) for o in cluster_objects(35, builtin_policy(), crowded_services=15)
+    ]
+    assert len(keys) == len(set(keys)), "every object is generated once"

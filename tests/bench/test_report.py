@@ -129,4 +129,4 @@ def test_breakdown_section_lists_threads_and_steps() -> None:
     }
     text = render(product, breakdown=breakdown)
     assert "| convert | 1.35 | 0.32 |" in text
-    assert "| `patch_for` (`jsonpatch.make_patch`) | 0.150 |" in text
+    assert "| `patch_for` (member by member; jsonpatch for lists) | 0.150 |" in text

@@ -7,6 +7,8 @@ import json
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import orjson
+
 from webhook.core.keys import ARGOCD_PREFIX, ARGOCD_TRACKING_LABEL, Keys
 
 Obj = dict[str, Any]
@@ -122,8 +124,26 @@ def applied_hash(manifest: Mapping[str, Any], keys: Keys) -> str:
     metadata["annotations"] = annotations
     spec = {k: v for k, v in spec_of(manifest).items() if k != "replicas"}
     canonical = {**manifest, "metadata": metadata, "spec": spec}
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(canonical_bytes(canonical)).hexdigest()[:16]
+
+
+def canonical_bytes(value: Mapping[str, Any]) -> bytes:
+    """Sorted compact JSON, byte for byte what ``json.dumps(value, sort_keys=True,
+    separators=(",", ":"))`` writes, so hashes recorded on objects stay valid.
+
+    orjson (compiled) writes the same bytes for ASCII text without floats; it writes
+    other characters as UTF-8 where the standard codec escapes them, so such documents
+    go to the standard codec. A float it would format differently (``1e16`` for
+    ``1e+16``) is not caught here: manifests carry quantities as strings and counts as
+    integers, and such a hash would only differ once, the object re-applied once.
+    """
+    try:
+        data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer past 64 bits, a non-string key
+        data = b""
+    if data and data.isascii() and b"\x7f" not in data:
+        return data
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 def with_applied_hash(manifest: Obj, keys: Keys) -> Obj:

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from webhook.core.cluster import CREATE_ROLLOUTS, AccessDecision, ClusterWriter, Permission
@@ -82,6 +82,10 @@ class AccessReviews:
                 self._writer.may_scale_rollout, user, namespace, scaled_rollout
             )
             return await self._one(user, namespace, ("scale", scaled_rollout), call, budget)
+        fresh = [self._fresh(user, namespace, p) for p in permissions]
+        if all(a is not None for a in fresh):  # the usual case: no task, no thread
+            self._metrics.access_reviews.labels("cached").inc(len(fresh))
+            return self._combined(permissions, fresh)  # type: ignore[arg-type]
         answers = await asyncio.gather(
             *(
                 self._one(
@@ -94,11 +98,24 @@ class AccessReviews:
                 for p in permissions
             )
         )
+        return self._combined(permissions, answers)
+
+    @staticmethod
+    def _combined(
+        permissions: tuple[Permission, ...], answers: Sequence[AccessDecision]
+    ) -> AccessDecision:
         missing = tuple(p for p, a in zip(permissions, answers, strict=True) if not a.allowed)
         if not missing:
             return AccessDecision(True, "allowed by RBAC")
         first = next(a for a in answers if not a.allowed)
         return AccessDecision(False, first.reason, missing)
+
+    def _fresh(self, user: UserInfo, namespace: str, what: object) -> AccessDecision | None:
+        """The cached answer while it is fresh; None without one."""
+        cached = self._cache.get(_identity(user, namespace, what))
+        if cached is None or cached[0] <= self._monotonic():
+            return None
+        return cached[1]
 
     async def _one(
         self,
@@ -110,10 +127,10 @@ class AccessReviews:
     ) -> AccessDecision:
         key = _identity(user, namespace, what)
         now = self._monotonic()
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] > now:
+        cached = self._fresh(user, namespace, what)
+        if cached is not None:
             self._metrics.access_reviews.labels("cached").inc()
-            return cached[1]
+            return cached
         timeout = max(0.05, min(self._timeout, budget))
         try:
             decision = await asyncio.wait_for(

@@ -23,7 +23,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from webhook.core.durations import DurationError, parse_go_duration
 from webhook.core.keys import Keys
 from webhook.core.nesting import exceeds_bracket_depth
-from webhook.core.review import AdmissionRequest, ReviewInvalid, parse_review, review_response
+from webhook.core.review import (
+    AdmissionRequest,
+    ReviewInvalid,
+    load_json,
+    parse_review,
+    review_response,
+)
 from webhook.server.cpu import INLINE_BODY_BYTES, mark_heavy, run_bounded
 from webhook.server.engine import AdmissionEngine
 from webhook.server.logs import admission_context, decision_of
@@ -120,15 +126,15 @@ def decode_review(body: bytes) -> AdmissionRequest:
     # Counted over the brackets, confirmed on the parsed document (strings may hold some).
     suspicious = exceeds_bracket_depth(body, MAX_JSON_DEPTH)
     try:
-        document = json.loads(body)
-    except RecursionError:
-        raise CallRefused(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels") from None
+        document = load_json(body)
     except json.JSONDecodeError as err:
+        if suspicious:  # the parser's own depth limit, past ours
+            raise CallRefused(
+                400, f"request body nests deeper than {MAX_JSON_DEPTH} levels"
+            ) from None
         raise CallRefused(
             400, f"request body is not JSON (line {err.lineno}, column {err.colno}: {err.msg})"
         ) from None
-    except ValueError:
-        raise CallRefused(400, "request body is not JSON (not UTF-8 text)") from None
     if suspicious and _depth(document) > MAX_JSON_DEPTH:
         raise CallRefused(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
@@ -189,7 +195,8 @@ def _lifespan(
 
 
 def _add_admission_endpoints(app: FastAPI, parts: ServerParts) -> None:
-    """/mutate and /validate: the HTTP guard, the budget, then the engine."""
+    """/validate: the HTTP guard, the budget, then the engine. ``POST /mutate`` is answered
+    in front of the app, with the same guard (``webhook.server.mutate_route``)."""
     engine = parts.engine
     settings = engine.settings
     override_annotation = Keys(settings.label_prefix).rollout
@@ -238,19 +245,10 @@ def _add_admission_endpoints(app: FastAPI, parts: ServerParts) -> None:
             log.debug("admission decided: %s", decision_of(response))
         return JSONResponse(review_response(response))  # type: ignore[arg-type]
 
-    async def mutate_handler(
-        review: AdmissionRequest, started: float, budget: float
-    ) -> dict[str, object]:
-        return dict(await engine.mutate(review, started=started, budget=budget))
-
     async def validate_handler(
         review: AdmissionRequest, started: float, budget: float
     ) -> dict[str, object]:
         return dict(await engine.validate(review, started=started, budget=budget))
-
-    @app.post("/mutate")
-    async def mutate(request: Request) -> Response:
-        return await admission(request, "mutate", mutate_handler)
 
     @app.post("/validate")
     async def validate(request: Request) -> Response:

@@ -40,6 +40,7 @@ from webhook.server.engine import AdmissionEngine
 from webhook.server.health import HealthServer
 from webhook.server.memory import tune_allocator
 from webhook.server.metrics import Metrics
+from webhook.server.mutate_route import MutateRoute
 from webhook.server.policy_state import PolicyState
 from webhook.server.settings import ServeSettings
 from webhook.server.tls import (
@@ -75,6 +76,9 @@ class Server:
     """Everything `serve` runs: the app, the live TLS context and what must be closed."""
 
     app: FastAPI
+    """Everything but ``POST /mutate``; the launcher of the benchmark adds a route to it."""
+    asgi: MutateRoute
+    """What uvicorn runs: ``POST /mutate`` itself, the rest handed to ``app``."""
     settings: ServeSettings
     engine: AdmissionEngine
     certificate: ReloadingCertificate
@@ -327,7 +331,10 @@ def _assemble(
         )
         health.start()
         cleanups.append(health.stop)
-    server = Server(create_app(parts), settings, engine, certificate, audit, metrics, cleanups)
+    app = create_app(parts)
+    server = Server(
+        app, MutateRoute(app, parts), settings, engine, certificate, audit, metrics, cleanups
+    )
 
     async def close_at_shutdown() -> None:
         # In the app's shutdown, not after the server returns: uvicorn re-raises the
@@ -447,7 +454,7 @@ def uvicorn_config(server: Server, **overrides: Any) -> uvicorn.Config:
         "http": protocol,
     }
     options.update(overrides)
-    return uvicorn.Config(server.app, **options)
+    return uvicorn.Config(server.asgi, **options)
 
 
 class BoundedServer(uvicorn.Server):

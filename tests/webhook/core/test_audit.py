@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
 
 from tests.builders import AUDIT_PATCH, audit_lines, decision_facts
-from webhook.core.audit import GENESIS, TornLine, build_record, last_hash, verify_chain
+from webhook.core.audit import (
+    GENESIS,
+    TornLine,
+    build_record,
+    canonical_json,
+    last_hash,
+    verify_chain,
+)
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -76,3 +84,30 @@ def test_a_duplicate_key_is_named() -> None:
     report = verify_chain([lines[0], forged])
     assert report.broken is not None
     assert "duplicate key 'decision'" in report.broken.message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0.0,
+        -0.0,
+        0.001,
+        1.5,
+        123456.789,
+        9.5e-05,  # the standard codec's exponent starts below 1e-4, orjson's below 1e-5
+        1.2e-07,
+        1e16,
+        float("inf"),
+        float("nan"),
+        2**70,
+        'é ünïcode \u2028 \x7f \x00\x1f "quoted" back\\slash',
+        "\ud800",  # a lone surrogate, which only the standard codec writes
+        [{"z": 1, "a": None, "é": True, "e": [1, 2.5]}],
+    ],
+)
+def test_canonical_json_is_the_standard_codecs_text_whichever_codec_writes_it(
+    value: Any,
+) -> None:
+    record = {**build_record(decision_facts("u-1"), at=T0, prev=GENESIS, version="v"), "x": value}
+    expected = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(record) == expected

@@ -273,7 +273,7 @@ def test_a_mutate_request_is_named_on_its_decision_line(tmp_path: Path) -> None:
         {
             "time": decided[0]["time"],
             "level": "DEBUG",
-            "logger": "webhook.server.app",
+            "logger": "webhook.server.mutate_route",
             "message": "admission decided: convert",
             **FIVE,
         }

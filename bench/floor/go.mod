@@ -1,0 +1,3 @@
+module rollout-webhook/bench/floor
+
+go 1.22
