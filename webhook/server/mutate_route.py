@@ -107,6 +107,20 @@ async def send_json(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def closing(send: Send) -> Send:
+    """``send`` with ``Connection: close`` added to the answer's headers: the client
+    learns with the answer that the connection ends, instead of finding it closed under
+    its next request."""
+
+    async def send_closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [h for h in message.get("headers", []) if h[0].lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return send_closing
+
+
 class MutateRoute:
     """The ASGI app ``serve`` runs: ``POST /mutate`` here, anything else to ``app``."""
 
@@ -115,7 +129,12 @@ class MutateRoute:
         self.parts = parts
         self.engine = parts.engine
 
+    draining = False
+    """Set at SIGTERM (runner.BoundedServer): every answer closes its connection."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.draining and scope["type"] == "http":
+            send = closing(send)
         if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
             await self.mutate(scope, receive, send)
         else:

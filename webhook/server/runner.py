@@ -466,17 +466,44 @@ class BoundedServer(uvicorn.Server):
     the deadline the process says so on standard error and exits.
     """
 
-    def __init__(self, config: uvicorn.Config, shutdown_timeout: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        shutdown_timeout: float,
+        drain_seconds: float = 0.0,
+        route: MutateRoute | None = None,
+    ) -> None:
         super().__init__(config)
         self.shutdown_timeout = shutdown_timeout
+        self.drain_seconds = drain_seconds
+        self.route = route
         self._watchdog: threading.Timer | None = None
+        self._drain: asyncio.TimerHandle | None = None
+        self._draining = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
         if self._watchdog is None:
             self._watchdog = threading.Timer(self.shutdown_timeout, self._give_up)
             self._watchdog.daemon = True
             self._watchdog.start()
+        if not self._draining and self.drain_seconds > 0 and self.route is not None:
+            self._draining = True
+            # First signal: drain (settings.drain_seconds), then uvicorn's shutdown. uvicorn
+            # installs this with signal.signal: it runs in the loop's thread but between any
+            # two bytecodes, so the timer is set from a callback, not from here.
+            log.info("draining for %gs: every answer closes its connection", self.drain_seconds)
+            self.route.draining = True
+            loop = asyncio.get_running_loop()
+            loop.call_soon_threadsafe(self._start_drain, loop, sig, frame)
+            return
+        if self._drain is not None:
+            self._drain.cancel()  # a second signal: stop now
+        super().handle_exit(sig, frame)
+
+    def _start_drain(
+        self, loop: asyncio.AbstractEventLoop, sig: int, frame: FrameType | None
+    ) -> None:
+        self._drain = loop.call_later(self.drain_seconds, super().handle_exit, sig, frame)
 
     def _give_up(self) -> None:
         log.error(
@@ -501,7 +528,13 @@ def serve_until_stopped(
 
 
 def run(server: Server) -> None:
-    runner = BoundedServer(uvicorn_config(server), server.settings.shutdown_timeout_seconds)
+    settings = server.settings
+    runner = BoundedServer(
+        uvicorn_config(server),
+        settings.shutdown_timeout_seconds,
+        settings.drain_seconds,
+        server.asgi,
+    )
     try:
         serve_until_stopped(runner, server.settings)
     finally:

@@ -86,6 +86,13 @@ class ServeSettings(BaseSettings):
     handshake_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     """Time a TLS handshake may take before the connection is dropped (asyncio's default is
     60 s, during which a connection that never starts one holds its buffers)."""
+    drain_seconds: float = Field(default=5.0, ge=0, le=60)
+    """After SIGTERM, how long the server keeps answering before it stops listening, each
+    answer with ``Connection: close``. The API server keeps connections alive to the pod
+    it was routed to; closing an idle one just as it sends a request on it loses that
+    admission (with failurePolicy Fail, the user's request). Meanwhile the pod leaves the
+    Service's endpoints, and every connection still used is closed cleanly after an
+    answer. Counted within ``shutdown_timeout_seconds``."""
     shutdown_timeout_seconds: float = Field(default=25.0, gt=0, le=3600)
     """From SIGTERM to exit, at most: within the pod's terminationGracePeriodSeconds (the
     chart keeps Kubernetes' 30 s). Past it, whatever is still running is abandoned and the

@@ -217,3 +217,39 @@ def test_a_shutdown_past_its_deadline_ends_the_process_with_a_word(tmp_path: Pat
             process.wait()
     assert process.returncode == 3
     assert "shutdown did not finish within 0.01s" in (tmp_path / "serve.log").read_text()
+
+
+def test_after_sigterm_a_kept_alive_connection_is_answered_and_told_to_close(
+    tmp_path: Path,
+) -> None:
+    """The API server keeps connections alive to a webhook pod that is stopping: a request
+    it sends on one after SIGTERM, during the drain, is answered (not met by a closed
+    connection, which loses the admission) with ``Connection: close``; then the process
+    exits by itself. Without the drain the request finds the connection closed."""
+    process, port, _ = start_serve(tmp_path, env={"ROLLOUT_WEBHOOK_DRAIN_SECONDS": "3"})
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": admission_request(deployment(), uid="kept-alive"),
+    }
+    client = httpx.Client(verify=False, timeout=10)  # one kept-alive connection
+    try:
+        url = f"https://127.0.0.1:{port}/mutate"
+        first = client.post(url, json=review)
+        assert first.status_code == 200
+        assert first.headers.get("connection") != "close"
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the signal handled, the drain begun
+        during = client.post(url, json=review)
+        assert during.status_code == 200
+        assert during.json()["response"]["uid"] == "kept-alive"
+        assert during.headers.get("connection") == "close"
+        process.wait(timeout=GRACE_SECONDS)
+    finally:
+        client.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log = (tmp_path / "serve.log").read_text()
+    assert process.returncode in (0, -signal.SIGTERM), log
+    assert "draining for 3s" in log
