@@ -52,7 +52,7 @@ from bench.run import (
 from certs.files import write_localhost_bundle
 
 KINDS = ("handshake", "idle", "slowloris", "slow-body")
-CHART_MEMORY_LIMIT_MIB = 320
+CHART_MEMORY_LIMIT_MIB = 512
 """helm/rollout-webhook/values.yaml: resources.limits.memory."""
 
 # -- the attacker (a process of its own) ---------------------------------------------------
