@@ -232,7 +232,10 @@ def summary_ms(latencies: Sequence[float]) -> dict[str, float]:
     if not latencies:
         return {"p50": 0.0, "p99": 0.0, "max": 0.0}
     ordered = sorted(latencies)
-    at = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
     return {"p50": at(0.50) * 1000, "p99": at(0.99) * 1000, "max": ordered[-1] * 1000}
 
 
