@@ -59,6 +59,9 @@ class NodeControlPlane(harness.ControlPlane):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.credentials = self.node_pki.control_plane
         self.files = self.node_pki.write(self.workdir / "pki")
+        # The admission configuration the e2e harness gives its API server (the webhook
+        # client certificate it presents to webhooks that ask for one).
+        self.files.update(harness._write_webhook_client(self.workdir / "pki"))
         etcd_client_url = self._start_etcd()
         (self.apiserver_port,) = harness.free_ports(1)
         apiserver = harness.ManagedProcess(
