@@ -378,6 +378,17 @@ STRUCTURAL_KEYS = {
 }
 
 
+def brings_policy_strategy(deployment: Mapping[str, Any], policy: Policy, keys: Keys) -> bool:
+    """Whether a plan of the stored, converted ``deployment`` may move its Rollout to the
+    policy's strategy: always under ``rolloutUpdates: immediate``; under ``nextChange`` once
+    an admitted change of the Deployment recorded this policy version on it (the admission
+    and everything planned after it then agree: the write after the admission, and the
+    reconciler's passes over the same stored object); never under ``never``."""
+    if policy.rollout_updates == "immediate":
+        return True
+    return annotations_of(deployment).get(keys.policy_version) == str(policy.version)
+
+
 def _kept_strategy(
     existing: Mapping[str, Any] | None, policy: Policy, update_strategy: bool
 ) -> tuple[Strategy, dict[str, Any]] | None:

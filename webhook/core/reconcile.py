@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from webhook.core.actions import Apply, ClusterAction, Delete, Emit, Patch
-from webhook.core.convert import Conversion, Neighbours, plan_conversion
+from webhook.core.convert import Conversion, Neighbours, brings_policy_strategy, plan_conversion
 from webhook.core.crd_schema import RolloutSchema
 from webhook.core.hpa import hpas_for
 from webhook.core.keys import DEFAULT_KEYS, Keys
@@ -328,10 +328,11 @@ def _conversion(
 ) -> Conversion:
     """The conversion as the reconciler plans it: an UPDATE of the stored Deployment.
 
-    Only ``rolloutUpdates: immediate`` lets the reconciler move an existing Rollout to the
-    policy's strategy; under ``nextChange`` the next admitted change of the Deployment
-    does, and under ``never`` nothing does (``_kept_strategy`` in the conversion). With
-    ``rollout_schema``, a Rollout the served schema refuses makes a refusal.
+    Under ``rolloutUpdates: immediate`` the reconciler moves an existing Rollout to the
+    policy's strategy; under ``nextChange`` only once the next admitted change of the
+    Deployment recorded the policy version on it (``brings_policy_strategy``), and under
+    ``never`` nothing does (``_kept_strategy`` in the conversion). With ``rollout_schema``,
+    a Rollout the served schema refuses makes a refusal.
     """
     return plan_conversion(
         deployment,
@@ -340,7 +341,7 @@ def _conversion(
         operation="UPDATE",
         old_deployment=deployment,
         keys=keys,
-        update_strategy=policy.rollout_updates == "immediate",
+        update_strategy=brings_policy_strategy(deployment, policy, keys),
         rollout_schema=rollout_schema,
     )
 

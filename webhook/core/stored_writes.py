@@ -37,7 +37,7 @@ from webhook.core.admission import (
     deployment_neighbours,
 )
 from webhook.core.cluster import ClusterReader, Permission
-from webhook.core.convert import Conversion, plan_conversion
+from webhook.core.convert import Conversion, brings_policy_strategy, plan_conversion
 from webhook.core.crd_schema import RolloutSchema
 from webhook.core.hpa import hpas_for, targets
 from webhook.core.keys import Keys
@@ -140,7 +140,6 @@ def stored_conversion(
     name = str(meta(deployment).get("name", ""))
     namespace = str(meta(deployment).get("namespace", ""))
     neighbours = deployment_neighbours(reader, namespace, deployment)
-    follows = annotations_of(deployment).get(keys.policy_version) == str(policy.version)
     conversion = plan_conversion(
         deployment,
         neighbours,
@@ -148,7 +147,7 @@ def stored_conversion(
         operation="UPDATE",
         old_deployment=deployment,
         keys=keys,
-        update_strategy=follows or policy.rollout_updates == "immediate",
+        update_strategy=brings_policy_strategy(deployment, policy, keys),
         rollout_schema=rollout_schema,
     )
     recorded = annotations_of(deployment).get(keys.original_replicas, "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import threading
@@ -170,6 +171,55 @@ def rollout_object(kube: client.ApiClient, name: str, namespace: str) -> dict[st
     )
     assert isinstance(found, dict)
     return found
+
+
+def _pause_state(kube: client.ApiClient, name: str, namespace: str) -> tuple[Any, ...]:
+    status = rollout_object(kube, name, namespace).get("status") or {}
+    return status.get("phase"), status.get("currentStepIndex"), status.get("controllerPause")
+
+
+def _quiet(kube: client.ApiClient, name: str, namespace: str, seconds: float = 1.5) -> None:
+    """Until the Rollout's resourceVersion has not moved for `seconds` (10 s at most)."""
+    deadline = time.monotonic() + 10
+    version, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = rollout_object(kube, name, namespace)["metadata"]["resourceVersion"]
+        if now != version:
+            version, since = now, time.monotonic()
+        elif time.monotonic() - since >= seconds:
+            return
+        time.sleep(0.25)
+
+
+def promote(argo: harness.Tool, kube: client.ApiClient, name: str, namespace: str) -> None:
+    """`kubectl argo rollouts promote` of a paused Rollout, checked by the controller acting
+    on it (its phase, step or controllerPause moves).
+
+    Argo Rollouts v1.9 can miss the watch event of the promote's status patch when it lands
+    while the controller is still writing the Rollout it has just paused: the controller then
+    reconciles its older copy, which is still paused, for good (argo-rollouts#4694; the
+    write-back race of #4073). So the Rollout is promoted once it is quiet, and when the
+    controller has not acted after 15 s, an annotation on the Rollout gives it a new watch
+    event (printed, so a run shows how often it was needed). Neither changes what a promote
+    does: the annotation means nothing to the controller or to the webhook.
+    """
+    _quiet(kube, name, namespace)
+    paused = _pause_state(kube, name, namespace)
+    argo("promote", name, "-n", namespace)
+    for nudge in range(3):
+        with contextlib.suppress(AssertionError):
+            eventually(
+                lambda: _pause_state(kube, name, namespace) != paused,
+                f"the controller to act on the promote of Rollout {name}",
+                timeout=15,
+            )
+            return
+        print(f"promote of {namespace}/{name}: not acted on after 15 s, nudge {nudge + 1}")
+        client.CustomObjectsApi(kube).patch_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", namespace, "rollouts", name,
+            {"metadata": {"annotations": {"e2e.rollout-webhook.io/nudge": str(nudge + 1)}}},
+        )  # fmt: skip
+    raise AssertionError(f"Rollout {name}: the promote was never acted on ({paused})")
 
 
 def rollout_phase(kubectl: harness.Tool, name: str, namespace: str) -> str | None:

@@ -10,6 +10,7 @@ from tests.e2e.rollouts.scenario import (
     deployment,
     eventually,
     get,
+    promote,
     ready_pods,
     rollout_object,
     service,
@@ -64,7 +65,7 @@ def test_manual_promotion_switches_the_active_service(
     assert _selector_hash(kubectl, "web", ns) == blue
     assert rollout_object(kube, "web", ns)["status"]["stableRS"] == blue
 
-    argo("promote", "web", "-n", ns)
+    promote(argo, kube, "web", ns)
     eventually(lambda: _selector_hash(kubectl, "web", ns) == green, "the active Service on green")
     status = argo("status", "web", "-n", ns, "--timeout", "90s", timeout=120)
     assert status.stdout.strip().endswith("Healthy"), status.stdout

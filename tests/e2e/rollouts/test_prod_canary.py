@@ -22,6 +22,7 @@ from tests.e2e.rollouts.scenario import (
     deployment,
     eventually,
     get,
+    promote,
     ready_pods,
     replica_sets,
     rollout_object,
@@ -135,7 +136,7 @@ def test_an_image_change_walks_the_canary_steps_with_promote_and_undo(
     assert _replicas_of_hash(kubectl, ns, canary_hash) == 1
     assert _images_of_ready_pods(core, ns) == {V1, V2}
 
-    argo("promote", "web", "-n", ns)
+    promote(argo, kube, "web", ns)
     status = argo("status", "web", "-n", ns, "--timeout", "90s", timeout=120)
     assert status.stdout.strip().endswith("Healthy"), status.stdout
     eventually(lambda: _images_of_ready_pods(core, ns) == {V2}, "only the new version's pods")

@@ -11,7 +11,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from tests.e2e import harness
@@ -46,17 +45,6 @@ MANUAL_PAUSE = 5  # traffic steps: 10, 2 s, 25, 2 s, 50, pause {} (index 5)
 HEADER_PAUSE = 2  # traffic-header steps: 10, setHeaderRoute, pause {} (index 2)
 
 
-# Known unreliable, under investigation: in about half the runs of the integrated product
-# the Argo Rollouts controller stops observing the Rollout after `promote` (its
-# observedGeneration stays behind and it logs nothing for that Rollout for minutes), so the
-# walk never returns to 100/0. Not yet traced to the product or to the controller; see
-# docs/testing.md "Traffic walks that stall after promote". Non-strict: the run still
-# reports XPASS when the walk completes.
-PROMOTE_STALL = pytest.mark.xfail(
-    strict=False, reason="the controller sometimes stops observing the Rollout after promote"
-)
-
-
 def _route_when(
     kube: client.ApiClient, ns: str, name: str, check: Callable[[dict[str, Any]], bool]
 ) -> dict[str, Any] | None:
@@ -73,7 +61,6 @@ def _converted_route(kube: client.ApiClient, ns: str, name: str) -> dict[str, An
     )
 
 
-@PROMOTE_STALL
 def test_httproute_weights_follow_every_step_back_to_stable_on_promote_and_abort(
     kubectl: harness.Tool, argo: harness.Tool, kube: client.ApiClient, rollouts_namespace: str
 ) -> None:
@@ -124,7 +111,6 @@ def test_httproute_weights_follow_every_step_back_to_stable_on_promote_and_abort
     assert weights.values[-1] == ((100, 0),)
 
 
-@PROMOTE_STALL
 def test_every_httproute_of_a_service_gets_the_canary_and_every_weight_moves(
     kubectl: harness.Tool, argo: harness.Tool, kube: client.ApiClient, rollouts_namespace: str
 ) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from tests import builders
@@ -44,17 +43,6 @@ from tests.e2e.rollouts.traffic import (
 MANUAL_PAUSE = 5  # traffic steps: 10, 2 s, 25, 2 s, 50, pause {} (index 5)
 STEP_PAUSE = 2  # traffic-header / traffic-mirror: 10, the route step, pause {} (index 2)
 HASH = "rollouts-pod-template-hash"
-
-
-# Known unreliable, under investigation: in about half the runs of the integrated product
-# the Argo Rollouts controller stops observing the Rollout after `promote` (its
-# observedGeneration stays behind and it logs nothing for that Rollout for minutes), so the
-# walk never returns to 100/0. Not yet traced to the product or to the controller; see
-# docs/testing.md "Traffic walks that stall after promote". Non-strict: the run still
-# reports XPASS when the walk completes.
-PROMOTE_STALL = pytest.mark.xfail(
-    strict=False, reason="the controller sometimes stops observing the Rollout after promote"
-)
 
 
 def _by_host(dest: dict[str, Any]) -> bool:
@@ -108,7 +96,6 @@ def _walk_and_promote(
     assert samples.values[-1] == ((100, 0),)
 
 
-@PROMOTE_STALL
 def test_virtualservice_weights_follow_every_step_back_to_stable_on_promote_and_abort(
     kubectl: harness.Tool, argo: harness.Tool, kube: client.ApiClient, rollouts_namespace: str
 ) -> None:
@@ -146,7 +133,6 @@ def test_virtualservice_weights_follow_every_step_back_to_stable_on_promote_and_
     assert samples.values[-1] == ((100, 0),)
 
 
-@PROMOTE_STALL
 def test_subset_level_routing_moves_the_weights_between_the_destination_rules_subsets(
     kubectl: harness.Tool, argo: harness.Tool, kube: client.ApiClient, rollouts_namespace: str
 ) -> None:

@@ -15,7 +15,7 @@ from kubernetes import client
 
 from tests import builders
 from tests.e2e import harness
-from tests.e2e.rollouts.scenario import eventually, rollout_object
+from tests.e2e.rollouts.scenario import eventually, promote, rollout_object
 
 GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")
 VIRTUAL_SERVICE = ("networking.istio.io", "v1", "virtualservices")
@@ -159,7 +159,7 @@ def phase(kube: client.ApiClient, name: str, ns: str) -> str | None:
 
 
 def promote_to_healthy(argo: harness.Tool, kube: client.ApiClient, name: str, ns: str) -> None:
-    argo("promote", name, "-n", ns)
+    promote(argo, kube, name, ns)
     eventually(lambda: phase(kube, name, ns) == "Healthy", f"Rollout {name} Healthy", 120)
 
 

@@ -312,9 +312,13 @@ def converted(kubectl: harness.Tool, name: str, namespace: str) -> Manifest | No
 
 
 def audit_records(path: Path) -> list[dict[str, Any]]:
+    """The records on disk so far. The trail is written while it is read: a last line with
+    no newline yet is one still being written, and is left for the next read."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 # --- the policy -------------------------------------------------------------------------------

@@ -135,11 +135,6 @@ def test_immediate_moves_every_rollout_to_the_new_steps_but_not_half_way(
     assert reconcile_failures(webhook) == []
 
 
-# A known regression, not fixed yet: since writes after an admission are decided from the
-# stored objects, the new steps of a Deployment's next change reach its Rollout only on the
-# reconciler's next pass (about 12 s in two runs), past this scenario's 10 s bound. The
-# steps do arrive; the bound is what fails. docs/reconciler.md "Known problems".
-@pytest.mark.xfail(strict=False, reason="next-change steps arrive after the 10 s bound")
 def test_next_change_keeps_the_steps_until_the_deployment_changes(
     webhook: Webhook, team: str, kubectl: harness.Tool, policy: None
 ) -> None:

@@ -192,11 +192,21 @@ def test_a_transient_failure_is_said_backs_off_and_recovers(
             webhook, "rollout_webhook_reconcile_failures_total", reason="forbidden",
             step="apply", kind="Rollout",
         ) >= 1  # fmt: skip
-        record = next(
-            r
-            for r in audit_records(webhook.audit_file)
-            if r["operation"] == "RECONCILE" and r["namespace"] == team and r["name"] == "web"
-            and r["decision"] == "failing"
+        # The reconciler's records are queued to the trail's writer: on a busy machine the
+        # Event can be seen before the record is on disk.
+        record = eventually(
+            lambda: next(
+                (
+                    r
+                    for r in audit_records(webhook.audit_file)
+                    if r["operation"] == "RECONCILE" and r["namespace"] == team
+                    and r["name"] == "web" and r["decision"] == "failing"
+                ),
+                None,
+            ),
+            "the failure's audit record",
+            webhook,
+            timeout=BOUND_1,
         )  # fmt: skip
         assert message in record["reason"]
         row = eventually(

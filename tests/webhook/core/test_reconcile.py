@@ -353,6 +353,25 @@ def test_policy_change_follows_rollout_updates(mode: str, follows: bool) -> None
         assert applied == []
 
 
+def test_under_next_change_a_deployment_admitted_under_the_new_policy_brings_its_steps() -> None:
+    """The admission of the Deployment's next change records the new policy version on it;
+    from then on the reconciler plans the new steps too, so it never undoes that admission."""
+    cluster = Cluster(opted_in(uid="u1"), service())
+    cluster.carry_out(cluster.plan())
+    new_policy = parse_policy_text(
+        "defaultEnvironment: prod\nrolloutUpdates: nextChange\nenvironments:\n"
+        "  prod:\n    rollout: {canary: {steps: [{setWeight: 33}]}}\n"
+    )
+    stored = cluster.get("Deployment", "web")
+    assert stored is not None
+    stored["metadata"]["annotations"][K.policy_version] = str(new_policy.version)
+    plan = cluster.plan(policy=new_policy)
+    applied = [
+        a.manifest for a in plan.actions if isinstance(a, Apply) and a.manifest["kind"] == "Rollout"
+    ]
+    assert applied and applied[0]["spec"]["strategy"]["canary"]["steps"] == [{"setWeight": 33}]
+
+
 def test_a_kept_strategy_still_gets_the_services_the_cluster_has() -> None:
     """Under rolloutUpdates nextChange the reconciler keeps a Rollout's steps, but which
     Services and routes it uses is the cluster's to decide: a Rollout written from a plan
