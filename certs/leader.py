@@ -28,6 +28,7 @@ from certs.store import StoreError, api_error, connection_error
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_DURATION = timedelta(seconds=60)
+RETRY_PERIOD = timedelta(seconds=2)
 
 
 class LeaseConflict(StoreError):
@@ -165,6 +166,7 @@ class LeaderLoop:
         *,
         name: str,
         interval: timedelta | None = None,
+        retry: timedelta | None = None,
         work: Callable[[bool, datetime], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,
         clock: Callable[[], datetime] = _utcnow,
@@ -174,6 +176,10 @@ class LeaderLoop:
         duration = elector.lease_duration if elector is not None else DEFAULT_LEASE_DURATION
         # A third of the lease duration: two renewals may fail before the Lease lapses.
         self.interval = interval if interval is not None else duration / 3
+        # A replica that does not lead looks more often (2 s, client-go's retry period): a
+        # Lease given up at shutdown goes to a replica already running, not to the one
+        # that replaces the leaving pod and tries the moment it starts.
+        self.retry = retry if retry is not None else min(self.interval, RETRY_PERIOD)
         self.work = work
         self.on_error = on_error if on_error is not None else self._log_error
         self.clock = clock
@@ -214,7 +220,8 @@ class LeaderLoop:
         """Tick until ``stop()``; waits on an Event between ticks, so stopping is immediate."""
         while not self._stop.is_set():
             self.tick()
-            self._stop.wait(self.interval.total_seconds())
+            wait = self.interval if self.is_leader() else self.retry
+            self._stop.wait(wait.total_seconds())
         if self.elector is not None:
             try:
                 self.elector.release(self.clock())

@@ -96,3 +96,25 @@ def test_stop_ends_the_thread_and_releases_the_lease() -> None:
     loop.stop(timeout=5)
     assert not thread.is_alive()
     assert api.items[REF].holder == ""
+
+
+def test_a_replica_that_does_not_lead_looks_again_within_the_retry_period() -> None:
+    """The leader renews every third of the duration; the others look every 2 s, so a Lease
+    given up at shutdown goes to a replica already running rather than to the pod that
+    replaces the leaving one."""
+    api = FakeLeaseAPI()
+    (a, _, _), (b, _, _) = loop_of(api, "a"), loop_of(api, "b")
+    waits: list[tuple[str, float]] = []
+    for name, loop in (("a", a), ("b", b)):
+
+        def wait(seconds: float, name: str = name, loop: LeaderLoop = loop) -> bool:
+            waits.append((name, seconds))
+            loop._stop.set()
+            return True
+
+        loop._stop.wait = wait  # type: ignore[method-assign,assignment]
+    a.tick()
+    b.run()  # a holds the Lease: b waits the retry period
+    a.run()  # a renews, waits the renew interval, then stops and gives the Lease up
+    assert waits == [("b", 2.0), ("a", 20.0)]
+    assert api.items[REF].holder == ""

@@ -15,7 +15,7 @@ import shutil
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -85,6 +85,9 @@ class Server:
     audit: AuditTrail
     metrics: Metrics
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    hand_over: list[Callable[[], None]] = field(default_factory=list)
+    """Run at the first SIGTERM, before the drain: what another replica should take over
+    at once (the reconciler's Lease), while this one still answers admissions."""
 
     def ssl_context(self) -> ssl.SSLContext:
         return self.certificate.context
@@ -173,10 +176,13 @@ def _build(
         raise StartupError(f"--audit-file {settings.audit_file}: {err.strerror}") from None
     cleanups.append(audit.close)
 
+    hand_over: list[Callable[[], None]] = []
     if settings.reconcile and settings.has_cluster:
         connection = _api_connection(cluster)
         if connection is not None:
-            cleanups.append(start_reconciler(settings, connection, policy_state, audit, metrics))
+            stop_reconciler = start_reconciler(settings, connection, policy_state, audit, metrics)
+            cleanups.append(stop_reconciler)
+            hand_over.append(stop_reconciler)
 
     engine = AdmissionEngine(
         settings=settings,
@@ -201,7 +207,9 @@ def _build(
         caches_synced=view.synced,
         background=[certificate.poll_forever],
     )
-    return _assemble(parts, settings, certificate, audit, cleanups)
+    server = _assemble(parts, settings, certificate, audit, cleanups)
+    server.hand_over.extend(hand_over)
+    return server
 
 
 def _rollout_schema(cluster: WatchedCluster | None) -> Callable[[], RolloutSchema | None]:
@@ -333,7 +341,14 @@ def _assemble(
         cleanups.append(health.stop)
     app = create_app(parts)
     server = Server(
-        app, MutateRoute(app, parts), settings, engine, certificate, audit, metrics, cleanups
+        app,
+        MutateRoute(app, parts),
+        settings,
+        engine,
+        certificate,
+        audit,
+        metrics,
+        cleanups,
     )
 
     async def close_at_shutdown() -> None:
@@ -472,11 +487,13 @@ class BoundedServer(uvicorn.Server):
         shutdown_timeout: float,
         drain_seconds: float = 0.0,
         route: MutateRoute | None = None,
+        hand_over: Sequence[Callable[[], None]] = (),
     ) -> None:
         super().__init__(config)
         self.shutdown_timeout = shutdown_timeout
         self.drain_seconds = drain_seconds
         self.route = route
+        self.hand_over = tuple(hand_over)
         self._watchdog: threading.Timer | None = None
         self._drain: asyncio.TimerHandle | None = None
         self._draining = False
@@ -486,6 +503,8 @@ class BoundedServer(uvicorn.Server):
             self._watchdog = threading.Timer(self.shutdown_timeout, self._give_up)
             self._watchdog.daemon = True
             self._watchdog.start()
+            if self.hand_over:
+                threading.Thread(target=self._hand_over, name="hand-over", daemon=True).start()
         if not self._draining and self.drain_seconds > 0 and self.route is not None:
             self._draining = True
             # First signal: drain (settings.drain_seconds), then uvicorn's shutdown. uvicorn
@@ -504,6 +523,13 @@ class BoundedServer(uvicorn.Server):
         self, loop: asyncio.AbstractEventLoop, sig: int, frame: FrameType | None
     ) -> None:
         self._drain = loop.call_later(self.drain_seconds, super().handle_exit, sig, frame)
+
+    def _hand_over(self) -> None:
+        for step in self.hand_over:
+            try:
+                step()
+            except Exception:
+                log.exception("hand-over step failed")
 
     def _give_up(self) -> None:
         log.error(
@@ -534,6 +560,7 @@ def run(server: Server) -> None:
         settings.shutdown_timeout_seconds,
         settings.drain_seconds,
         server.asgi,
+        server.hand_over,
     )
     try:
         serve_until_stopped(runner, server.settings)
