@@ -210,18 +210,6 @@ def test_a_canary_walks_its_steps_under_traffic_without_a_failed_request(
     assert set(measured) == set(WEIGHTS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: without a traffic router the converted Rollout still names the service's "
-        "Service as stableService (and a generated canaryService), and Argo Rollouts pins the "
-        "stable Service's selector to the stable ReplicaSet, so every request through the "
-        "service's Service reaches the old version until the canary is promoted in full; the "
-        "canary gets none of the user traffic its weight promises (measured: 0 % at 25, 50 "
-        "and 75). webhook/core/convert.py would have to leave both Services out of a canary "
-        "with trafficRouting none for the split by replica count that docs promise."
-    ),
-)
 def test_at_each_step_the_share_of_the_new_version_matches_its_weight() -> None:
     assert set(MEASURED) == set(WEIGHTS), "the walk above did not run"
     for weight, counts in MEASURED.items():

@@ -357,7 +357,12 @@ def _strategy_spec(
         if key in rolling and key not in settings:
             canary[key] = rolling[key]
     if stable is not None and second is not None:
-        canary["stableService"] = stable
+        # Without a traffic router the split is by replica count, through the service's own
+        # Service: Argo pins a named stableService to the stable pods, so naming it would send
+        # every request to the old version until the end. The canary Service (the canary
+        # pods alone) is still named, for tests and analysis aimed at the new version.
+        if traffic.config is not None:
+            canary["stableService"] = stable
         canary["canaryService"] = second
     if traffic.config is not None:
         canary["trafficRouting"] = json_copy(traffic.config)

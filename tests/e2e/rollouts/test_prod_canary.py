@@ -166,24 +166,29 @@ def test_an_image_change_walks_the_canary_steps_with_promote_and_undo(
     eventually(lambda: _images_of_ready_pods(core, ns) == {V1}, "only the first version's pods")
 
 
+def _pinned_to(kubectl: harness.Tool, ns: str, name: str) -> str | None:
+    selector = (get(kubectl, "service", name, "-n", ns) or {})["spec"]["selector"]
+    pinned: str | None = selector.get("rollouts-pod-template-hash")
+    return pinned
+
+
 def test_an_image_change_keeps_the_rollouts_services(
     kubectl: harness.Tool, argo: harness.Tool, kube: client.ApiClient, rollouts_namespace: str
 ) -> None:
+    """Without a traffic router the Rollout names the canary Service only: Argo pins that one
+    to the canary's pods and leaves the service's own Service selecting every pod (the split
+    by replica count). A later update keeps it so."""
     ns = rollouts_namespace
     apply(kubectl, service("web", ns), deployment("web", ns, replicas=2, image=V1))
     wait_healthy(kubectl, "web", ns)
     canary = rollout_object(kube, "web", ns)["spec"]["strategy"]["canary"]
-    assert (canary["stableService"], canary["canaryService"]) == ("web", "web-canary")
+    assert "stableService" not in canary and canary["canaryService"] == "web-canary"
     stable_hash = rollout_object(kube, "web", ns)["status"]["stableRS"]
     eventually(
-        lambda: (
-            (get(kubectl, "service", "web", "-n", ns) or {})["spec"]["selector"].get(
-                "rollouts-pod-template-hash"
-            )
-            == stable_hash
-        ),
-        "Argo to pin the stable Service to the stable pods",
+        lambda: _pinned_to(kubectl, ns, "web-canary") == stable_hash,
+        "Argo to pin the canary Service (to the stable pods while nothing rolls out)",
     )
+    assert _pinned_to(kubectl, ns, "web") is None
     generation = rollout_object(kube, "web", ns)["metadata"]["generation"]
 
     kubectl("set", "image", "deployment/web", f"app={V2}", "-n", ns)
@@ -196,5 +201,6 @@ def test_an_image_change_keeps_the_rollouts_services(
             timeout=10,
         )
     canary = rollout_object(kube, "web", ns)["spec"]["strategy"]["canary"]
-    assert canary.get("stableService") == "web", canary
+    assert "stableService" not in canary, canary
     assert canary.get("canaryService") == "web-canary", canary
+    assert _pinned_to(kubectl, ns, "web") is None

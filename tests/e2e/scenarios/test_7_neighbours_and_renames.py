@@ -91,7 +91,7 @@ def test_a_deleted_service_leaves_the_rollout_and_comes_back_when_recreated(
     webhook: Webhook, team: str, kubectl: harness.Tool
 ) -> None:
     converted_web(kubectl, team, webhook)
-    assert canary_of(kubectl, "web", team)["stableService"] == "web"
+    assert canary_of(kubectl, "web", team)["canaryService"] == "web-canary"
 
     kubectl("delete", "service", "web", "-n", team)
     eventually(
@@ -127,11 +127,11 @@ def test_a_service_created_later_and_a_selector_moved_away(
 ) -> None:
     apply(kubectl, deployment("api", team))
     eventually(lambda: converted(kubectl, "api", team), "api converted", webhook)
-    assert "stableService" not in canary_of(kubectl, "api", team)
+    assert "canaryService" not in canary_of(kubectl, "api", team)
 
     apply(kubectl, service("api", team))
     eventually(
-        lambda: canary_of(kubectl, "api", team).get("stableService") == "api",
+        lambda: canary_of(kubectl, "api", team).get("canaryService") == "api-canary",
         "the Rollout to name the new Service",
         webhook,
         timeout=ONE_PASS,
@@ -148,7 +148,7 @@ def test_a_service_created_later_and_a_selector_moved_away(
     patch = {"spec": {"selector": {"app": "elsewhere"}}}
     kubectl("patch", "service", "api", "-n", team, "--type=merge", "-p", json.dumps(patch))
     eventually(
-        lambda: "stableService" not in canary_of(kubectl, "api", team),
+        lambda: "canaryService" not in canary_of(kubectl, "api", team),
         "the Rollout to stop naming a Service that no longer selects its pods",
         webhook,
         timeout=ONE_PASS,
@@ -203,6 +203,7 @@ def test_a_route_created_changed_and_deleted_after_the_conversion(
         webhook,
         timeout=ONE_PASS,
     )
+    assert canary_of(kubectl, "web", team)["stableService"] == "web"  # a router needs both
 
     # The canary backend removed by hand (a sync of the route from Git, say): put back.
     lone = {"spec": {"rules": http_route("front", team, ["web"])["spec"]["rules"]}}
@@ -221,7 +222,8 @@ def test_a_route_created_changed_and_deleted_after_the_conversion(
         webhook,
         timeout=ONE_PASS,
     )
-    assert canary_of(kubectl, "web", team)["stableService"] == "web"
+    canary = canary_of(kubectl, "web", team)
+    assert canary["canaryService"] == "web-canary" and "stableService" not in canary
 
 
 # --- Deployments renamed or deleted ------------------------------------------------------------
@@ -279,7 +281,7 @@ def test_a_renamed_deployment_takes_over_and_the_old_one_leaves_nothing(
         webhook,
         timeout=ORPHAN_GRACE + ONE_PASS,
     )
-    assert canary_of(kubectl, "web-v2", team)["stableService"] == "web"
+    assert canary_of(kubectl, "web-v2", team)["canaryService"] == "web-canary"
 
     kubectl("delete", "deployment", "web-v2", "-n", team)
     eventually(

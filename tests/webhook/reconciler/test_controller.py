@@ -194,11 +194,14 @@ def test_excluded_namespaces_are_never_touched() -> None:
 # --- a change reaches the Deployments it moved away from ------------------------------------
 
 
-def converted_pair() -> tuple[FakeAPI, Reconciler]:
-    """``web`` and ``api`` converted, each with its Service; not started."""
+def converted_pair(*, routed: bool = False) -> tuple[FakeAPI, Reconciler]:
+    """``web`` and ``api`` converted, each with its Service (and with ``routed`` an HTTPRoute
+    to it, so that the Rollout names the Service as its stable one); not started."""
     api = FakeAPI()
     for name in ("web", "api"):
         api.put(service(name))
+        if routed:
+            api.put(httproute(name, rules=[{"backendRefs": [{"name": name, "port": 80}]}]))
         api.put(opted_in(name, uid=f"u-{name}"))
     reconciler, _ = make(api)
     for name in ("web", "api"):
@@ -243,7 +246,9 @@ def test_a_change_queues_the_deployment_it_moved_away_from(
 
 
 def test_a_deleted_service_queues_the_deployment_whose_rollout_names_it() -> None:
-    api, reconciler = converted_pair()
+    api, reconciler = converted_pair(routed=True)
+    rollout = api.get("Rollout", "prod", "web")
+    assert rollout is not None and rollout["spec"]["strategy"]["canary"]["stableService"] == "web"
     moved = _moved(service("web"), ("spec", "selector"), {"app": "nobody"})
     api.put(moved)
     # Still there, with an unchanged selector (Argo pinning it, say): its own Deployments only.
