@@ -270,3 +270,26 @@ def test_dashboard_queries_only_metrics_the_server_exports(render: Render) -> No
         "rollout_webhook_certificate_expiry_timestamp_seconds",
         "rollout_webhook_certificate_reloads",
     }
+
+
+def test_only_the_webhook_s_own_pods_are_behind_its_service_and_budget(render: Render) -> None:
+    """The certificate Jobs' pods carry labels of their own: a PodDisruptionBudget over pods
+    of a Job cannot be computed ("jobs.batch does not implement the scale subresource"), and
+    then no eviction of the webhook's pods is allowed; the Service must not send admissions
+    to a pod that serves none."""
+    docs = render()
+    selectors = {
+        "Service": find(docs, "Service")["spec"]["selector"],
+        "PodDisruptionBudget": find(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+    }
+    deployment_pods = find(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    job_pods = [j["spec"]["template"]["metadata"]["labels"] for j in all_of(docs, "Job")]
+    job_pods += [
+        c["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+        for c in all_of(docs, "CronJob")
+    ]
+    assert len(job_pods) >= 3, "the bootstrap Jobs and the rotation CronJob"
+    for kind, selector in selectors.items():
+        assert selector.items() <= deployment_pods.items(), kind
+        for labels in job_pods:
+            assert not selector.items() <= labels.items(), (kind, labels)

@@ -217,6 +217,13 @@ class NodeCluster:
                 # Each controller as its own ServiceAccount: the rights RBAC gives controllers
                 # are bound to those, not to the manager's own user.
                 "--use-service-account-credentials=true",
+                # The default client rate (20 requests a second for each controller) leaves
+                # the Deployment controller minutes behind while the admission load creates
+                # Deployments as fast as it can, and the chart's own rollout in `helm upgrade`
+                # waits its turn (seen: "Updated: 1/2" for over 3 minutes after the new pod
+                # was Ready). The tier measures the webhook, not that queue.
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
                 "--leader-elect=false",
                 f"--service-cluster-ip-range={host.SERVICE_CIDR}",
                 "--allocate-node-cidrs=false",

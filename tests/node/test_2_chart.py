@@ -141,17 +141,6 @@ def _load(node_cluster: cluster.NodeCluster, namespace: str) -> AdmissionLoad:
     return AdmissionLoad(node_cluster.plane.url, node_cluster.plane.ssl_context(), namespace)
 
 
-# Known failure of the integrated product, not traced yet: `helm upgrade --wait` under the
-# admission load timed out at "Updated: 1/2" (the first new pod never became Ready in 5 min),
-# where the tier's own branch passed it twice; the Lease test after it then finds the pods of
-# the failed upgrade. docs/testing.md "Upgrade under load: not passing". Non-strict: a run
-# where both pass reports XPASS.
-UPGRADE_STALL = pytest.mark.xfail(
-    strict=False, reason="helm upgrade under admission load stalls at Updated: 1/2"
-)
-
-
-@UPGRADE_STALL
 def test_helm_upgrade_to_a_new_image_under_admission_load_fails_no_admission(
     node_cluster: cluster.NodeCluster,
     node_kubectl: harness.Tool,
@@ -191,7 +180,6 @@ def test_helm_upgrade_to_a_new_image_under_admission_load_fails_no_admission(
     assert load.failures == []
 
 
-@UPGRADE_STALL
 def test_killing_the_lease_holder_under_admission_load_fails_no_admission(
     node_cluster: cluster.NodeCluster,
     node_kubectl: harness.Tool,

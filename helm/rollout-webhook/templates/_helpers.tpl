@@ -28,6 +28,18 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/* The pods of the certificate Jobs: a name of their own, so that neither the Service nor the
+PodDisruptionBudget selects them (a budget over pods of a Job cannot be computed, and the
+disruption controller then allows no eviction of the webhook's pods). */}}
+{{- define "rollout-webhook.certificatePodLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "rollout-webhook.name" . }}-certificates
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: certificates
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
 {{- define "rollout-webhook.serviceAccountName" -}}
 {{- include "rollout-webhook.fullname" . }}
 {{- end }}
