@@ -332,6 +332,15 @@ class Reconciler:
         made_at = self._made.get(_signature(action))
         return made_at is not None and now - made_at < self.expectation_seconds
 
+    def _when_due(self, key: DeploymentRef, now: float) -> None:
+        """A pass held back until its retry is due asks for the key again then. The queue's
+        own retry may come due a moment before the failure's ``retry_at`` (the two are read
+        from the clock one after the other, and a busy thread can be set aside in between):
+        that early pass is held back, and without this the retry would be lost."""
+        failing = self.failures.get(key)
+        if failing is not None and failing.retry_at is not None:
+            self.queue.add_after(key, failing.retry_at - now)
+
     def _settle_size(
         self,
         key: DeploymentRef,
@@ -383,6 +392,7 @@ class Reconciler:
         deployment = self.view.get("Deployment", *key)
         inputs = inputs_of(deployment, self.policy(), self.keys)
         if self.failures.held_back(key, inputs, started, None):
+            self._when_due(key, started)
             return None
         try:
             plan = self.plan(key)
@@ -392,6 +402,7 @@ class Reconciler:
             return None
         writes = frozenset(_signature(a) for a in plan.writes)
         if self.failures.held_back(key, inputs, started, writes):
+            self._when_due(key, started)
             return None
         self.passes += 1
         plan = self._settle_size(key, plan, deployment, started)

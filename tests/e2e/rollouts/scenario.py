@@ -131,7 +131,9 @@ def ready_pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[cl
 
 @dataclass
 class Sampler(Generic[T]):
-    """Calls `read` every `interval` seconds in a thread and keeps what it returns."""
+    """Calls `read` every `interval` seconds in a thread and keeps what it returns, and once
+    more after the `with` block: a read can take longer than the block's last step, and the
+    state that step waited for must be among the samples."""
 
     read: Callable[[], T]
     interval: float = 0.1
@@ -151,9 +153,12 @@ class Sampler(Generic[T]):
 
     def _run(self) -> None:
         started = time.monotonic()
-        while not self._stop.is_set():
+        while True:
+            stopping = self._stop.is_set()
             value = self.read()
             self.samples.append((round(time.monotonic() - started, 2), value))
+            if stopping:
+                return
             self._stop.wait(self.interval)
 
     @property

@@ -95,6 +95,33 @@ def test_a_failed_write_is_retried_with_backoff() -> None:
     assert failed and "refused by the fake API" in failed[0].result
 
 
+def test_a_pass_held_back_before_its_retry_is_due_asks_for_the_key_again_then() -> None:
+    """The queue's retry can come due a moment before the failure's own retry time (two reads
+    of the clock, a thread set aside between them); the pass it starts is held back, and must
+    not lose the retry."""
+    api = FakeAPI()
+    api.put(service())
+    api.put(opted_in(uid="u"))
+    api.fail_next["apply"] = 1
+    reconciler, _ = make(api)
+    key = ("prod", "web")
+    reconciler.work(key)
+    assert reconciler.errors == 1
+    failing = reconciler.failures.get(key)
+    assert failing is not None and failing.retry_at is not None
+    # The failure's retry time, later than the queue's: the queue's retry (and the Event's
+    # watch event) start passes that are held back.
+    object.__setattr__(failing, "retry_at", failing.retry_at + 0.3)
+    deadline = time.monotonic() + 3
+    while api.get("Rollout", "prod", "web") is None and time.monotonic() < deadline:
+        queued = reconciler.queue.get(timeout=0.5)
+        if queued is not None:
+            reconciler.work(queued)
+            reconciler.queue.done(queued)
+    assert api.get("Rollout", "prod", "web") is not None, "the retry was lost"
+    assert reconciler.errors == 1
+
+
 def test_nothing_happens_before_caches_sync_or_without_the_lease() -> None:
     api = FakeAPI()
     api.put(opted_in(uid="u"))
