@@ -207,9 +207,7 @@ def _build(
         caches_synced=view.synced,
         background=[certificate.poll_forever],
     )
-    server = _assemble(parts, settings, certificate, audit, cleanups)
-    server.hand_over.extend(hand_over)
-    return server
+    return _assemble(parts, settings, certificate, audit, cleanups, hand_over)
 
 
 def _rollout_schema(cluster: WatchedCluster | None) -> Callable[[], RolloutSchema | None]:
@@ -323,6 +321,7 @@ def _assemble(
     certificate: ReloadingCertificate,
     audit: AuditTrail,
     cleanups: list[Callable[[], None]],
+    hand_over: list[Callable[[], None]],
 ) -> Server:
     """The app around the engine, and the server that closes everything at shutdown."""
     engine, metrics = parts.engine, parts.metrics
@@ -349,6 +348,7 @@ def _assemble(
         audit,
         metrics,
         cleanups,
+        hand_over,
     )
 
     async def close_at_shutdown() -> None:

@@ -129,6 +129,13 @@ def start_serve(
         time.sleep(0.1)
 
 
+def reap(process: subprocess.Popen[str]) -> None:
+    """Kill `serve` if a test left it running."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 def slow_connections(port: int) -> list[socket.socket]:
     """What an attacker leaves open: no handshake, an idle TLS connection, headers and a
     body that trickle."""
@@ -191,9 +198,7 @@ def test_sigterm_stops_serve_within_the_grace_period_under_attack(tmp_path: Path
     finally:
         for conn in held:
             conn.close()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
     log = (tmp_path / "serve.log").read_text()
     assert process.returncode in (0, -signal.SIGTERM), log
     assert "shutdown did not finish" not in log
@@ -212,9 +217,7 @@ def test_a_shutdown_past_its_deadline_ends_the_process_with_a_word(tmp_path: Pat
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=GRACE_SECONDS)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
     assert process.returncode == 3
     assert "shutdown did not finish within 0.01s" in (tmp_path / "serve.log").read_text()
 
@@ -247,9 +250,7 @@ def test_after_sigterm_a_kept_alive_connection_is_answered_and_told_to_close(
         process.wait(timeout=GRACE_SECONDS)
     finally:
         client.close()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
     log = (tmp_path / "serve.log").read_text()
     assert process.returncode in (0, -signal.SIGTERM), log
     assert "draining for 3s" in log
