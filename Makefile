@@ -76,8 +76,8 @@ e2e-deps: control-plane kube-tools progressive-delivery
 node: $(DEV) kube-tools node-deps
 	$(BIN)/pytest -m node tests/node
 
-## node-deps: the node tier's Debian packages (apt-get, when missing), kubelet, kube-proxy and
-## the rest of the control plane from Go modules, and its images (mmdebstrap base, pause, the
+## node-deps: the node tier's Debian packages (apt-get, when missing), kubelet, kube-proxy, the
+## rest of the control plane and Traefik (the Gateway API data plane) from Go modules, and its images (mmdebstrap base, pause, the
 ## product image, the sample application): each cached, a no-op once there. Without root, Go
 ## or apt-get it says so and succeeds, so the node tests skip; under CI=true it fails.
 node-deps: $(DEV)

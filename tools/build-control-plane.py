@@ -58,6 +58,12 @@ ARGO_ROLLOUTS_VERSION = "v1.9.2"
 GATEWAYAPI_PLUGIN_VERSION = "v0.15.0"
 # Prometheus publishes its Go module as v0.<major><minor>.<patch>: v0.316.0 is Prometheus 3.16.0.
 PROMETHEUS_VERSION = "v0.316.0"
+# The node tier's Gateway API data plane. The module proxy serves v3.6.12 and v3.7.11-13 of the
+# v3 line; v3.7 requires a nested module of its own repository (`dynamic/ext`) that no module zip
+# carries, while v3.6.12 builds from published modules alone. It implements Gateway API v1.4.0,
+# the version the Argo Rollouts Gateway API plugin v0.15.0 is built against.
+TRAEFIK_VERSION = "v3.6.12"
+GATEWAY_API_VERSION = "v1.4.0"
 
 # Keep the build gentle on a small shared machine: two compile jobs, two OS threads each.
 GO_PARALLELISM = "2"
@@ -147,6 +153,14 @@ def _prometheus_ldflags(build_date: str) -> list[str]:
         f"-X {package}.Version={_prometheus_release(PROMETHEUS_VERSION)}",
         f"-X {package}.Revision=module-{PROMETHEUS_VERSION}",
         f"-X {package}.Branch=HEAD",
+        f"-X {package}.BuildDate={build_date}",
+    ]
+
+
+def _traefik_ldflags(build_date: str) -> list[str]:
+    package = "github.com/traefik/traefik/v3/pkg/version"
+    return [
+        f"-X {package}.Version={TRAEFIK_VERSION.removeprefix('v')}",
         f"-X {package}.BuildDate={build_date}",
     ]
 
@@ -261,6 +275,18 @@ COMPONENTS: dict[str, Component] = {
         copy_replaces=True,
         build_tags=("remove_all_sd",),
     ),
+    # The node tier's Gateway API implementation: it reads Gateways and HTTPRoutes and proxies
+    # to the weighted backends, so a canary's share can be measured through an HTTPRoute.
+    "traefik": Component(
+        name="traefik",
+        binary="traefik",
+        module="github.com/traefik/traefik/v3",
+        version=TRAEFIK_VERSION,
+        package="github.com/traefik/traefik/v3/cmd/traefik",
+        replacement_version=_no_local_replaces,
+        ldflags=_traefik_ldflags,
+        copy_replaces=True,
+    ),
 }
 
 # Built without arguments: what the end-to-end control plane needs.
@@ -278,6 +304,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "kube-proxy",
         "rollouts-controller",
         "kubectl-argo-rollouts",
+        "traefik",
     ),
     "rollouts": (
         "kube-controller-manager",
@@ -312,6 +339,35 @@ SOURCE_COMPONENTS: dict[str, SourceComponent] = {
 GROUPS["rollouts"] = (*GROUPS["rollouts"], "gatewayapi-plugin")
 
 
+@dataclass(frozen=True)
+class ModuleFiles:
+    """Files a published Go module carries beside its code, copied into the cache as they are."""
+
+    name: str
+    module: str
+    version: str
+    directory: str  # the folder inside the module
+    binary: str = "files"  # the cache folder that receives them (named like a binary's file)
+
+
+MODULE_FILES: dict[str, ModuleFiles] = {
+    # The standard channel's CRDs of the Gateway API version Traefik implements: it watches
+    # GatewayClasses, Gateways, HTTPRoutes, GRPCRoutes, ReferenceGrants and BackendTLSPolicies,
+    # and waits for every one of them to sync before it serves.
+    "gateway-api-crds": ModuleFiles(
+        name="gateway-api-crds",
+        module="sigs.k8s.io/gateway-api",
+        version=GATEWAY_API_VERSION,
+        directory="config/crd/standard",
+    ),
+}
+# The node tier: the Argo Rollouts controller moves an HTTPRoute's weights through the plugin,
+# and Traefik carries the requests.
+GROUPS["node"] = (*GROUPS["node"], "gatewayapi-plugin", "gateway-api-crds")
+
+Buildable = Component | SourceComponent | ModuleFiles
+
+
 class BuildError(Exception):
     """A one-line reason the build cannot go on."""
 
@@ -322,7 +378,7 @@ def cache_dir() -> Path:
     return base / "bin"
 
 
-def binary_path(component: Component | SourceComponent) -> Path:
+def binary_path(component: Buildable) -> Path:
     return cache_dir() / f"{component.name}-{component.version}" / component.binary
 
 
@@ -396,6 +452,11 @@ def version_replaces(gomod: str) -> list[str]:
     return lines
 
 
+def excludes(gomod: str) -> list[str]:
+    """Upstream's `exclude` lines; like replaces, they only apply from the main module."""
+    return [" ".join(line.split()) for line in _directive_lines(gomod, "exclude")]
+
+
 def go_directive(gomod: str) -> str:
     match = re.search(r"^go\s+(\S+)\s*$", gomod, re.MULTILINE)
     if not match:
@@ -425,6 +486,8 @@ def helper_gomod(component: Component, upstream_gomod: str) -> str:
     if component.copy_replaces:
         lines.extend(f"\t{line}" for line in version_replaces(upstream_gomod))
     lines.append(")")
+    if component.copy_replaces:
+        lines.extend(f"exclude {line}" for line in excludes(upstream_gomod))
     return "\n".join(lines) + "\n"
 
 
@@ -479,13 +542,15 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build(go: str, component: Component | SourceComponent) -> Path:
+def build(go: str, component: Buildable) -> Path:
     target = binary_path(component)
-    if target.is_file():
+    if target.exists():
         return target
     with _lock(cache_dir() / f".{component.name}-{component.version}.lock"):
-        if target.is_file():
+        if target.exists():
             return target
+        if isinstance(component, ModuleFiles):
+            return _copy_module_files(go, component, target)
         started = time.monotonic()
         print(f"building {component.name} {component.version} (cold: minutes)...", flush=True)
         with tempfile.TemporaryDirectory(prefix=f"build-{component.name}-") as tmp:
@@ -530,6 +595,30 @@ def _build_in(go: str, component: Component, workdir: Path, log: Path) -> Path:
         command += ["-tags", ",".join(component.build_tags)]
     _run([*command, "-o", str(staged), component.package], workdir, log)
     return staged
+
+
+def _copy_module_files(go: str, files: ModuleFiles, target: Path) -> Path:
+    with tempfile.TemporaryDirectory(prefix=f"build-{files.name}-") as tmp:
+        workdir = Path(tmp)
+        log = workdir / "build.log"
+        (workdir / "go.mod").write_text("module rollout-webhook.build/probe\n")
+        out = _run(
+            [go, "mod", "download", "-json", f"{files.module}@{files.version}"], workdir, log
+        )
+        info = json.loads(out)
+        if "Error" in info:
+            raise BuildError(f"{files.module}@{files.version}: {info['Error']}")
+        source = Path(info["Dir"]) / files.directory
+        if not source.is_dir():
+            raise BuildError(f"{files.module}@{files.version} has no {files.directory}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial, copy_function=shutil.copyfile)
+        partial.chmod(0o755)
+        partial.replace(target)  # atomic: a reader never sees half of them
+    print(f"copied {files.module}@{files.version}/{files.directory} to {target}", flush=True)
+    return target
 
 
 def upstream_dir() -> Path:
@@ -588,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         metavar="COMPONENT",
         help=(
-            f"one of {', '.join([*COMPONENTS, *SOURCE_COMPONENTS, *GROUPS])}; "
+            f"one of {', '.join([*COMPONENTS, *SOURCE_COMPONENTS, *MODULE_FILES, *GROUPS])}; "
             f"default: {' '.join(DEFAULT_COMPONENTS)}"
         ),
     )
@@ -598,24 +687,23 @@ def main(argv: list[str] | None = None) -> int:
         help="print {component: binary path} as JSON and build nothing",
     )
     args = parser.parse_args(argv)
-    known_names = {*COMPONENTS, *SOURCE_COMPONENTS, *GROUPS}
+    known_names = {*COMPONENTS, *SOURCE_COMPONENTS, *MODULE_FILES, *GROUPS}
     unknown = [name for name in args.components if name not in known_names]
     if unknown:
-        known = ", ".join([*COMPONENTS, *SOURCE_COMPONENTS, *GROUPS])
+        known = ", ".join([*COMPONENTS, *SOURCE_COMPONENTS, *MODULE_FILES, *GROUPS])
         parser.error(f"unknown component {unknown[0]!r}; known: {known}")
     names: list[str] = []
     for name in args.components or DEFAULT_COMPONENTS:
         for member in GROUPS.get(name, (name,)):
             if member not in names:
                 names.append(member)
-    selected: list[Component | SourceComponent] = [
-        COMPONENTS[name] if name in COMPONENTS else SOURCE_COMPONENTS[name] for name in names
-    ]
+    everything: dict[str, Buildable] = {**COMPONENTS, **SOURCE_COMPONENTS, **MODULE_FILES}
+    selected = [everything[name] for name in names]
 
     if args.print_paths:
         print(json.dumps({c.name: str(binary_path(c)) for c in selected}))
         return 0
-    if all(binary_path(c).is_file() for c in selected):
+    if all(binary_path(c).exists() for c in selected):
         return 0
 
     go = find_go()

@@ -112,6 +112,9 @@ class Binaries:
     helm: Path
     rollouts_controller: Path
     argo_plugin: Path
+    gateway_plugin: Path  # Argo Rollouts' Gateway API traffic-router plugin
+    traefik: Path  # the Gateway API data plane
+    gateway_api_crds: Path  # a folder: the standard channel's CRDs of Traefik's version
 
 
 @dataclass

@@ -18,15 +18,19 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
 import pytest
+import yaml
 
 from tests.e2e import binaries, harness
+from tests.e2e.rollouts import controllers
 from tests.node import cluster, host
+from tests.node.workloads import wait_for
 
 NODE_DIR = Path(__file__).resolve().parent
 REPO = NODE_DIR.parents[1]
@@ -88,7 +92,7 @@ def _node_binaries(tools: dict[str, Path]) -> cluster.Binaries:
     if built.returncode != 0:
         raise binaries.Unavailable(f"building the node's binaries failed: {built.stderr.strip()}")
     paths = {k: Path(v) for k, v in _script(binaries.BUILD_SCRIPT, "node", "--print-paths").items()}
-    missing = [name for name, path in paths.items() if not path.is_file()]
+    missing = [name for name, path in paths.items() if not path.exists()]
     if missing:
         raise binaries.Unavailable(f"no {', '.join(missing)} binary: {binaries.ENABLE_HINT}")
     return cluster.Binaries(
@@ -102,6 +106,9 @@ def _node_binaries(tools: dict[str, Path]) -> cluster.Binaries:
         helm=tools["helm"],
         rollouts_controller=paths["rollouts-controller"],
         argo_plugin=paths["kubectl-argo-rollouts"],
+        gateway_plugin=paths["gatewayapi-plugin"],
+        traefik=paths["traefik"],
+        gateway_api_crds=paths["gateway-api-crds"],
     )
 
 
@@ -187,3 +194,50 @@ def release(node_kubectl: harness.Tool, node_helm: harness.Tool) -> Iterator[str
     )  # fmt: skip
     yield RELEASE
     node_helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", check=False, timeout=200)
+
+
+@pytest.fixture(scope="session")
+def argo(node_cluster: cluster.NodeCluster, node_kubectl: harness.Tool) -> Iterator[None]:
+    """The Argo Rollouts controller as its own ServiceAccount (the e2e tier's RBAC and
+    configuration, the Gateway API plugin registered), a process on the host like the control
+    plane's."""
+    node_kubectl("apply", "-f", str(controllers.RBAC_FILE))
+    config = controllers.argo_config(node_cluster.binaries.gateway_plugin)
+    node_kubectl("apply", "-f", "-", input=json.dumps(config))
+    token = node_kubectl(
+        "create", "token", controllers.ARGO_SERVICE_ACCOUNT, "-n", controllers.ARGO_NAMESPACE,
+        "--duration=12h",
+    ).stdout.strip()  # fmt: skip
+    assert node_cluster.plane is not None
+    workdir = node_cluster.work / "argo-rollouts"
+    workdir.mkdir(exist_ok=True)
+    kubeconfig = workdir / "argo-rollouts.kubeconfig"
+    config = harness.token_kubeconfig(node_cluster.plane, controllers.ARGO_SERVICE_ACCOUNT, token)
+    kubeconfig.write_text(yaml.safe_dump(config))
+    kubeconfig.chmod(0o600)
+    metrics_port, healthz_port = harness.free_ports(2)
+    process = node_cluster.spawn(
+        "rollouts-controller",
+        [
+            # Argo copies each file:// plugin into ./plugin-bin at start-up, and the plugin, a
+            # child process, finds the cluster through KUBECONFIG: the controller's own account.
+            "env",
+            f"--chdir={workdir}",
+            f"POD_NAMESPACE={controllers.ARGO_NAMESPACE}",
+            f"KUBECONFIG={kubeconfig}",
+            str(node_cluster.binaries.rollouts_controller),
+            f"--kubeconfig={kubeconfig}",
+            "--leader-elect=false",
+            f"--metricsPort={metrics_port}",
+            f"--healthzPort={healthz_port}",
+            "--loglevel=info",
+        ],
+    )
+    wait_for(lambda: process.alive() and _healthy(healthz_port), "the Argo Rollouts controller")
+    yield
+    process.stop()
+
+
+def _healthy(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+        return int(response.status) == 200

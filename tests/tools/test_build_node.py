@@ -30,7 +30,9 @@ def _run(script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess
     )
 
 
-def test_the_node_group_names_the_control_plane_the_node_and_argo(tmp_path: Path) -> None:
+def test_the_node_group_names_the_control_plane_the_node_argo_and_the_gateway(
+    tmp_path: Path,
+) -> None:
     result = _run("build-control-plane.py", tmp_path, "--print-paths", "node")
     assert result.returncode == 0, result.stderr
     paths = json.loads(result.stdout)
@@ -43,8 +45,81 @@ def test_the_node_group_names_the_control_plane_the_node_and_argo(tmp_path: Path
         "kube-proxy",
         "rollouts-controller",
         "kubectl-argo-rollouts",
+        "traefik",
+        "gatewayapi-plugin",
+        "gateway-api-crds",
     ]
     assert paths["kubelet"] == str(tmp_path / "bin" / "kubelet-v1.35.4" / "kubelet")
+    assert paths["traefik"] == str(tmp_path / "bin" / "traefik-v3.6.12" / "traefik")
+    assert paths["gateway-api-crds"] == str(tmp_path / "bin" / "gateway-api-crds-v1.4.0" / "files")
+
+
+# Lines as Traefik's go.mod writes them: two forks replaced, one broken release excluded.
+TRAEFIK_GOMOD = """module github.com/traefik/traefik/v3
+
+go 1.25.0
+
+require (
+	github.com/abbot/go-http-auth v0.0.0-00010101000000-000000000000
+	github.com/gorilla/mux v1.8.1
+)
+
+replace (
+	github.com/abbot/go-http-auth => github.com/containous/go-http-auth v0.4.1-0.2020
+	github.com/gorilla/mux => github.com/containous/mux v0.0.0-20250523120546-41b6ec3aed59
+)
+
+// Excluded because of a broken release.
+exclude github.com/tencentcloud/tencentcloud-sdk-go v3.0.83+incompatible
+"""
+
+
+def test_traefik_s_forks_and_exclusion_carry_over_to_the_helper_module(
+    build_script: ModuleType,
+) -> None:
+    # Both only apply in the main module: without them `go build` picks the originals.
+    gomod = build_script.helper_gomod(build_script.COMPONENTS["traefik"], TRAEFIK_GOMOD)
+    assert "require github.com/traefik/traefik/v3 v3.6.12" in gomod
+    assert "\tgithub.com/gorilla/mux => github.com/containous/mux v0.0.0-2025052312" in gomod
+    assert (
+        "exclude github.com/tencentcloud/tencentcloud-sdk-go v3.0.83+incompatible"
+        in gomod.splitlines()
+    )
+    assert build_script.excludes("exclude (\n\ta v1\n\tb  v2 // why\n)\n") == ["a v1", "b v2"]
+
+
+def test_module_files_are_copied_whole_into_the_cache_once(
+    build_script: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "module"
+    (module / "config" / "crd" / "standard").mkdir(parents=True)
+    (module / "config" / "crd" / "standard" / "a.yaml").write_text(
+        "kind: CustomResourceDefinition\n"
+    )
+    calls: list[list[str]] = []
+
+    def download(command: list[str], cwd: Path, log: Path) -> str:
+        calls.append(command)
+        return json.dumps({"Dir": str(module)})
+
+    monkeypatch.setenv("ROLLOUT_WEBHOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build_script, "_run", download)
+    files = build_script.MODULE_FILES["gateway-api-crds"]
+    target = build_script.build("go", files)
+    assert target == tmp_path / "cache" / "bin" / "gateway-api-crds-v1.4.0" / "files"
+    assert (target / "a.yaml").read_text() == "kind: CustomResourceDefinition\n"
+    assert calls == [["go", "mod", "download", "-json", "sigs.k8s.io/gateway-api@v1.4.0"]]
+    assert build_script.build("go", files) == target  # cached: no second download
+    assert len(calls) == 1
+
+
+def test_a_module_without_the_folder_is_a_build_error_naming_it(
+    build_script: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROLLOUT_WEBHOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build_script, "_run", lambda *a: json.dumps({"Dir": str(tmp_path)}))
+    with pytest.raises(build_script.BuildError, match="has no config/crd/standard"):
+        build_script.build("go", build_script.MODULE_FILES["gateway-api-crds"])
 
 
 def test_kubelet_and_kube_proxy_are_built_like_kube_apiserver(build_script: ModuleType) -> None:
