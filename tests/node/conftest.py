@@ -197,7 +197,7 @@ def release(node_kubectl: harness.Tool, node_helm: harness.Tool) -> Iterator[str
 
 
 @pytest.fixture(scope="session")
-def argo(node_cluster: cluster.NodeCluster, node_kubectl: harness.Tool) -> Iterator[None]:
+def argo(node_cluster: cluster.NodeCluster, node_kubectl: harness.Tool) -> None:
     """The Argo Rollouts controller as its own ServiceAccount (the e2e tier's RBAC and
     configuration, the Gateway API plugin registered), a process on the host like the control
     plane's."""
@@ -234,8 +234,8 @@ def argo(node_cluster: cluster.NodeCluster, node_kubectl: harness.Tool) -> Itera
         ],
     )
     wait_for(lambda: process.alive() and _healthy(healthz_port), "the Argo Rollouts controller")
-    yield
-    process.stop()
+    # Stopped with every other process of the tier after the last test, once the tier's memory
+    # figures have been read.
 
 
 def _healthy(port: int) -> bool:

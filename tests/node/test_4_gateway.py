@@ -66,10 +66,8 @@ def _ping(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def traefik(
-    node_cluster: cluster.NodeCluster, node_kubectl: harness.Tool, release: str
-) -> Iterator[int]:
-    """Traefik serving the tier's Gateways; yields the port of its HTTP entry point."""
+def traefik(node_cluster: cluster.NodeCluster, node_kubectl: harness.Tool, release: str) -> int:
+    """Traefik serving the tier's Gateways: the port of its HTTP entry point."""
     del release  # the shared CRDs, the HTTPRoute among them, come with it
     crds = node_cluster.work / "gateway-api-crds"
     crds.mkdir(exist_ok=True)
@@ -102,6 +100,7 @@ def traefik(
             "--global.checkNewVersion=false",
             "--global.sendAnonymousUsage=false",
             "--log.level=INFO",
+            "--log.noColor=true",
         ],
     )
     wait_for(lambda: process.alive() and _ping(ping_port), "Traefik")
@@ -116,19 +115,25 @@ def traefik(
         lambda: _condition(get(node_kubectl, "gatewayclass", GATEWAY_CLASS), "Accepted"),
         "the GatewayClass accepted by Traefik",
     )
-    yield web_port
-    process.stop()
+    # Left running to the end of the session, when the tier stops every process it started:
+    # the tier's memory figures then include it.
+    return web_port
 
 
-def _condition(obj: dict[str, Any], kind: str) -> bool:
-    conditions = obj.get("status", {}).get("conditions", [])
+def _holds(conditions: list[dict[str, Any]], kind: str) -> bool:
     return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
 
 
+def _condition(obj: dict[str, Any], kind: str) -> bool:
+    return _holds(obj.get("status", {}).get("conditions", []), kind)
+
+
 def _route_accepted(route: dict[str, Any]) -> bool:
-    parents = route.get("status", {}).get("parents", [])
+    """Accepted by Traefik for its Gateway (the route's status has a parent entry each)."""
     return any(
-        p.get("controllerName") == TRAEFIK_CONTROLLER and _condition(p, "Accepted") for p in parents
+        parent.get("controllerName") == TRAEFIK_CONTROLLER
+        and _holds(parent.get("conditions", []), "Accepted")
+        for parent in route.get("status", {}).get("parents", [])
     )
 
 
@@ -169,10 +174,17 @@ def shop(
     rules = [{"backendRefs": [{"name": "web", "port": 80}]}]
     route = builders.httproute("web", namespace, rules, parents=[{"name": "gw"}])
     apply(node_kubectl, sample_service("web", namespace), gateway, route)
-    wait_for(
-        lambda: _route_accepted(get(node_kubectl, "httproute", "web", "-n", namespace)),
-        "the HTTPRoute accepted by Traefik",
-    )
+    try:
+        wait_for(
+            lambda: _route_accepted(get(node_kubectl, "httproute", "web", "-n", namespace)),
+            "the HTTPRoute accepted by Traefik",
+        )
+    except AssertionError as error:
+        statuses = {
+            kind: get(node_kubectl, kind, name, "-n", namespace).get("status")
+            for kind, name in (("gateway", "gw"), ("httproute", "web"))
+        }
+        raise AssertionError(f"{error}; statuses: {json.dumps(statuses)}") from None
     deployment = sample_deployment("web", namespace, "1.0.0", REPLICAS, labels={ENABLED: "true"})
 
     def sees_route() -> bool:
