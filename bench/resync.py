@@ -328,6 +328,7 @@ def measure_resync(
             "namespaces": len(namespaces),
             "objects_created": created,
             "create_seconds": round(create_seconds, 2),
+            "cores": os.cpu_count(),
             "load_average_start": load_start,
             "load_average_end": [round(x, 2) for x in os.getloadavg()],
             "full": {

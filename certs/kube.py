@@ -23,10 +23,10 @@ def load_api_client(
     """In-cluster config when asked (or when running in a pod with no kubeconfig given),
     else the kubeconfig file (``--kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``).
 
-    ``connections``: how many connections to the API server are kept for reuse (the
-    client's default is five per CPU). A call that finds none free opens one, and one
-    given back to a full pool is closed: every call past the pool pays a new TLS
-    handshake, on both sides."""
+    ``connections``: how many idle connections to the API server are kept for reuse (the
+    client's default is five per CPU). A call that finds none idle opens one; one given
+    back to a full pool is closed (with a warning), and a later call pays a new TLS
+    handshake for it."""
     from kubernetes import client, config
 
     configuration = client.Configuration()

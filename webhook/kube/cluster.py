@@ -312,8 +312,9 @@ the Leases, re-lists."""
 def connections_needed(settings: ClusterSettings) -> int:
     """Connections to keep for reuse: one per watch and per reconciler thread, and spares.
 
-    Below that, calls find the pool empty (the watches alone hold more than the client's
-    default of five per CPU), and each opens and closes a connection of its own."""
+    The watches alone hold more than the client's default pool (five per CPU); with the
+    reconciler's threads busy besides, connections given back found the pool full and
+    were closed, each with a warning in the log, and opened again by the next call."""
     return WATCHES + settings.reconcile_workers + SPARE_CONNECTIONS
 
 
