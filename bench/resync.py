@@ -258,11 +258,10 @@ def measure_resync(
         created = _post_all(plane, objects)
         create_seconds = time.monotonic() - created_at
 
-        settings = ServeSettings(
-            kubeconfig=plane.kubeconfig,
-            namespace=WEBHOOK_NAMESPACE,
-            **({} if workers is None else {"reconcile_workers": workers}),
-        )
+        given: dict[str, Any] = {"kubeconfig": plane.kubeconfig, "namespace": WEBHOOK_NAMESPACE}
+        if workers is not None:
+            given["reconcile_workers"] = workers
+        settings = ServeSettings.model_validate(given)
         cluster = connect(settings)
         counted = Counted()
         counted.wrap(cluster.http)
