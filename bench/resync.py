@@ -4,8 +4,9 @@ The control plane is the end-to-end tier's (tests/e2e/harness.py: etcd and kube-
 built from Go modules, cached under ~/.cache/rollout-webhook/bin, the shared CRDs). The
 services are created with no webhook registered, so they are stored unconverted; then
 the reconciler starts exactly as `serve --kubeconfig` starts it (``connect``, the watches,
-``start_reconciler``: the Lease, two workers, a resync of everything once leader), and
-the time is taken until every Deployment is converted and its Rollout is in the caches.
+``start_reconciler``: the Lease, ``reconcile_workers`` threads, a resync of everything once
+leader), and the time is taken until every Deployment is converted and its Rollout is in
+the caches.
 Requests are counted twice: in the product's HTTP adapter (every call it makes, by
 verb) and by the API server itself (``apiserver_request_total``, by verb and resource;
 the Lease goes through the official client and is seen only there). A second pass
