@@ -158,3 +158,16 @@ def test_the_cpu_of_each_pass_is_set_against_what_the_cores_offered() -> None:
     assert "(the 2 cores offered 100.0 s in 50.0 s); 8 reconcile workers" in line
     assert "3 keys planned, 9,997 found settled" in line
     assert "Load average (1, 5, 15 min) [1.0, 1.0, 1.0] at the start" in line
+
+
+def test_the_resync_verdicts_say_how_busy_the_cores_were() -> None:
+    measured = fleet(150, 5.0, 1000, 50, 0.5)
+    rows = fleet_targets(None, measured)
+    assert rows[2][3] == "real etcd + kube-apiserver, reconciler as `serve` runs it"
+    measured["resync"]["cores"] = 2
+    measured["resync"]["full"]["cpu_seconds"] = {"kube-apiserver": 70.0, "reconciler": 20.0}
+    rows = fleet_targets(None, measured)
+    assert rows[2][3].endswith(
+        "; CPU s: kube-apiserver 70.0 + reconciler 20.0 of the 2 cores' 100.0"
+    )
+    assert rows[3][1] == "0.50 s"
