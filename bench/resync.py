@@ -4,8 +4,9 @@ The control plane is the end-to-end tier's (tests/e2e/harness.py: etcd and kube-
 built from Go modules, cached under ~/.cache/rollout-webhook/bin, the shared CRDs). The
 services are created with no webhook registered, so they are stored unconverted; then
 the reconciler starts exactly as `serve --kubeconfig` starts it (``connect``, the watches,
-``start_reconciler``: the Lease, two workers, a resync of everything once leader), and
-the time is taken until every Deployment is converted and its Rollout is in the caches.
+``start_reconciler``: the Lease, ``reconcile_workers`` threads, a resync of everything once
+leader), and the time is taken until every Deployment is converted and its Rollout is in
+the caches.
 Requests are counted twice: in the product's HTTP adapter (every call it makes, by
 verb) and by the API server itself (``apiserver_request_total``, by verb and resource;
 the Lease goes through the official client and is seen only there). A second pass
@@ -18,12 +19,14 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import http.client
 import json
+import os
 import re
 import sys
 import tempfile
+import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -109,28 +112,82 @@ class BigControlPlane(harness.ControlPlane):
         ]
 
 
+CREATE_WORKERS = 16
+"""Concurrent creates while the fixture is made: enough to keep the API server busy, few
+enough that its default limit of requests in flight (400) is never near."""
+
+
 def _post_all(plane: harness.ControlPlane, objects: Iterable[tuple[str, dict[str, Any]]]) -> int:
+    """POST every object, ``CREATE_WORKERS`` at a time, each worker on one keep-alive
+    connection (a TLS handshake per object cost the API server more than the create)."""
     context = plane.ssl_context()
+    local = threading.local()
+    connections: list[http.client.HTTPSConnection] = []
+    lock = threading.Lock()
+
+    def connection() -> http.client.HTTPSConnection:
+        conn: http.client.HTTPSConnection | None = getattr(local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPSConnection(
+                plane.host, plane.apiserver_port, context=context, timeout=30
+            )
+            local.conn = conn
+            with lock:
+                connections.append(conn)
+        return conn
 
     def post(item: tuple[str, dict[str, Any]]) -> None:
         path, body = item
-        request = urllib.request.Request(  # noqa: S310  (the control plane's https URL)
-            f"{plane.url}{path}",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, context=context, timeout=30) as answer:  # noqa: S310
-                answer.read()
-        except urllib.error.HTTPError as err:
-            message = err.read()[:300].decode("utf-8", "replace")
-            raise RuntimeError(f"POST {path}: HTTP {err.code}: {message}") from None
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        for attempt in range(2):
+            conn = connection()
+            try:
+                conn.request("POST", path, body=data, headers=headers)
+                answer = conn.getresponse()
+                message = answer.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                local.conn = None
+                if attempt:
+                    raise
+                continue  # the server closed the kept-alive connection: once more, anew
+            if answer.status == 409:  # created by the attempt whose answer was lost
+                return
+            if not 200 <= answer.status <= 299:
+                text = message[:300].decode("utf-8", "replace")
+                raise RuntimeError(f"POST {path}: HTTP {answer.status}: {text}")
+            return
 
     items = list(objects)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(post, items))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=CREATE_WORKERS) as pool:
+            list(pool.map(post, items))
+    finally:
+        for conn in connections:
+            conn.close()
     return len(items)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (0.0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command name: state is field 3, utime and stime fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(plane: harness.ControlPlane) -> dict[str, float]:
+    """CPU seconds so far of the API server, etcd and this process (the reconciler)."""
+    seconds = {p.name: cpu_seconds(p.process.pid) for p in plane.processes if p.process is not None}
+    seconds["reconciler"] = cpu_seconds(os.getpid())
+    return seconds
+
+
+def _cpu_used(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: round(v - before.get(k, 0.0), 2) for k, v in after.items()}
 
 
 def _metrics(plane: harness.ControlPlane) -> dict[str, float]:
@@ -173,7 +230,11 @@ def service_namespaces(services: int, crowded_services: int) -> list[str]:
 
 
 def measure_resync(
-    services: int, workdir: Path, timeout: float = 600.0, crowded_services: int = 0
+    services: int,
+    workdir: Path,
+    timeout: float = 600.0,
+    crowded_services: int = 0,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     paths = binaries.control_plane_binaries()
     tools = binaries.kube_tools()
@@ -198,11 +259,16 @@ def measure_resync(
         created = _post_all(plane, objects)
         create_seconds = time.monotonic() - created_at
 
-        settings = ServeSettings(kubeconfig=plane.kubeconfig, namespace=WEBHOOK_NAMESPACE)
+        given: dict[str, Any] = {"kubeconfig": plane.kubeconfig, "namespace": WEBHOOK_NAMESPACE}
+        if workers is not None:
+            given["reconcile_workers"] = workers
+        settings = ServeSettings.model_validate(given)
         cluster = connect(settings)
         counted = Counted()
         counted.wrap(cluster.http)
         before = _metrics(plane)
+        load_start = [round(x, 2) for x in os.getloadavg()]
+        cpu_before = _cpu(plane)
         with (workdir / "resync-audit.jsonl").open("w") as audit_file:
             audit = AuditTrail(stream=audit_file)
             policy = PolicyState()
@@ -223,6 +289,7 @@ def measure_resync(
                     timeout,
                 )
                 full_seconds = time.monotonic() - started
+                full_cpu = _cpu_used(_cpu(plane), cpu_before)
                 full_calls = dict(counted.calls)
                 # Requests the API server saw; the watches still open are not counted yet
                 # (a request is counted when it ends).
@@ -233,13 +300,24 @@ def measure_resync(
                 time.sleep(2)
                 counted.calls.clear()
                 idle_before = _metrics(plane)
+                idle_cpu_before = _cpu(plane)
                 idle_started = time.monotonic()
-                target = reconciler.passes + services
+                # A key is looked at once each: planned (a pass), or found unchanged since
+                # its last pass found nothing to do.
+                idle_passes, idle_unchanged = reconciler.passes, reconciler.unchanged
+                target = idle_passes + idle_unchanged + services
                 reconciler.enqueue_all()
-                _wait("idle resync", lambda: reconciler.passes >= target, timeout)
+                _wait(
+                    "idle resync",
+                    lambda: reconciler.passes + reconciler.unchanged >= target,
+                    timeout,
+                )
                 idle_seconds = time.monotonic() - idle_started
+                idle_cpu = _cpu_used(_cpu(plane), idle_cpu_before)
                 idle_after = _metrics(plane)
                 idle_calls = dict(counted.calls)
+                idle_passes = reconciler.passes - idle_passes
+                idle_unchanged = reconciler.unchanged - idle_unchanged
             finally:
                 stop()
                 cluster.stop()
@@ -250,18 +328,26 @@ def measure_resync(
             "namespaces": len(namespaces),
             "objects_created": created,
             "create_seconds": round(create_seconds, 2),
+            "cores": os.cpu_count(),
+            "load_average_start": load_start,
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
             "full": {
                 "seconds": round(full_seconds, 2),
                 "caches_synced_seconds": round(synced_seconds, 2),
                 "leader_seconds": round(leader_seconds, 2),
                 "reconcile_passes": passes_before,
+                "workers": settings.reconcile_workers,
                 "adapter_calls": full_calls,
                 "apiserver_requests": difference(after_full, before),
+                "cpu_seconds": full_cpu,
             },
             "idle": {
                 "seconds": round(idle_seconds, 2),
+                "reconcile_passes": idle_passes,
+                "unchanged": idle_unchanged,
                 "adapter_calls": idle_calls,
                 "apiserver_requests": difference(idle_after, idle_before),
+                "cpu_seconds": idle_cpu,
             },
         }
 
@@ -279,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         "--scale", action="store_true", help="write to bench/results/LABEL-scale.json instead"
     )
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="reconcile workers (default: the product's)"
+    )
     args = parser.parse_args(argv)
     try:
         binaries.control_plane_binaries()
@@ -288,9 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rollout-webhook-resync-") as tmp:
         try:
             result = measure_resync(
-                args.services, Path(tmp), args.timeout, crowded_services=args.crowded_services
+                args.services,
+                Path(tmp),
+                args.timeout,
+                crowded_services=args.crowded_services,
+                workers=args.workers,
             )
-        except (RuntimeError, TimeoutError, harness.ControlPlaneError) as err:
+        except (RuntimeError, TimeoutError, ValueError, harness.ControlPlaneError) as err:
             sys.stderr.write(f"bench resync: {str(err).splitlines()[0]}\n")
             return 1
     target = RESULTS / f"{args.label}{'-scale' if args.scale else ''}.json"

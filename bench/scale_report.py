@@ -93,18 +93,31 @@ def fleet_targets(
                 f"{TARGET_FLEET_RESYNC_S:g} s",
                 f"{full:.1f} s",
                 _verdict(full <= TARGET_FLEET_RESYNC_S),
-                "real etcd + kube-apiserver, reconciler as `serve` runs it",
+                "real etcd + kube-apiserver, reconciler as `serve` runs it" + _busy(resync, "full"),
             )
         )
         rows.append(
             (
                 f"resync with nothing to do <= {TARGET_IDLE_RESYNC_S:g} s",
-                f"{idle_pass:.1f} s",
+                f"{idle_pass:.2f} s",
                 _verdict(idle_pass <= TARGET_IDLE_RESYNC_S),
-                f"{resync['services']:,} converted services enqueued at once",
+                f"{resync['services']:,} converted services enqueued at once"
+                + _busy(resync, "idle"),
             )
         )
     return rows
+
+
+def _busy(resync: Mapping[str, Any], part: str) -> str:
+    """'; CPU: ...' for a pass whose CPU seconds were read: how much of the cores the API
+    server, etcd and the reconciler took while it ran ('' without them)."""
+    used = (resync.get(part) or {}).get("cpu_seconds")
+    cores = resync.get("cores")
+    if not used or not cores:
+        return ""
+    seconds = float(resync[part]["seconds"])
+    spent = " + ".join(f"{k} {float(v):.1f}" for k, v in sorted(used.items()))
+    return f"; CPU s: {spent} of the {cores} cores' {cores * seconds:.1f}"
 
 
 def instructions_table(counts: Mapping[str, Any], before: Mapping[str, Any] | None = None) -> str:
@@ -219,6 +232,42 @@ def startup_line(resync: Mapping[str, Any]) -> str:
     )
 
 
+def cpu_line(resync: Mapping[str, Any], cores: int | None = None) -> str:
+    """Where the CPU of each pass went ('' for results without it): the API server, etcd
+    and the reconciler's process, against what the machine's cores offered meanwhile."""
+    parts = []
+    for name, label in (("full", "the full resync"), ("idle", "the resync with nothing to do")):
+        part = resync.get(name) or {}
+        used = part.get("cpu_seconds")
+        if not used:
+            continue
+        seconds = float(part["seconds"])
+        offered = (
+            f" (the {cores} cores offered {cores * seconds:.1f} s in {seconds:.1f} s)"
+            if cores
+            else ""
+        )
+        spent = ", ".join(f"{k} {float(v):.1f} s" for k, v in sorted(used.items()))
+        extra = ""
+        if name == "idle" and "unchanged" in part:
+            extra = (
+                f"; {part.get('reconcile_passes', 0):,} keys planned, "
+                f"{part['unchanged']:,} found settled"
+            )
+        if name == "full" and part.get("workers"):
+            extra = f"; {part['workers']} reconcile workers"
+        parts.append(f"{label}: {spent}{offered}{extra}")
+    if not parts:
+        return ""
+    load = ""
+    if resync.get("load_average_start"):
+        load = (
+            f" Load average (1, 5, 15 min) {resync['load_average_start']} at the start, "
+            f"{resync.get('load_average_end')} at the end."
+        )
+    return "CPU time (user + system) during " + "; during ".join(parts) + "." + load
+
+
 def render_section(
     fleet: Mapping[str, Any] | None,
     counts: Mapping[str, Any] | None,
@@ -285,6 +334,9 @@ def render_section(
             "",
             resync_table(resync),
         ]
+        cpu = cpu_line(resync, resync.get("cores"))
+        if cpu:
+            parts += ["", cpu]
     return "\n".join(parts) + "\n"
 
 

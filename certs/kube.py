@@ -14,13 +14,24 @@ class ClusterConfigError(Exception):
 
 
 def load_api_client(
-    kubeconfig: str | None = None, in_cluster: bool = False, context: str | None = None
+    kubeconfig: str | None = None,
+    in_cluster: bool = False,
+    context: str | None = None,
+    *,
+    connections: int | None = None,
 ) -> Any:
     """In-cluster config when asked (or when running in a pod with no kubeconfig given),
-    else the kubeconfig file (``--kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``)."""
+    else the kubeconfig file (``--kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``).
+
+    ``connections``: how many idle connections to the API server are kept for reuse (the
+    client's default is five per CPU). A call that finds none idle opens one; one given
+    back to a full pool is closed (with a warning), and a later call pays a new TLS
+    handshake for it."""
     from kubernetes import client, config
 
     configuration = client.Configuration()
+    if connections is not None:
+        configuration.connection_pool_maxsize = connections
     use_in_cluster = in_cluster or (
         kubeconfig is None
         and "KUBECONFIG" not in os.environ

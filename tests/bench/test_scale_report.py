@@ -13,7 +13,13 @@ from bench.floor import same_patch
 from bench.instructions import per_request, totals
 from bench.report import resync_table
 from bench.resync import CROWDED_NAMESPACE, service_namespaces
-from bench.scale_report import fleet_targets, instruction_ratios, render_section, section
+from bench.scale_report import (
+    cpu_line,
+    fleet_targets,
+    instruction_ratios,
+    render_section,
+    section,
+)
 
 
 def counts(convert: int, baseline: int = 1_000_000) -> dict[str, Any]:
@@ -138,3 +144,30 @@ def test_a_fleet_without_its_resync_says_so() -> None:
     del partial["resync"]
     rows = fleet_targets(None, partial)
     assert [row[2] for row in rows] == ["met", "met", "not measured", "not measured"]
+
+
+def test_the_cpu_of_each_pass_is_set_against_what_the_cores_offered() -> None:
+    resync = fleet(150, 5.0, 1000, 50, 0.5)["resync"]
+    assert cpu_line(resync, 2) == ""  # results from before the CPU was read
+    resync["full"]["cpu_seconds"] = {"kube-apiserver": 70.0, "etcd": 10.0, "reconciler": 15.5}
+    resync["full"]["workers"] = 8
+    resync["idle"].update(cpu_seconds={"reconciler": 0.4}, reconcile_passes=3, unchanged=9_997)
+    resync["load_average_start"] = [1.0, 1.0, 1.0]
+    line = cpu_line(resync, 2)
+    assert "the full resync: etcd 10.0 s, kube-apiserver 70.0 s, reconciler 15.5 s" in line
+    assert "(the 2 cores offered 100.0 s in 50.0 s); 8 reconcile workers" in line
+    assert "3 keys planned, 9,997 found settled" in line
+    assert "Load average (1, 5, 15 min) [1.0, 1.0, 1.0] at the start" in line
+
+
+def test_the_resync_verdicts_say_how_busy_the_cores_were() -> None:
+    measured = fleet(150, 5.0, 1000, 50, 0.5)
+    rows = fleet_targets(None, measured)
+    assert rows[2][3] == "real etcd + kube-apiserver, reconciler as `serve` runs it"
+    measured["resync"]["cores"] = 2
+    measured["resync"]["full"]["cpu_seconds"] = {"kube-apiserver": 70.0, "reconciler": 20.0}
+    rows = fleet_targets(None, measured)
+    assert rows[2][3].endswith(
+        "; CPU s: kube-apiserver 70.0 + reconciler 20.0 of the 2 cores' 100.0"
+    )
+    assert rows[3][1] == "0.50 s"

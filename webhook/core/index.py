@@ -7,6 +7,11 @@ up the keys of one Deployment: what it gets back is a superset of what the conve
 reads (the conversion still applies its own exact tests), found at the cost of the
 matches instead of the namespace's size (docs/benchmarks.md: a namespace of 1,000
 services). Pure: the keys are computed from the object alone.
+
+The reconciler looks the other way, from a watch event to the Deployments it concerns:
+Deployments are kept under their pod labels (the Deployments a Service selects), and
+Rollouts under the Services their strategy names (the Rollouts a Service event may
+concern once its selector points elsewhere).
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from webhook.core.objects import spec_of
+from webhook.core.objects import pod_labels, spec_of
+from webhook.core.references import rollout_references
 from webhook.core.services import own_selector
 
 NO_KEYS: frozenset[str] = frozenset()
@@ -32,10 +38,19 @@ def target_key(name: object) -> str:
     return f"target\0{name}"
 
 
+def naming_key(kind: str, name: str) -> str:
+    """The key of the Rollouts whose strategy names the object (kind, name)."""
+    return f"names\0{kind}\0{name}"
+
+
 def index_keys(kind: str, obj: Mapping[str, Any]) -> frozenset[str]:
     """The keys an object is found under (none for kinds that are not looked up)."""
     if kind == "Service":
         return _service_keys(obj)
+    if kind == "Deployment":
+        return selecting_keys(pod_labels(obj))
+    if kind == "Rollout":
+        return frozenset(naming_key(k, n) for k, n in rollout_references(obj))
     if kind == "HorizontalPodAutoscaler":
         ref = spec_of(obj).get("scaleTargetRef")
         name = ref.get("name") if isinstance(ref, Mapping) else None
@@ -61,9 +76,15 @@ def _service_keys(service: Mapping[str, Any]) -> frozenset[str]:
     return frozenset({selector_key(labels[0], selector[labels[0]])})
 
 
-def selecting_keys(pod_labels: Mapping[str, Any]) -> frozenset[str]:
-    """The keys of every Service that may select pods with these labels."""
-    return frozenset(selector_key(k, v) for k, v in pod_labels.items())
+def selecting_keys(labels: Mapping[str, Any]) -> frozenset[str]:
+    """The keys of every Service that may select pods with these labels (and the keys of a
+    Deployment whose pods have them)."""
+    return frozenset(selector_key(k, v) for k, v in labels.items())
+
+
+def selected_keys(service: Mapping[str, Any]) -> frozenset[str]:
+    """The keys of every Deployment whose pods the Service may select."""
+    return _service_keys(service)
 
 
 def backend_keys(services: Iterable[str]) -> frozenset[str]:

@@ -48,6 +48,11 @@ class ClusterSettings(Protocol):
     @property
     def policy_configmap(self) -> str: ...
 
+    @property
+    def reconcile_workers(self) -> int:
+        """The reconciler's threads: each makes its calls on a connection of its own."""
+        ...
+
 
 class PolicySink(Protocol):
     """Where the policy ConfigMap's watch delivers what it sees (the server's policy state)."""
@@ -297,7 +302,26 @@ class Cluster:
             reflector.stop()
 
 
+WATCHES = len(CACHED) + 1 + len(TEMPLATE_CRD_NAMES) + 1
+"""Watches ``Cluster.start`` opens: each holds a connection for as long as it runs."""
+SPARE_CONNECTIONS = 16
+"""Besides the watches and the reconciler: the admission writes' threads, permission checks,
+the Leases, re-lists."""
+
+
+def connections_needed(settings: ClusterSettings) -> int:
+    """Connections to keep for reuse: one per watch and per reconciler thread, and spares.
+
+    The watches alone hold more than the client's default pool (five per CPU); with the
+    reconciler's threads busy besides, connections given back found the pool full and
+    were closed, each with a warning in the log, and opened again by the next call."""
+    return WATCHES + settings.reconcile_workers + SPARE_CONNECTIONS
+
+
 def connect(settings: ClusterSettings) -> Cluster:
     """A Cluster from --kubeconfig or the Pod's service account; nothing is called yet."""
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
-    return Cluster(KubeHttp(load_api_client(kubeconfig, settings.in_cluster)), settings)
+    client = load_api_client(
+        kubeconfig, settings.in_cluster, connections=connections_needed(settings)
+    )
+    return Cluster(KubeHttp(client), settings)

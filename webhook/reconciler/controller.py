@@ -6,19 +6,28 @@ through one adapter. Events on any kind are mapped to the Deployments they conce
 a Namespace to the Deployments of its namespace, a Rollout or generated Service to the
 Deployment it was generated for), both as the object is and as it was before the change,
 and a Service also to the Deployments whose Rollout names it; so no event ever lists the
-cluster. It runs only while
-this replica holds the leader Lease; the other replicas keep their caches warm.
+cluster. Where the caches keep an index (``webhook.core.index``), a Service's Deployments
+and the Rollouts naming it are looked up by key, not found by reading the namespace.
+It runs only while this replica holds the leader Lease; the other replicas keep their
+caches warm.
+
+A key whose last pass found nothing to do is not planned again until something it is
+planned from may have changed: an event mapped to it, another Deployment object, another
+policy or Rollout schema. A plan is a pure function of those, so the periodic resync
+skips such keys at the cost of a lookup; every ``replan_seconds`` each is planned anew
+all the same, in case an event was ever mapped to too few keys.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -34,6 +43,7 @@ from webhook.core.admission import neighbours_of
 from webhook.core.audit import ChangeOutcome, DecisionFacts
 from webhook.core.cluster import ClusterLister
 from webhook.core.crd_schema import RolloutSchema
+from webhook.core.index import naming_key, selected_keys
 from webhook.core.keys import DEFAULT_KEYS, Keys
 from webhook.core.objects import annotations_of, labels_of, meta, name_of, namespace_of, spec_of
 from webhook.core.policy import Policy
@@ -65,6 +75,8 @@ DeploymentRef = tuple[str, str]
 """(namespace, name) of a Deployment: what the work queue holds and a plan is for."""
 WRITE_TIMEOUT = 10.0
 EXPECTATION_SECONDS = 5.0
+REPLAN_SECONDS = 3600.0
+"""How long a pass that found nothing to do is trusted while nothing it reads changes."""
 RECONCILER_USER = "rollout-webhook:reconciler"
 _MOVABLE_KINDS = frozenset({"Service", "HorizontalPodAutoscaler", "Rollout"})
 """Kinds whose change can move them away from a Deployment (a selector, a target, a
@@ -98,6 +110,27 @@ class ReconcileWriter(Protocol):
         *,
         timeout: float,
     ) -> None: ...
+
+
+class IndexedView(Protocol):
+    """The caches' index lookup (``MemoryClusterView.indexed``)."""
+
+    def indexed(
+        self, kind: str, namespace: str, keys: Iterable[str]
+    ) -> tuple[dict[str, Any], ...]: ...
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A key's last pass found nothing to do, planned from these (compared by identity)."""
+
+    deployment: Mapping[str, Any]
+    policy: Policy
+    schema: RolloutSchema | None
+    seq: int
+    """The event sequence number when the pass began: an event mapped to the key after
+    it (a later number) means the pass may not have seen it."""
+    at: float
 
 
 def _ref(obj: Mapping[str, Any]) -> tuple[str, str]:
@@ -163,8 +196,11 @@ class Reconciler:
         orphan_grace: timedelta = ORPHAN_GRACE,
         rollout_schema: Callable[[], RolloutSchema | None] = lambda: None,
         metrics: ReconcileMetrics | None = None,
+        replan_seconds: float = REPLAN_SECONDS,
     ) -> None:
         self.view = view
+        indexed = getattr(view, "indexed", None)
+        self._index: IndexedView | None = view if callable(indexed) else None  # type: ignore[assignment]
         self.rollout_schema = rollout_schema
         self.policy = policy
         self.writer = writer
@@ -191,6 +227,13 @@ class Reconciler:
         self._tracebacks: set[tuple[DeploymentRef, str]] = set()
         self.passes = 0
         self.errors = 0
+        self.unchanged = 0
+        """Keys looked at and not planned again: nothing they are planned from changed."""
+        self.replan_seconds = replan_seconds
+        self._settled: dict[DeploymentRef, Settled] = {}
+        self._seq = itertools.count(1)
+        self._touched: dict[DeploymentRef, int] = {}
+        """Per key: the sequence number of the last event mapped to it."""
 
     # --- events -> keys ------------------------------------------------------
 
@@ -208,9 +251,14 @@ class Reconciler:
         if kind == "HorizontalPodAutoscaler":
             target = spec_of(obj).get("scaleTargetRef") or {}
             return {(ns, str(target.get("name", "")))} if target.get("name") else set()
-        deployments = self.view.list("Deployment", name if kind == "Namespace" else ns)
         if kind == "Service":
-            return {(ns, name_of(d)) for d in deployments if selects_pods(obj, d)}
+            candidates = (
+                self.view.list("Deployment", ns)
+                if self._index is None
+                else self._index.indexed("Deployment", ns, selected_keys(obj))
+            )
+            return {(ns, name_of(d)) for d in candidates if selects_pods(obj, d)}
+        deployments = self.view.list("Deployment", name if kind == "Namespace" else ns)
         return {(namespace_of(d), name_of(d)) for d in deployments}
 
     def _rollout_keys(self, rollouts: Iterable[Mapping[str, Any]]) -> set[DeploymentRef]:
@@ -223,7 +271,12 @@ class Reconciler:
     def named_by(self, kind: str, obj: Mapping[str, Any]) -> set[DeploymentRef]:
         """The Deployments whose cached Rollout names the Service ``obj``: they are concerned
         even once its selector points elsewhere, or it is gone."""
-        rollouts = self.view.list("Rollout", namespace_of(obj))
+        ns = namespace_of(obj)
+        rollouts = (
+            self.view.list("Rollout", ns)
+            if self._index is None
+            else self._index.indexed("Rollout", ns, {naming_key(kind, name_of(obj))})
+        )
         return self._rollout_keys(rollouts_naming(rollouts, kind, name_of(obj)))
 
     def sharing(
@@ -274,6 +327,7 @@ class Reconciler:
         self, kind: str, obj: Mapping[str, Any], previous: Mapping[str, Any] | None = None
     ) -> None:
         for key in self.keys_for_change(kind, obj, previous):
+            self._touched[key] = next(self._seq)
             if key[0] not in self.excluded_namespaces:
                 self.queue.add(key)
 
@@ -389,8 +443,14 @@ class Reconciler:
         failing key whose retry is not due and whose inputs did not change). Raises
         ``ReconcileFailure``, naming the step, when planning or a write fails."""
         started = time.monotonic()
+        seq = next(self._seq)
         deployment = self.view.get("Deployment", *key)
-        inputs = inputs_of(deployment, self.policy(), self.keys)
+        policy, schema = self.policy(), self.rollout_schema()
+        if self._unchanged(key, deployment, policy, schema, started):
+            self.unchanged += 1
+            return None
+        self._settled.pop(key, None)
+        inputs = inputs_of(deployment, policy, self.keys)
         if self.failures.held_back(key, inputs, started, None):
             self._when_due(key, started)
             return None
@@ -405,6 +465,9 @@ class Reconciler:
             self._when_due(key, started)
             return None
         self.passes += 1
+        # Nothing to do, and nothing to look at again later: the key is settled. (Not a plan
+        # whose writes are only held back below: those are looked at again.)
+        settled = not plan.actions and plan.requeue_after is None
         plan = self._settle_size(key, plan, deployment, started)
         pending = [a for a in plan.writes if self._recently_made(a, started)]
         if pending:
@@ -416,8 +479,33 @@ class Reconciler:
             log.info("%s/%s %s: %s", key[0], key[1], plan.state, plan.summary)
         if plan.requeue_after is not None:
             self.queue.add_after(key, plan.requeue_after)
+        elif settled and deployment is not None and policy is not None:
+            self._settled[key] = Settled(deployment, policy, schema, seq, started)
         self._forget_old_writes(started)
         return plan
+
+    def _unchanged(
+        self,
+        key: DeploymentRef,
+        deployment: Mapping[str, Any] | None,
+        policy: Policy | None,
+        schema: RolloutSchema | None,
+        now: float,
+    ) -> bool:
+        """Whether the key's last pass found nothing to do and nothing it was planned from
+        has changed since: no event mapped to the key, the same Deployment object, policy
+        and schema (a plan reads nothing else but the clock, and only for a Deployment that
+        is gone), and not longer ago than ``replan_seconds``."""
+        settled = self._settled.get(key)
+        return (
+            settled is not None
+            and deployment is settled.deployment
+            and policy is settled.policy
+            and schema is settled.schema
+            and self._touched.get(key, 0) < settled.seq
+            and now - settled.at < self.replan_seconds
+            and self.synced()
+        )
 
     def _carry_out_all(
         self,
@@ -532,9 +620,11 @@ class Reconciler:
         try:
             plan = self.reconcile(key)
         except ReconcileFailure as failure:
+            self._settled.pop(key, None)
             self._failed(key, failure)
             return
         except Exception as err:  # a bug outside the pass's steps: still said, still retried
+            self._settled.pop(key, None)
             self._failed(key, ReconcileFailure("pass", "Deployment", err, inputs=""))
             return
         if plan is not None:

@@ -433,7 +433,7 @@ def start_reconciler(
     cluster.listeners.append(reconciler.on_change)
     policy.listeners.append(reconciler.policy_changed)
     leader.start()
-    reconciler.start()
+    reconciler.start(workers=settings.reconcile_workers)
 
     def stop() -> None:
         reconciler.stop()

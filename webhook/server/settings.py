@@ -52,6 +52,12 @@ class ServeSettings(BaseSettings):
     reconcile: bool = True
     """With a cluster: run the reconciler (under the Lease ``reconciler_lease``)."""
     reconciler_lease: str = "rollout-webhook-reconciler"
+    reconcile_workers: int = Field(default=8, ge=1, le=64)
+    """Threads carrying the reconciler's passes out at once. A pass spends most of its time
+    waiting on the API server (an apply, a patch, an Event, one after another), so a fleet
+    converted in one resync is converted about this many times faster than by one thread,
+    until the API server itself is the limit (docs/benchmarks.md). Each keeps one
+    connection to the API server open."""
     excluded_namespaces: tuple[str, ...] = ("kube-system", "kube-node-lease")
     """Namespaces the reconciler never touches, like the webhook configuration's
     namespaceSelector (the webhook's own namespace is always excluded). From the

@@ -19,9 +19,11 @@ from tests.builders import (
 )
 from webhook.core.admission import deployment_neighbours, neighbours_of
 from webhook.core.convert import plan_conversion
-from webhook.core.index import backend_keys, index_keys
+from webhook.core.index import backend_keys, index_keys, naming_key, selected_keys
 from webhook.core.keys import Keys
+from webhook.core.objects import name_of
 from webhook.core.policy import builtin_policy
+from webhook.core.services import selects_pods
 from webhook.kube.view import MemoryClusterView
 
 NS = "prod"
@@ -103,3 +105,31 @@ def test_a_destination_rule_is_found_as_the_service_its_host_names() -> None:
         assert index_keys("DestinationRule", rule) == backend_keys({"web"})
     assert index_keys("DestinationRule", {"spec": {"host": 7}}) == frozenset()
     assert index_keys("DestinationRule", {"spec": None}) == frozenset()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(LABELS, max_size=5), LABELS)
+def test_a_service_finds_through_the_index_every_deployment_it_selects(
+    pods: list[dict[str, str]], selector: dict[str, str]
+) -> None:
+    view = MemoryClusterView(
+        [opted_in(f"d{i}", NS, pod_labels=labels) for i, labels in enumerate(pods)]
+    )
+    svc = service("s", NS, selector=selector)
+    found = view.indexed("Deployment", NS, selected_keys(svc))
+    selecting = [d for d in view.list("Deployment", NS) if selects_pods(svc, d)]
+    assert {name_of(d) for d in selecting} <= {name_of(d) for d in found}
+
+
+def test_a_rollout_is_found_under_each_service_it_names() -> None:
+    rollout = {
+        "kind": "Rollout",
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {"strategy": {"canary": {"canaryService": "web-canary", "stableService": "web"}}},
+    }
+    view = MemoryClusterView([rollout])
+    for name in ("web", "web-canary"):
+        assert view.indexed("Rollout", NS, {naming_key("Service", name)}) == (rollout,)
+    assert view.indexed("Rollout", NS, {naming_key("Service", "api")}) == ()
+    assert index_keys("Rollout", {"spec": {"strategy": "x"}}) == frozenset()
+    assert index_keys("Deployment", {"spec": {"template": []}}) == frozenset()

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client import ApiClient
 
+from certs.kube import load_api_client
 from tests.webhook.kube.scripted_api import dep
-from webhook.kube.cluster import PolicyStore, ViewStore
+from webhook.kube.cache import Reflector
+from webhook.kube.cluster import (
+    WATCHES,
+    Cluster,
+    PolicyStore,
+    ViewStore,
+    connections_needed,
+)
+from webhook.kube.http import KubeHttp
 from webhook.kube.resources import DEPLOYMENT
 from webhook.kube.view import MemoryClusterView
 from webhook.server.policy_state import PolicyState
+from webhook.server.settings import ServeSettings
 
 
 def test_policy_store_follows_the_configmap() -> None:
@@ -92,3 +104,30 @@ def test_freezing_keeps_live_objects_out_of_the_collector() -> None:
         assert all(id(o) not in {id(x) for x in gc.get_objects()} for o in cached[:3])
     finally:
         gc.unfreeze()
+
+
+def test_the_connection_pool_holds_every_watch_and_reconciler_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connection given back to a full pool is closed, and the next call opens another
+    (a TLS handshake on both sides): the watches hold theirs for good, and every
+    reconciler thread needs one besides."""
+    monkeypatch.setattr(Reflector, "start", lambda self: None)
+    settings = ServeSettings(reconcile_workers=12)
+    cluster = Cluster(KubeHttp(ApiClient()), settings)
+    cluster.start(PolicyState())
+    assert len(cluster.reflectors) == WATCHES
+    assert connections_needed(settings) >= WATCHES + 12 + 4
+
+
+def test_load_api_client_keeps_the_connections_asked_for(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:6443'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    client = load_api_client(str(kubeconfig), connections=40)
+    assert client.configuration.connection_pool_maxsize == 40
+    assert client.rest_client.pool_manager.connection_pool_kw["maxsize"] == 40
