@@ -6,7 +6,9 @@ certificate directory, access log off), which are what the chart's Deployment ru
 (``serve --in-cluster --cert-dir ... --host 0.0.0.0``). What differs, and why:
 
 - The cluster is in memory: a ``MemoryClusterView`` (the very class the watches fill in
-  production) holding the generated services of ``bench.fixtures``, and a writer that
+  production) holding the generated services of ``bench.fixtures``, each object as a
+  list delivers it (parsed from JSON in pages of the reflector's size, then put in the
+  form the caches keep by the reflector's own ``slim``), and a writer that
   allows every SubjectAccessReview and accepts every apply at once. Writes run after the
   answer (engine.py), so the API server's speed is not what is measured here; with no
   API server, the write worker, the access-review cache and the audit records still run.
@@ -28,7 +30,7 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,9 @@ from bench.fixtures import cluster_objects
 from webhook.core.cluster import CREATE_ROLLOUTS, AccessDecision, Permission
 from webhook.core.policy import builtin_policy
 from webhook.core.review import UserInfo
+from webhook.kube.cache import PAGE_SIZE, slim
 from webhook.kube.cluster import freeze_caches
+from webhook.kube.resources import BY_KIND
 from webhook.kube.view import MemoryClusterView
 from webhook.server.policy_state import PolicyState
 from webhook.server.runner import Server, build_server, serve_until_stopped, uvicorn_config
@@ -109,6 +113,24 @@ EXPERIMENTS: dict[str, Callable[[], None]] = {
 }
 
 
+def as_listed(objects: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The objects as the reflectors hand them to the caches: each page of ``PAGE_SIZE``
+    parsed from JSON at once (a list's objects share their keys, not their values), each
+    object then in the form the caches keep (``webhook.kube.cache.slim``)."""
+    page: list[Mapping[str, Any]] = []
+    for obj in objects:
+        page.append(obj)
+        if len(page) == PAGE_SIZE:
+            yield from _parsed(page)
+            page = []
+    yield from _parsed(page)
+
+
+def _parsed(page: list[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    for obj in json.loads(json.dumps(page)):
+        yield slim(obj, BY_KIND[obj["kind"]])
+
+
 class NoopRoute:
     """``POST /noop``: the body read and a fixed answer, on the bare ASGI interface."""
 
@@ -149,7 +171,7 @@ def build(
     objects = cluster_objects(
         services, builtin_policy(), crowded=crowded, crowded_services=crowded_services
     )
-    view = MemoryClusterView(objects)
+    view = MemoryClusterView(as_listed(objects))
     settings = ServeSettings(host="127.0.0.1", port=port, cert_dir=cert_dir)
     if idle_timeout is not None:
         settings = settings.model_copy(update={"read_timeout_seconds": idle_timeout})

@@ -1,5 +1,5 @@
 """docs/benchmarks.md's sections for a fleet of 10,000 services, the instruction counts and
-the Go floor, from bench/results/LABEL-{scale,instructions,floor}.json. Pure but for
+the Go floor, from bench/results/LABEL-{scale,instructions,floor,memory}.json. Pure but for
 ``section``, which reads the files present (a part not measured is left out)."""
 
 from __future__ import annotations
@@ -35,8 +35,28 @@ def instruction_ratios(counts: Mapping[str, Any]) -> dict[str, float]:
     return {case: float(row["per_request"]) / base for case, row in cases.items()}
 
 
+def idle_memory(
+    fleet: Mapping[str, Any] | None, memory: Mapping[str, Any] | None
+) -> tuple[Mapping[str, Any], str] | None:
+    """The newer of the two measures of the idle server's memory: the load run's (its
+    ``server`` part) or the memory-only run's (``LABEL-memory.json``), with how it was run."""
+    runs = [
+        (run, how)
+        for run, how in (
+            ((fleet or {}).get("server"), "VmRSS of the server process, caches filled"),
+            (memory, "VmRSS of the server process, caches filled (`--memory-only` run)"),
+        )
+        if run
+    ]
+    if not runs:
+        return None
+    return max(runs, key=lambda r: str(r[0].get("started", "")))
+
+
 def fleet_targets(
-    counts: Mapping[str, Any] | None, fleet: Mapping[str, Any] | None
+    counts: Mapping[str, Any] | None,
+    fleet: Mapping[str, Any] | None,
+    memory: Mapping[str, Any] | None = None,
 ) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     if counts:
@@ -53,18 +73,21 @@ def fleet_targets(
                     f"{counts['settings']['requests']} requests a case",
                 )
             )
-    server = (fleet or {}).get("server")
-    if server:
-        services = server["settings"]["services"]
-        idle = server["rss_idle_kib"] / 1024
+    measured = idle_memory(fleet, memory)
+    if measured:
+        run, how = measured
+        services = run["settings"]["services"]
+        idle = run["rss_idle_kib"] / 1024
         rows.append(
             (
                 f"resident memory <= {TARGET_FLEET_RSS_MIB:g} MiB idle, {services:,} services",
                 f"{idle:.0f} MiB",
                 _verdict(idle <= TARGET_FLEET_RSS_MIB),
-                "VmRSS of the server process, caches filled",
+                how,
             )
         )
+    server = (fleet or {}).get("server")
+    if server:
         runs = server["rate"]["convert"]
         if runs:
             med = median_of(runs)
@@ -200,9 +223,9 @@ def fleet_rate_table(server: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def objects_line(sizes: Mapping[str, float]) -> str:
-    """What one cached service holds, kind by kind (a Service twice: stable and canary)."""
-    per_service = sum(
+def per_service_bytes(sizes: Mapping[str, float]) -> float:
+    """What one cached service's objects hold (a Service twice: stable and canary)."""
+    return sum(
         sizes.get(kind, 0) * times
         for kind, times in (
             ("Deployment", 1),
@@ -212,12 +235,52 @@ def objects_line(sizes: Mapping[str, float]) -> str:
             ("HTTPRoute", 1),
         )
     )
+
+
+def objects_line(
+    sizes: Mapping[str, float],
+    what: str = "One object as a watch delivers it (parsed JSON, measured with tracemalloc)",
+) -> str:
+    """What one cached service holds, kind by kind."""
     kinds = ", ".join(f"{kind} {size / 1024:.1f}" for kind, size in sorted(sizes.items()))
     return (
-        f"One object as a watch delivers it (parsed JSON, measured with tracemalloc), KiB: "
-        f"{kinds}; a service's six objects: {per_service / 1024:.1f} KiB, before the caches' "
-        "index entries."
+        f"{what}, KiB: {kinds}; a service's six objects: "
+        f"{per_service_bytes(sizes) / 1024:.1f} KiB, before the caches' index entries."
     )
+
+
+def memory_part(memory: Mapping[str, Any], before: Mapping[str, Any] | None) -> list[str]:
+    """The memory-only run: the idle server, and what one object takes as the caches keep it."""
+    settings = memory["settings"]
+    idle = memory["rss_idle_kib"] / 1024
+    was = (
+        f" (before: {before['rss_idle_kib'] / 1024:.0f} MiB, the same run on the code before "
+        "the caches kept only the fields read, `before-memory.json`)"
+        if before
+        else ""
+    )
+    parts = [
+        "",
+        f"### Resident memory with {settings['services']:,} services cached "
+        f"({settings['crowded_services']:,} in one namespace), no load (`--memory-only`, "
+        f"{memory.get('started', '?')})",
+        "",
+        f"Resident memory idle: {idle:.0f} MiB{was}. The caches are filled as the reflectors "
+        "fill them: pages of 500 objects parsed from JSON, each object then in the form the "
+        "caches keep.",
+    ]
+    delivered = memory.get("object_bytes_by_kind")
+    if delivered:
+        parts += ["", objects_line(delivered)]
+    cached = memory.get("cached_bytes_by_kind")
+    if cached:
+        parts += [
+            "",
+            objects_line(
+                cached, "The same objects as the caches keep them (`webhook.core.cached`)"
+            ),
+        ]
+    return parts
 
 
 def startup_line(resync: Mapping[str, Any]) -> str:
@@ -274,15 +337,18 @@ def render_section(
     before: Mapping[str, Any] | None,
     floor: Mapping[str, Any] | None,
     resync_table: Any,
+    memory: Mapping[str, Any] | None = None,
+    memory_before: Mapping[str, Any] | None = None,
 ) -> str:
-    """The generated text; ``resync_table`` is report.py's (same columns as the 1,000's)."""
+    """The generated text; ``resync_table`` is report.py's (same columns as the 1,000's);
+    ``memory``: a memory-only run, and ``memory_before`` the one it is compared with."""
     parts = [
         "",
         "### Ten times the fleet: targets",
         "",
         "| target | measured | verdict | how |",
         "|---|---|---|---|",
-        *(_row(*row) for row in fleet_targets(counts, fleet)),
+        *(_row(*row) for row in fleet_targets(counts, fleet, memory)),
     ]
     if counts:
         parts += [
@@ -324,6 +390,8 @@ def render_section(
         sizes = server.get("object_bytes_by_kind")
         if sizes:
             parts += ["", objects_line(sizes)]
+    if memory:
+        parts += memory_part(memory, memory_before)
     resync = (fleet or {}).get("resync")
     if resync:
         parts += [
@@ -350,6 +418,8 @@ def section(results: Path, label: str, resync_table: Any) -> str:
     counts = _load(results / f"{label}-instructions.json")
     before = _load(results / "before-instructions.json")
     floor = _load(results / f"{label}-floor.json")
-    if not (fleet or counts or floor):
+    memory = _load(results / f"{label}-memory.json")
+    memory_before = _load(results / "before-memory.json")
+    if not (fleet or counts or floor or memory):
         return ""
-    return render_section(fleet, counts, before, floor, resync_table)
+    return render_section(fleet, counts, before, floor, resync_table, memory, memory_before)

@@ -171,3 +171,43 @@ def test_the_resync_verdicts_say_how_busy_the_cores_were() -> None:
         "; CPU s: kube-apiserver 70.0 + reconciler 20.0 of the 2 cores' 100.0"
     )
     assert rows[3][1] == "0.50 s"
+
+
+def memory_run(rss_mib: float, started: str) -> dict[str, Any]:
+    return {
+        "started": started,
+        "settings": {"services": 10_000, "crowded_services": 1_000},
+        "rss_idle_kib": rss_mib * 1024,
+        "object_bytes_by_kind": {"Deployment": 6144, "Service": 1024, "Rollout": 2048},
+        "cached_bytes_by_kind": {"Deployment": 2048, "Service": 1024, "Rollout": 2048},
+    }
+
+
+def test_the_newer_of_the_load_run_and_the_memory_only_run_judges_the_memory_target() -> None:
+    loaded = fleet(250, 5.0, 1000, 50, 0.5)
+    loaded["server"]["started"] = "2026-01-01T00:00:00+00:00"
+    newer = memory_run(150, "2026-01-02T00:00:00+00:00")
+    older = memory_run(150, "2025-12-31T00:00:00+00:00")
+    (memory_row, *_) = fleet_targets(None, loaded, newer)
+    assert memory_row[1:3] == ("150 MiB", "met")
+    assert "--memory-only" in memory_row[3]
+    (memory_row, *_) = fleet_targets(None, loaded, older)
+    assert memory_row[1:3] == ("250 MiB", "**missed**")
+    (memory_row,) = fleet_targets(None, None, newer)
+    assert memory_row[2] == "met"
+
+
+def test_the_memory_only_run_has_its_part_with_the_before_figure(tmp_path: Path) -> None:
+    results = tmp_path
+    (results / "latest-memory.json").write_text(
+        json.dumps(memory_run(180, "2026-01-02T00:00:00+00:00"))
+    )
+    (results / "before-memory.json").write_text(
+        json.dumps(memory_run(240, "2026-01-01T00:00:00+00:00"))
+    )
+    text = section(results, "latest", resync_table)
+    assert "Resident memory idle: 180 MiB (before: 240 MiB" in text
+    assert "a service's six objects: 10.0 KiB" in text
+    assert "as the caches keep them (`webhook.core.cached`), KiB: Deployment 2.0" in text
+    assert "a service's six objects: 6.0 KiB" in text
+    assert "| resident memory <= 200 MiB idle, 10,000 services | 180 MiB | met |" in text

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from webhook.core.cached import cached_form
 from webhook.kube.http import KubeError, KubeHttp
 from webhook.kube.resources import Resource
 
@@ -42,14 +43,12 @@ class Store(Protocol):
 
 
 def slim(obj: Mapping[str, Any], resource: Resource) -> dict[str, Any]:
-    """The object as a decision reads it: kind filled in (lists leave it out), no
-    managedFields (the biggest part of most objects, and never read)."""
-    out = dict(obj)
+    """The object as the caches keep it: kind filled in (lists leave it out), and only the
+    fields a decision reads (``webhook.core.cached.cached_form``: no managedFields, the
+    biggest part of most objects, and no pod spec, the biggest part of a Deployment)."""
+    out = cached_form(resource.kind, obj)
     out["apiVersion"] = resource.api_version
     out["kind"] = resource.kind
-    meta = dict(out.get("metadata") or {})
-    meta.pop("managedFields", None)
-    out["metadata"] = meta
     return out
 
 

@@ -25,10 +25,11 @@ class MemoryClusterView:
     def __init__(self, objects: Iterable[Mapping[str, Any]] = (), *, synced: bool = True):
         self._lock = threading.Lock()
         self._objects: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-        self._index: dict[tuple[str, str], dict[str, set[str]]] = {}
-        """(kind, namespace) -> index key -> names."""
-        self._keys: dict[tuple[str, str, str], frozenset[str]] = {}
-        """(kind, namespace, name) -> the index keys it is kept under."""
+        self._index: dict[tuple[str, str], dict[str, str | set[str]]] = {}
+        """(kind, namespace) -> index key -> names (one name as itself: most keys have one,
+        and a set takes ten times the memory of the reference)."""
+        self._keys: dict[tuple[str, str, str], str | frozenset[str]] = {}
+        """(kind, namespace, name) -> the index keys it is kept under (one key as itself)."""
         self._synced = synced
         for obj in objects:
             self.put(obj)
@@ -72,19 +73,29 @@ class MemoryClusterView:
 
     def _reindex(self, kind: str, namespace: str, name: str, keys: frozenset[str]) -> None:
         """Under the lock: keep ``name`` under exactly ``keys``."""
-        old = self._keys.pop((kind, namespace, name), NO_KEYS)
+        held = self._keys.pop((kind, namespace, name), NO_KEYS)
+        old = frozenset((held,)) if isinstance(held, str) else held
         if not old and not keys:
             return
         index = self._index.setdefault((kind, namespace), {})
         for key in old - keys:
             names = index[key]
-            names.discard(name)
-            if not names:
+            if isinstance(names, str):
                 del index[key]
+                continue
+            names.discard(name)
+            if len(names) == 1:
+                (index[key],) = names
         for key in keys - old:
-            index.setdefault(key, set()).add(name)
+            found = index.get(key)
+            if found is None:
+                index[key] = name
+            elif isinstance(found, str):
+                index[key] = {found, name}
+            else:
+                found.add(name)
         if keys:
-            self._keys[(kind, namespace, name)] = keys
+            self._keys[(kind, namespace, name)] = next(iter(keys)) if len(keys) == 1 else keys
 
     def indexed(self, kind: str, namespace: str, keys: Iterable[str]) -> tuple[dict[str, Any], ...]:
         """The objects of a kind in a namespace kept under any of ``keys``, by name."""
@@ -94,7 +105,11 @@ class MemoryClusterView:
                 return ()
             names: set[str] = set()
             for key in keys:
-                names.update(index.get(key, ()))
+                found = index.get(key, ())
+                if isinstance(found, str):
+                    names.add(found)
+                else:
+                    names.update(found)
             bucket = self._objects.get((kind, namespace), {})
             return tuple(bucket[n] for n in sorted(names) if n in bucket)
 

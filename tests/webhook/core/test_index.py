@@ -133,3 +133,44 @@ def test_a_rollout_is_found_under_each_service_it_names() -> None:
     assert view.indexed("Rollout", NS, {naming_key("Service", "api")}) == ()
     assert index_keys("Rollout", {"spec": {"strategy": "x"}}) == frozenset()
     assert index_keys("Deployment", {"spec": {"template": []}}) == frozenset()
+
+
+ROUTE_NAMES = st.sampled_from(["r0", "r1", "r2"])
+BACKENDS = st.lists(NAMES, max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["put", "delete", "relist"]), ROUTE_NAMES, BACKENDS),
+        max_size=12,
+    )
+)
+def test_the_index_follows_any_sequence_of_changes(
+    changes: list[tuple[str, str, list[str]]],
+) -> None:
+    """Keys shared by one route, then several, then one again, then none: what the index
+    finds is always what reading every route finds."""
+    view = MemoryClusterView()
+    current: dict[str, dict[str, Any]] = {}
+    for change, name, backends in changes:
+        route = httproute(name, NS, rules=[{"backendRefs": [{"name": b} for b in backends]}])
+        if change == "put":
+            view.put(route)
+            current[name] = route
+        elif change == "delete":
+            view.delete(route)
+            current.pop(name, None)
+        else:
+            current = {name: route}
+            view.replace_kind("HTTPRoute", [route])
+        every = backend_keys(["web", "api", "web-canary", "db", "x"])
+        for key in every:
+            found = [o["metadata"]["name"] for o in view.indexed("HTTPRoute", NS, {key})]
+            assert found == _brute_force(view, "HTTPRoute", {key})
+        found = [o["metadata"]["name"] for o in view.indexed("HTTPRoute", NS, every)]
+        assert (
+            found
+            == _brute_force(view, "HTTPRoute", set(every))
+            == sorted(n for n, r in current.items() if index_keys("HTTPRoute", r))
+        )
