@@ -109,7 +109,10 @@ class BigControlPlane(harness.ControlPlane):
         ]
 
 
-def _post_all(plane: harness.ControlPlane, objects: Iterable[tuple[str, dict[str, Any]]]) -> int:
+def post_all(
+    plane: harness.ControlPlane, objects: Iterable[tuple[str, dict[str, Any]]], workers: int = 8
+) -> int:
+    """POST each (path, body) as the admin, ``workers`` at a time; the number posted."""
     context = plane.ssl_context()
 
     def post(item: tuple[str, dict[str, Any]]) -> None:
@@ -128,7 +131,7 @@ def _post_all(plane: harness.ControlPlane, objects: Iterable[tuple[str, dict[str
             raise RuntimeError(f"POST {path}: HTTP {err.code}: {message}") from None
 
     items = list(objects)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(post, items))
     return len(items)
 
@@ -184,7 +187,7 @@ def measure_resync(
         harness.install_crds(kubectl)
         placed = service_namespaces(services, crowded_services)
         namespaces = [namespace(ns) for ns in dict.fromkeys(placed)]
-        _post_all(
+        post_all(
             plane,
             [("/api/v1/namespaces", ns) for ns in [*namespaces, namespace(WEBHOOK_NAMESPACE)]],
         )
@@ -195,7 +198,7 @@ def measure_resync(
                 (f"/apis/apps/v1/namespaces/{ns}/deployments", deployment(f"svc-{i:04d}", ns))
             )
             objects.append((f"/api/v1/namespaces/{ns}/services", service(f"svc-{i:04d}", ns)))
-        created = _post_all(plane, objects)
+        created = post_all(plane, objects)
         create_seconds = time.monotonic() - created_at
 
         settings = ServeSettings(kubeconfig=plane.kubeconfig, namespace=WEBHOOK_NAMESPACE)
