@@ -11,8 +11,9 @@ The rules (docs/operations.md#sizing quotes them):
   client rate, rounded up to 50m, at least ``MIN_CPU_M``;
 - CPU limit: none advised; where one is required, at least the peak over 5 s, rounded up
   to 100m;
-- a fleet larger than the largest measured: a straight line through the two largest
-  measurements (memory and CPU time grow with the Rollouts), marked as extrapolated.
+- a fleet larger than the largest measured (5,000 and 10,000): memory on a straight line
+  through the two largest measurements (the controller with no Rollout counts as 0), the
+  CPU figures of the largest; marked as extrapolated.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 REQUEST_HEADROOM = 0.25
 LIMIT_FACTOR = 1.5
 MIN_CPU_M = 100
-EXTRAPOLATE_TO = 10_000
+EXTRAPOLATE_TO = (5_000, 10_000)
 
 
 def round_up(value: float, step: int) -> int:
@@ -66,25 +67,35 @@ def advice(figures: Mapping[str, float]) -> dict[str, int]:
 
 
 def sizing(document: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per measured fleet (with Rollouts), and one extrapolated to
-    ``EXTRAPOLATE_TO`` when two fleets were measured and both are smaller."""
-    measured = {
-        int(count): _figures(run)
-        for count, run in (document.get("runs") or {}).items()
-        if int(count) > 0
-    }
+    """One row per measured fleet (with Rollouts), and one extrapolated to each of
+    ``EXTRAPOLATE_TO`` larger than the largest measured. Memory follows a line through the
+    two largest fleets, the controller before its first Rollout (the smallest run's
+    ``empty`` phase) counting as a fleet of 0; the CPU figures are the largest fleet's
+    (reconciling every Rollout is paced by the controller's client rate: more Rollouts
+    take longer, not more cores)."""
+    runs = {int(count): run for count, run in (document.get("runs") or {}).items()}
+    measured = {count: _figures(run) for count, run in runs.items() if count > 0}
     rows = [
         {"rollouts": count, "basis": "measured", **figures, **advice(figures)}
         for count, figures in sorted(measured.items())
     ]
-    if len(measured) >= 2 and max(measured) < EXTRAPOLATE_TO:
+    if not measured:
+        return rows
+    empty = runs[min(runs)]["phases"]["empty"]
+    memory = {0: {"idle_mib": empty["rss_max_kib"] / 1024, "peak_mib": empty["hwm_end_kib"] / 1024}}
+    memory.update(measured)
+    largest = measured[max(measured)]
+    for target in EXTRAPOLATE_TO:
+        if target <= max(measured):
+            continue
         figures = {
-            key: extrapolate({c: f[key] for c, f in measured.items()}, EXTRAPOLATE_TO)
-            for key in next(iter(measured.values()))
+            **largest,
+            **{
+                key: extrapolate({c: f[key] for c, f in memory.items()}, target)
+                for key in ("idle_mib", "peak_mib")
+            },
         }
-        rows.append(
-            {"rollouts": EXTRAPOLATE_TO, "basis": "extrapolated", **figures, **advice(figures)}
-        )
+        rows.append({"rollouts": target, "basis": "extrapolated", **figures, **advice(figures)})
     return rows
 
 

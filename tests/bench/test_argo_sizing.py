@@ -154,8 +154,18 @@ def test_ten_thousand_is_extrapolated_from_the_two_largest_fleets() -> None:
     assert rows[2]["idle_mib"] == 550.0
     assert rows[2]["peak_mib"] == 712.5
     assert rows[2]["memory_request_mib"] == 704  # 687.5 -> 704
-    # One fleet measured: no line to draw.
-    assert len(sizing({"runs": {"1000": run(1000, 100, 150, 0.3)}})) == 1
+    # The CPU figures are the largest fleet's, not extrapolated.
+    assert rows[2]["ramp_cores"] == 0.4
+    assert rows[2]["cpu_request_m"] == 400
+    # One fleet measured: the line runs from the controller with no Rollout (40 MiB).
+    alone = sizing({"runs": {"1000": run(1000, 100, 150, 0.3)}})
+    assert [(r["rollouts"], r["basis"]) for r in alone] == [
+        (1000, "measured"),
+        (5000, "extrapolated"),
+        (10_000, "extrapolated"),
+    ]
+    assert alone[1]["idle_mib"] == 340.0  # 40 + 60 x 5
+    assert alone[2]["peak_mib"] == 1140.0  # 40 + 110 x 10
 
 
 def test_the_section_shows_every_phase_and_the_advice() -> None:
@@ -167,6 +177,6 @@ def test_the_section_shows_every_phase_and_the_advice() -> None:
     assert "Argo Rollouts controller (v1.9.2)" in text
     assert "| 5,000 | ramp | 60 | 24.0 | 0.400 | 0.80 | 300 | 300 | 400 |" in text
     assert (
-        "| up to 10,000 | extrapolated | 550 | 712 | 0.53 | 704Mi | 1152Mi | 550m | >= 1100m |"
+        "| up to 10,000 | extrapolated | 550 | 712 | 0.40 | 704Mi | 1152Mi | 400m | >= 800m |"
         in (text)
     )
