@@ -105,7 +105,7 @@ kube-tools: $(DEV)
 ## (callgrind), measure a Go floor beside it, a fleet of 10,000 services, hostile connections, time the
 ## reconciler's resync on a real control plane, and size the Argo Rollouts controller with 1,000 and
 ## 5,000 Rollouts on kwok pods; writes bench/results/$(BENCH_LABEL)*.json and docs/benchmarks.md's
-## tables (~1 h)
+## tables (~1.5 h)
 BENCH_LABEL ?= latest
 VEGETA := $(HOME)/.cache/rollout-webhook/bin/vegeta
 GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
