@@ -102,13 +102,14 @@ kube-tools: $(DEV)
 	@$(BIN)/python tools/extract-kube-tools.py >/dev/null
 
 ## bench: load-test `serve` over TLS (wrk, vegeta), count its instructions per request
-## (callgrind), measure a Go floor beside it, a fleet of 10,000 services, hostile connections, and time the
-## reconciler's resync on a real control plane; writes bench/results/$(BENCH_LABEL)*.json and
-## docs/benchmarks.md's tables (~45 min)
+## (callgrind), measure a Go floor beside it, a fleet of 10,000 services, hostile connections, time the
+## reconciler's resync on a real control plane, and size the Argo Rollouts controller with 1,000 and
+## 5,000 Rollouts on kwok pods; writes bench/results/$(BENCH_LABEL)*.json and docs/benchmarks.md's
+## tables (~1.5 h)
 BENCH_LABEL ?= latest
 VEGETA := $(HOME)/.cache/rollout-webhook/bin/vegeta
 GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
-bench: $(DEV) control-plane kube-tools
+bench: $(DEV) control-plane kube-tools progressive-delivery
 	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 	@command -v valgrind >/dev/null || { apt-get update && apt-get install -y valgrind; }
 	@test -x $(VEGETA) || GOBIN=$(dir $(VEGETA)) $(GO) install github.com/tsenart/vegeta/v12@v12.12.0
@@ -122,6 +123,7 @@ bench: $(DEV) control-plane kube-tools
 	$(BIN)/python -m bench.scale --label $(BENCH_LABEL)
 	$(BIN)/python -m bench.resync --label $(BENCH_LABEL) --scale \
 	  --services 10000 --crowded-services 1000 --timeout 1800
+	$(BIN)/python -m bench.argo_sizing --label $(BENCH_LABEL)
 	$(BIN)/python -m bench.report --label $(BENCH_LABEL) \
 	  $(if $(wildcard bench/results/what-if.json),--what-if what-if)
 

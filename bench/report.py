@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench import scale_report
+from bench import argo_report, scale_report
 from bench.overload import render as overload_section
 from bench.results import matrix_table, median_of, rate_table, ratio_to_baseline
 
@@ -367,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         if overload.exists():  # bench/overload.py's run, a section of its own
             generated += "\n" + overload_section(json.loads(overload.read_text())) + "\n"
         generated += scale_report.section(results, args.label, resync_table)
+        generated += argo_report.section(results, args.label)
         DOC.write_text(splice(DOC.read_text(), generated))
     except (OSError, ValueError) as err:
         sys.stderr.write(f"bench report: {err}\n")

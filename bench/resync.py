@@ -117,9 +117,14 @@ CREATE_WORKERS = 16
 enough that its default limit of requests in flight (400) is never near."""
 
 
-def _post_all(plane: harness.ControlPlane, objects: Iterable[tuple[str, dict[str, Any]]]) -> int:
-    """POST every object, ``CREATE_WORKERS`` at a time, each worker on one keep-alive
-    connection (a TLS handshake per object cost the API server more than the create)."""
+def post_all(
+    plane: harness.ControlPlane,
+    objects: Iterable[tuple[str, dict[str, Any]]],
+    workers: int = CREATE_WORKERS,
+) -> int:
+    """POST each (path, body) as the admin, ``workers`` at a time, each worker on one
+    keep-alive connection (a TLS handshake per object cost the API server more than the
+    create); the number posted."""
     context = plane.ssl_context()
     local = threading.local()
     connections: list[http.client.HTTPSConnection] = []
@@ -161,7 +166,7 @@ def _post_all(plane: harness.ControlPlane, objects: Iterable[tuple[str, dict[str
 
     items = list(objects)
     try:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=CREATE_WORKERS) as pool:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(post, items))
     finally:
         for conn in connections:
@@ -245,7 +250,7 @@ def measure_resync(
         harness.install_crds(kubectl)
         placed = service_namespaces(services, crowded_services)
         namespaces = [namespace(ns) for ns in dict.fromkeys(placed)]
-        _post_all(
+        post_all(
             plane,
             [("/api/v1/namespaces", ns) for ns in [*namespaces, namespace(WEBHOOK_NAMESPACE)]],
         )
@@ -256,7 +261,7 @@ def measure_resync(
                 (f"/apis/apps/v1/namespaces/{ns}/deployments", deployment(f"svc-{i:04d}", ns))
             )
             objects.append((f"/api/v1/namespaces/{ns}/services", service(f"svc-{i:04d}", ns)))
-        created = _post_all(plane, objects)
+        created = post_all(plane, objects)
         create_seconds = time.monotonic() - created_at
 
         given: dict[str, Any] = {"kubeconfig": plane.kubeconfig, "namespace": WEBHOOK_NAMESPACE}

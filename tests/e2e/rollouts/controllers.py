@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,13 +121,19 @@ def _wait(what: str, process: harness.ManagedProcess, ready: Callable[[], bool])
 
 @dataclass
 class Controllers:
-    """The controllers of one test session (or package); start() and stop()."""
+    """The controllers of one test session (or package); start() and stop().
+
+    ``nodes``: the fake nodes kwok runs (500 pods each, tests/e2e/argo/kwok-stages.yaml);
+    ``extra_args``: more flags for a process, by its name (a benchmark's client rates).
+    """
 
     plane: harness.ControlPlane
     paths: dict[str, Path]
     kubectl: harness.Tool
     workdir: Path
     processes: list[harness.ManagedProcess] = field(default_factory=list)
+    nodes: Sequence[str] = NODE_NAMES
+    extra_args: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     def start(self) -> None:
         try:
@@ -139,7 +145,7 @@ class Controllers:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
-        for name in NODE_NAMES:
+        for name in self.nodes:
             self.kubectl("delete", "node", name, "--ignore-not-found", "--wait=false", check=False)
 
     def plugin_path_env(self) -> dict[str, str]:
@@ -189,8 +195,8 @@ class Controllers:
                 "--node-lease-duration-seconds=40",
             ],
         )
-        for name in NODE_NAMES:
-            self.kubectl("apply", "-f", "-", input=json.dumps(_node(name)))
+        for name in self.nodes:
+            self.kubectl("apply", "-f", "-", input=json.dumps(node_manifest(name)))
 
         def nodes_ready() -> bool:
             listed = json.loads(self.kubectl("get", "nodes", "-l", NODE_LABEL, "-o", "json").stdout)
@@ -202,7 +208,7 @@ class Controllers:
                     for c in item.get("status", {}).get("conditions", [])
                 )
             ]
-            return len(ready) == len(NODE_NAMES)
+            return len(ready) == len(self.nodes)
 
         _wait("fake nodes Ready", kwok, nodes_ready)
         _wait("the default ServiceAccount", manager, self._default_service_account)
@@ -261,13 +267,14 @@ class Controllers:
         _wait("/healthz", argo, healthy)
 
     def _process(self, name: str, argv: Sequence[str]) -> harness.ManagedProcess:
+        argv = [*argv, *self.extra_args.get(name, ())]
         process = harness.ManagedProcess(name, argv, self.workdir / f"{name}.log")
         self.processes.append(process)
         process.start()
         return process
 
 
-def _node(name: str) -> dict[str, object]:
+def node_manifest(name: str) -> dict[str, object]:
     return {
         "apiVersion": "v1",
         "kind": "Node",
