@@ -30,6 +30,10 @@ class MemoryClusterView:
         and a set takes ten times the memory of the reference)."""
         self._keys: dict[tuple[str, str, str], str | frozenset[str]] = {}
         """(kind, namespace, name) -> the index keys it is kept under (one key as itself)."""
+        self._namespaces: dict[str, dict[str, None]] = {}
+        """kind -> the namespaces with a bucket of it, in the buckets' order: listing a kind
+        in every namespace (or a cluster-scoped kind) visits its own buckets, not every
+        bucket of every kind."""
         self._synced = synced
         for obj in objects:
             self.put(obj)
@@ -43,7 +47,11 @@ class MemoryClusterView:
         kind, namespace, name = self.key(obj)
         keys = index_keys(kind, obj)
         with self._lock:
-            self._objects.setdefault((kind, namespace), {})[name] = dict(obj)
+            bucket = self._objects.get((kind, namespace))
+            if bucket is None:
+                bucket = self._objects[(kind, namespace)] = {}
+                self._namespaces.setdefault(kind, {})[namespace] = None
+            bucket[name] = dict(obj)
             self._reindex(kind, namespace, name, keys)
 
     def delete(self, obj: Mapping[str, Any]) -> None:
@@ -68,6 +76,7 @@ class MemoryClusterView:
             for triple in [k for k in self._keys if k[0] == kind]:
                 del self._keys[triple]
             self._objects.update(fresh)
+            self._namespaces[kind] = {namespace: None for _, namespace in fresh}
             for (_, namespace, name), found in keys.items():
                 self._reindex(kind, namespace, name, found)
 
@@ -128,9 +137,8 @@ class MemoryClusterView:
             # under "" anyway).
             return tuple(
                 obj
-                for (k, _), bucket in self._objects.items()
-                if k == kind
-                for obj in bucket.values()
+                for each in self._namespaces.get(kind, {})
+                for obj in self._objects[(kind, each)].values()
             )
 
     def synced(self) -> bool:

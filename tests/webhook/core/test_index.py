@@ -174,3 +174,46 @@ def test_the_index_follows_any_sequence_of_changes(
             == _brute_force(view, "HTTPRoute", set(every))
             == sorted(n for n, r in current.items() if index_keys("HTTPRoute", r))
         )
+
+
+def _object(kind: str, namespace: str, name: str) -> dict[str, Any]:
+    return {"kind": kind, "metadata": {"namespace": namespace, "name": name}}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["put", "delete", "relist"]),
+            st.sampled_from(["Service", "ClusterAnalysisTemplate"]),
+            st.sampled_from(["", "a", "b", "c"]),
+            NAMES,
+        ),
+        max_size=16,
+    )
+)
+def test_listing_a_kind_everywhere_finds_exactly_its_objects_in_every_namespace(
+    changes: list[tuple[str, str, str, str]],
+) -> None:
+    """Every namespace's objects of the kind, in the order their namespaces first held one,
+    and nothing of another kind: what reading every stored object finds."""
+    view = MemoryClusterView()
+    stored: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for change, kind, ns, name in changes:
+        obj = _object(kind, ns, name)
+        if change == "put":
+            view.put(obj)
+            stored[(kind, ns, name)] = obj
+        elif change == "delete":
+            view.delete(obj)
+            stored.pop((kind, ns, name), None)
+        else:
+            view.replace_kind(kind, [obj])
+            stored = {k: v for k, v in stored.items() if k[0] != kind}
+            stored[(kind, ns, name)] = obj
+        for listed_kind in ("Service", "ClusterAnalysisTemplate"):
+            listed = view.list(listed_kind, "")
+            assert sorted((o["metadata"]["namespace"], o["metadata"]["name"]) for o in listed) == (
+                sorted((k[1], k[2]) for k in stored if k[0] == listed_kind)
+            )
+            assert all(o["kind"] == listed_kind for o in listed)
